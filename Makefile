@@ -1,0 +1,29 @@
+# Every target bootstraps .venv when it is missing, so a fresh clone needs only `make demo` / `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q torch torchvision
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ganforge train default --data mnist5k --out runs/demo --force --device cpu
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -n 2 --timeout 600
+
+test-all: $(STAMP)
+	$(VENV)/bin/pytest -n 2 -m "slow or not slow"
+
+bench: $(STAMP)
+	$(PY) bench/speed.py --recipe tf-dcgan-mnist --device cpu --steps 20
+
+clean:
+	rm -rf runs $(VENV)

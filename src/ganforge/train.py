@@ -1,0 +1,691 @@
+"""`train(cfg, run_dir)`: the GAN training loop, and the run folder it writes.
+
+The loop is written the way the algorithm reads:
+  (1) update D: maximise log D(x) + log(1 - D(G(z)))     [k times per G step]
+  (2) update G: minimise the chosen G loss through a frozen D
+or, for the TensorFlow tutorial, one forward pass whose two losses update both networks at once.
+Logging, snapshots, checkpoints and evaluation come after the step, under their own comment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from . import __version__, losses
+from .accel import autocast, resolve_device, resolve_speed, set_threads
+from .checkpoint import (capture_rng, list_checkpoints, load_latest, pack_optimizer, restore_rng,
+                         save_checkpoint, unpack_optimizer)
+from .config import TrainConfig, from_dict, validate
+from .data import BatchSampler, load_dataset
+from .errors import CheckpointError, ConfigError, GanforgeError
+from .models import build_models
+from .viz import make_gif, plot_curves, read_metrics, save_grid, to_uint8
+
+# Documented exit codes (see README): 128 + signal number, as shells report them.
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+EXIT_DIVERGED = 3
+
+
+class TrainingInterrupted(GanforgeError):
+    """SIGINT/SIGTERM: a checkpoint was written at the step boundary; `--resume` continues."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class TrainingDiverged(GanforgeError):
+    exit_code = EXIT_DIVERGED
+
+
+# ---- small pieces ------------------------------------------------------------------------------
+
+def build_optimizer(name: str, params, lr: float, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = list(params)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.opt_eps)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rho, eps=cfg.opt_eps)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
+    raise ConfigError(f"unknown optimizer {name!r}")
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    return cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+
+
+@contextmanager
+def frozen(module: nn.Module, bn_eval: bool) -> Iterator[None]:
+    """Freeze a network for the other's phase. Keras runs a frozen model's BatchNorm in inference
+    mode; `bn_eval` reproduces that."""
+    module.requires_grad_(False)
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if bn_eval:
+        for m in norms:
+            m.eval()
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
+        for m in norms:
+            m.train()
+
+
+@contextmanager
+def inference(module: nn.Module, enabled: bool) -> Iterator[None]:
+    """Run `module` in eval mode (Keras `predict`) when enabled."""
+    if enabled:
+        module.eval()
+    try:
+        yield
+    finally:
+        module.train()
+
+
+def grads_finite(params) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+
+
+def buffers_finite(*modules: nn.Module) -> bool:
+    return all(bool(torch.isfinite(b).all()) for m in modules for b in m.buffers()
+               if b.is_floating_point())
+
+
+@dataclass
+class Window:
+    """Per-log-window sums of step statistics, kept on the device so the loop never syncs."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    count: int = 0
+    images: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, stats: dict[str, torch.Tensor], images: int) -> None:
+        for key, value in stats.items():
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.count += 1
+        self.images += images
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+class Run:
+    """Everything one training run holds: models, optimizers, data, RNG, counters, outputs."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, quiet: bool = False) -> None:
+        self.cfg = validate(cfg)
+        self.dir = run_dir
+        self.quiet = quiet
+        self.device = resolve_device(cfg.device)
+        self.speed = resolve_speed(cfg.speed, self.device)
+        if self.device.type == "cpu":
+            set_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+
+        # Data: decoded once, kept on the training device as uint8.
+        data = load_dataset(cfg.data, split="train", image_size=cfg.image_size,
+                            channels=cfg.channels, merge_test=cfg.merge_test, quiet=quiet)
+        if len(data) < 2:
+            raise ConfigError(f"dataset {cfg.data!r} has {len(data)} image(s): need at least 2")
+        self.data_source = data.source
+        self.images = data.images.to(self.device)
+        self.sampler = BatchSampler(len(data), cfg.batch_size, mode=cfg.sampling,
+                                    drop_last=cfg.drop_last, seed=cfg.seed, device=self.device)
+        self.steps_per_epoch = self.sampler.steps_per_epoch
+        self.total_steps = total_steps(cfg, self.steps_per_epoch)
+
+        self.G, self.D = build_models(cfg)
+        self.G.to(self.device)
+        self.D.to(self.device)
+        self.opt_g = build_optimizer(cfg.g_optimizer, self.G.parameters(), cfg.g_lr, cfg)
+        self.opt_d = build_optimizer(cfg.d_optimizer, self.D.parameters(), cfg.d_lr, cfg)
+        self.ema = (AveragedModel(self.G, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+                    if cfg.ema > 0 else None)
+        # z for training comes from its own generator so that data order, dropout and noise are
+        # each reproducible and restorable.
+        self.noise = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        fixed = torch.Generator().manual_seed(cfg.seed + 2)
+        self.fixed_z = torch.randn(cfg.grid_rows ** 2, cfg.latent_dim, generator=fixed).to(self.device)
+        self.autocast = autocast(self.device, enabled=False)
+
+        self.step = 0
+        self.images_seen = 0
+        self.seconds = 0.0
+        self.skipped = 0
+        self.consecutive_skips = 0
+        self.best_fid = math.inf
+        self.warned: set[str] = set()
+        self.acc_high_windows = 0
+        self.real_diversity: float | None = None
+
+    # -- data and noise --
+    def real_batch(self, draw: int) -> torch.Tensor:
+        """The `draw`-th batch of real images, as floats in the recipe's pixel range."""
+        x = self.images[self.sampler.indices(draw)].float()
+        return x / 127.5 - 1.0 if self.cfg.pixel_range == "pm1" else x / 255.0
+
+    def z(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.latent_dim, device=self.device, generator=self.noise)
+
+    # -- guarded optimizer step --
+    def apply(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> bool:
+        """Step `opt` unless the loss or a gradient is non-finite; then the step is skipped."""
+        if not (bool(torch.isfinite(loss)) and grads_finite(params)):
+            opt.zero_grad(set_to_none=True)
+            return False
+        opt.step()
+        return True
+
+    # -- (1)+(2): one training step --
+    def train_step(self) -> tuple[dict[str, torch.Tensor], bool, int]:
+        cfg, G, D = self.cfg, self.G, self.D
+        if cfg.loop == "simultaneous":
+            return self.simultaneous_step()
+        ok = True
+        images = 0
+        for k in range(cfg.d_steps):
+            # (1) Update D: maximise log D(x) + log(1 - D(G(z)))
+            real = self.real_batch(self.step * cfg.d_steps + k)
+            images += real.shape[0]
+            z = self.z(cfg.batch_size)
+            if cfg.g_reuse_fake:
+                fake = G(z)  # kept with its graph: the G step below reuses this forward pass
+            else:
+                with torch.no_grad(), inference(G, cfg.g_eval_for_d):
+                    fake = G(z)
+            self.opt_d.zero_grad(set_to_none=True)
+            if cfg.d_update == "concat":
+                # One D update on [fakes; reals] with labels 0/1 (Hands-On ML style).
+                logits = D(torch.cat([fake.detach(), real]))
+                fake_logits, real_logits = logits[: fake.shape[0]], logits[fake.shape[0]:]
+                loss_real = losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
+                loss_fake = losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip)
+                n_r, n_f = real.shape[0], fake.shape[0]
+                d_loss = (loss_real * n_r + loss_fake * n_f) / (n_r + n_f)
+                d_loss.backward()
+                ok &= self.apply(self.opt_d, d_loss, D.parameters())
+            elif cfg.d_update == "separate":
+                # Two Keras `train_on_batch` calls: D on reals (label 1), then D on fakes (label 0).
+                real_logits = D(real)
+                loss_real = losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
+                loss_real.backward()
+                ok &= self.apply(self.opt_d, loss_real, D.parameters())
+                self.opt_d.zero_grad(set_to_none=True)
+                fake_logits = D(fake.detach())
+                loss_fake = losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip)
+                loss_fake.backward()
+                ok &= self.apply(self.opt_d, loss_fake, D.parameters())
+                d_loss = 0.5 * (loss_real + loss_fake)
+            else:  # accumulate: both terms' gradients, one D step (pytorch/examples dcgan)
+                real_logits = D(real)
+                loss_real = losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
+                loss_real.backward()
+                fake_logits = D(fake.detach())
+                loss_fake = losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip)
+                loss_fake.backward()
+                d_loss = loss_real + loss_fake
+                ok &= self.apply(self.opt_d, d_loss, D.parameters())
+
+        # (2) Update G through a frozen D
+        self.opt_g.zero_grad(set_to_none=True)
+        with frozen(D, bn_eval=cfg.frozen_d_bn == "eval"):
+            if not cfg.g_reuse_fake:
+                fake = G(z if cfg.g_same_noise else self.z(cfg.batch_size))
+            g_logits = D(fake)
+            g_loss = losses.g_loss(cfg.loss, g_logits, cfg.logit_clip)
+            g_loss.backward()
+        ok &= self.apply(self.opt_g, g_loss, G.parameters())
+        if ok and self.ema is not None:
+            self.ema.update_parameters(G)
+        return self.stats(d_loss, g_loss, real_logits, fake_logits), ok, images
+
+    def simultaneous_step(self) -> tuple[dict[str, torch.Tensor], bool, int]:
+        """TF tutorial: one forward pass; G and D gradients from their own losses (two tapes)."""
+        cfg, G, D = self.cfg, self.G, self.D
+        real = self.real_batch(self.step)
+        fake = G(self.z(cfg.batch_size))  # the tutorial's noise batch is always BATCH_SIZE
+        real_logits, fake_logits = D(real), D(fake)
+        g_loss = losses.g_loss(cfg.loss, fake_logits, cfg.logit_clip)
+        d_loss = (losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
+                  + losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip))
+        g_params, d_params = list(G.parameters()), list(D.parameters())
+        g_grads = torch.autograd.grad(g_loss, g_params, retain_graph=True)
+        d_grads = torch.autograd.grad(d_loss, d_params)
+        for p, g in zip(g_params + d_params, g_grads + d_grads):
+            p.grad = g
+        finite = (bool(torch.isfinite(g_loss)) and bool(torch.isfinite(d_loss))
+                  and grads_finite(g_params + d_params))
+        if finite:
+            self.opt_g.step()
+            self.opt_d.step()
+            if self.ema is not None:
+                self.ema.update_parameters(G)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        return self.stats(d_loss, g_loss, real_logits, fake_logits), finite, real.shape[0]
+
+    @staticmethod
+    def stats(d_loss, g_loss, real_logits, fake_logits) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            correct = (real_logits > 0).float().sum() + (fake_logits < 0).float().sum()
+            return {
+                "d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                "d_real": torch.sigmoid(real_logits.float()).mean(),
+                "d_fake": torch.sigmoid(fake_logits.float()).mean(),
+                "d_acc": correct / (real_logits.numel() + fake_logits.numel()),
+            }
+
+    # -- sampling --
+    def sample_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.G
+
+    @torch.no_grad()
+    def fixed_samples(self) -> torch.Tensor:
+        model = self.sample_model()
+        with inference(model, True):
+            out = model(self.fixed_z)
+        return to_uint8(out, self.cfg.pixel_range)
+
+    # -- checkpoint state --
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors: dict[str, torch.Tensor] = {}
+        for prefix, module in (("G", self.G), ("D", self.D)) + ((("EMA", self.ema),) if self.ema else ()):
+            tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+        opt_meta = {}
+        for prefix, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            t, m = pack_optimizer(opt.state_dict(), prefix)
+            tensors.update(t)
+            opt_meta[prefix] = m
+        rng_t, rng_meta = capture_rng()
+        tensors.update({f"rng.{k}": v for k, v in rng_t.items()})
+        tensors["noise_rng"] = self.noise.get_state()
+        tensors["fixed_z"] = self.fixed_z
+        meta = {
+            "config": self.cfg.to_dict(), "model": self.cfg.model, "step": self.step,
+            "epoch": self.step / self.steps_per_epoch, "images_seen": self.images_seen,
+            "seconds": self.seconds, "skipped_steps": self.skipped, "best_fid": _finite_or_none(self.best_fid),
+            "optimizers": opt_meta, "rng": rng_meta, "ganforge_version": __version__,
+            "lr": {"g": self.opt_g.param_groups[0]["lr"], "d": self.opt_d.param_groups[0]["lr"]},
+        }
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        if meta.get("model") != self.cfg.model:
+            raise CheckpointError(
+                f"checkpoint is for model {meta.get('model')!r}, this run is {self.cfg.model!r}: "
+                "resume it with its own config"
+            )
+        for prefix, module in (("G", self.G), ("D", self.D)) + ((("EMA", self.ema),) if self.ema else ()):
+            part = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+            module.load_state_dict(part)
+        for prefix, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            opt.load_state_dict(unpack_optimizer(tensors, meta["optimizers"][prefix], prefix))
+        restore_rng({k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}, meta["rng"])
+        self.noise.set_state(tensors["noise_rng"])
+        self.fixed_z = tensors["fixed_z"].to(self.device)
+        self.step = int(meta["step"])
+        self.images_seen = int(meta["images_seen"])
+        self.seconds = float(meta["seconds"])
+        self.skipped = int(meta.get("skipped_steps", 0))
+        self.best_fid = meta.get("best_fid") or math.inf
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+# ---- the run folder ----------------------------------------------------------------------------
+
+def prepare_run_dir(run_dir: Path, force: bool) -> None:
+    """Create the run folder; never overwrite an existing run unless `force`."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file: choose a folder path")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise ConfigError(
+                f"run folder {run_dir} already exists: continue it with `ganforge train --resume "
+                f"{run_dir}`, or pass --force to overwrite it"
+            )
+        shutil.rmtree(run_dir)
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    from .viz import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, so the log has no duplicates."""
+    rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    from .viz import atomic_write_bytes
+
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise ConfigError(f"{run_dir} is not a ganforge run folder (no config.json)")
+    try:
+        return from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError:
+        raise ConfigError(f"{path} is not valid JSON: restore it from a checkpoint's meta.json") from None
+
+
+# ---- signals -----------------------------------------------------------------------------------
+
+class SignalFlag:
+    """First SIGINT/SIGTERM asks for a checkpoint at the next step boundary; a second exits at once
+    (checkpoint writes are atomic, so nothing is corrupted)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> "SignalFlag":
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        except ValueError:  # not the main thread: signals stay with the host program
+            self.previous = {}
+        return self
+
+    def handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            sys.stderr.write("second signal: exiting now; resume from the last checkpoint\n")
+            import os
+
+            os._exit(128 + signum)
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+# ---- the loop ----------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig | None = None, run_dir: str | Path = "runs/default", *, resume: bool = False,
+          force: bool = False, steps: int | None = None, epochs: int | None = None,
+          quiet: bool = False, log=print) -> Path:
+    """Train a GAN and write the run folder. With `resume=True`, continue `run_dir` exactly where its
+    last checkpoint left it (`steps`/`epochs` then count the whole run). Returns the run folder."""
+    run_dir = Path(run_dir)
+    if resume:
+        if not run_dir.is_dir():
+            raise ConfigError(f"cannot resume: {run_dir} does not exist")
+        _, tensors, meta = load_latest(run_dir / "checkpoints", log=log)
+        cfg = from_dict(meta["config"])
+    elif cfg is None:
+        raise ConfigError("give a recipe or --resume RUN_DIR")
+    if steps is not None:
+        cfg = replace(cfg, steps=steps, epochs=None)
+    elif epochs is not None:
+        cfg = replace(cfg, epochs=epochs, steps=None)
+    validate(cfg)
+    if not resume:
+        prepare_run_dir(run_dir, force)
+
+    run = Run(cfg, run_dir, quiet=quiet)
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume:
+        run.load_state(tensors, meta)
+        _truncate_metrics(metrics_path, run.step)
+        log(f"resuming {run_dir} at step {run.step} of {run.total_steps}")
+    _write_json(run_dir / "config.json", cfg.to_dict())
+    return _loop(run, metrics_path, log)
+
+
+def _loop(run: Run, metrics_path: Path, log) -> Path:
+    cfg = run.cfg
+    spe = run.steps_per_epoch
+    unit_steps = spe if cfg.unit == "epoch" else 1
+    writer = _tensorboard(run)
+    bar = _progress(run)
+    window = Window()
+    t_epoch = time.perf_counter()
+    interrupted: int | None = None
+    with SignalFlag() as flag, open(metrics_path, "a") as mlog:
+        t0 = time.perf_counter()
+        base_seconds = run.seconds
+        while run.step < run.total_steps:
+            stats, ok, images = run.train_step()
+            run.step += 1
+            run.images_seen += images
+            run.seconds = base_seconds + time.perf_counter() - t0
+            window.add(stats, images)
+            if bar is not None:
+                bar.update(1)
+
+            # ---- maintenance: faults, logs, grids, checkpoints, evaluation ----
+            if not ok:
+                run.skipped += 1
+                run.consecutive_skips += 1
+                _record(mlog, {"step": run.step, "event": "skipped_nonfinite_step",
+                               "skipped_total": run.skipped})
+                if run.consecutive_skips >= cfg.max_skips or not buffers_finite(run.G, run.D):
+                    base_seconds, t0 = _rollback_or_stop(run, log), time.perf_counter()
+                    window = Window()
+                    continue
+            else:
+                run.consecutive_skips = 0
+            done = run.step >= run.total_steps
+            if run.step % cfg.log_every == 0 or done:
+                _log_window(run, window, mlog, writer, bar, log)
+                window = Window()
+            epoch_end = run.step % spe == 0
+            if cfg.unit == "epoch" and epoch_end and not run.quiet:
+                msg = f"time for epoch {run.step // spe} is {time.perf_counter() - t_epoch:.2f} sec"
+                (bar.write if bar is not None else log)(msg)
+                t_epoch = time.perf_counter()
+            iteration = run.step - 1
+            if cfg.unit == "step":
+                sample_now = iteration % cfg.sample_every == 0
+            else:
+                sample_now = epoch_end and (run.step // spe) % cfg.sample_every == 0
+            if sample_now or done:
+                _snapshot(run, mlog)
+            if cfg.eval_every and (run.step % (cfg.eval_every * unit_steps) == 0 or done):
+                _evaluate(run, mlog, writer, log)
+            milestone = bool(cfg.milestone_every) and run.step % (cfg.milestone_every * unit_steps) == 0
+            if run.step % (cfg.checkpoint_every * unit_steps) == 0 or milestone or done:
+                _checkpoint(run, milestone)
+            if flag.signum is not None and not done:
+                _checkpoint(run, False)
+                interrupted = flag.signum
+                break
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    _finish(run, metrics_path, finished=interrupted is None, log=log)
+    if interrupted is not None:
+        code = EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
+        raise TrainingInterrupted(
+            f"stopped by signal {interrupted} at step {run.step}: checkpoint saved; continue with "
+            f"`ganforge train --resume {run.dir}`", code)
+    return run.dir
+
+
+def _record(mlog, row: dict) -> None:
+    mlog.write(json.dumps(row) + "\n")
+    mlog.flush()
+
+
+def _log_window(run: Run, window: Window, mlog, writer, bar, log) -> None:
+    if window.count == 0:
+        return
+    means = window.means()
+    elapsed = time.perf_counter() - window.started
+    row = {"step": run.step, "epoch": round(run.step / run.steps_per_epoch, 4),
+           "images_seen": run.images_seen, **{k: round(v, 6) for k, v in means.items()},
+           "images_per_second": round(window.images / max(elapsed, 1e-9), 2),
+           "seconds": round(run.seconds, 3)}
+    _record(mlog, row)
+    if writer is not None:
+        for key in ("d_loss", "g_loss", "d_real", "d_fake", "d_acc", "images_per_second"):
+            writer.add_scalar(f"train/{key}", row[key], run.step)
+    _collapse_alarm_accuracy(run, means["d_acc"], mlog, log)
+    text = (f"step {run.step}/{run.total_steps}  d_loss {means['d_loss']:.4f}  g_loss {means['g_loss']:.4f}  "
+            f"D(x) {means['d_real']:.3f}  D(G(z)) {means['d_fake']:.3f}  acc {100 * means['d_acc']:.1f}%  "
+            f"{row['images_per_second']:.0f} img/s")
+    if bar is not None:
+        bar.set_postfix(d=f"{means['d_loss']:.3f}", g=f"{means['g_loss']:.3f}",
+                        acc=f"{100 * means['d_acc']:.0f}%", refresh=False)
+    elif not run.quiet:
+        log(text)
+
+
+def _warn(run: Run, mlog, key: str, message: str, log) -> None:
+    _record(mlog, {"step": run.step, "warning": message})
+    if key not in run.warned:
+        run.warned.add(key)
+        log(f"warning: {message}")
+
+
+def _collapse_alarm_accuracy(run: Run, d_acc: float, mlog, log) -> None:
+    run.acc_high_windows = run.acc_high_windows + 1 if d_acc >= 0.999 else 0
+    if run.acc_high_windows == 5:
+        _warn(run, mlog, "d_acc", f"D accuracy has been 100% for 5 log windows (step {run.step}): "
+              "G gets no useful gradient; try a lower d_lr or loss=ns", log)
+
+
+def _diversity(images: torch.Tensor) -> float:
+    flat = images.float().flatten(1)
+    return float(torch.pdist(flat).mean()) if flat.shape[0] > 1 else 0.0
+
+
+def _snapshot(run: Run, mlog) -> None:
+    cfg = run.cfg
+    samples = run.fixed_samples()
+    name = cfg.sample_name.format(step=run.step, epoch=run.step // run.steps_per_epoch,
+                                  iteration=run.step - 1)
+    save_grid(samples, run.dir / "samples" / f"{name}.png", nrow=cfg.grid_rows)
+    # Collapse alarm on the fixed grid: its spread against that of as many real images.
+    if run.real_diversity is None:
+        n = samples.shape[0]
+        idx = torch.randperm(run.images.shape[0], generator=torch.Generator().manual_seed(0))[:n]
+        run.real_diversity = _diversity(run.images[idx.to(run.images.device)].cpu())
+    ratio = _diversity(samples) / max(run.real_diversity, 1e-9)
+    if run.step > 10 * cfg.log_every and ratio < 0.15:
+        _warn(run, mlog, "diversity", f"the fixed-latent grid is {ratio:.0%} as diverse as real data "
+              f"at step {run.step}: possible mode collapse", print)
+
+
+def _checkpoint(run: Run, milestone: bool) -> None:
+    tensors, meta = run.state()
+    save_checkpoint(run.dir / "checkpoints", f"step-{run.step:09d}", tensors, meta,
+                    keep_last=run.cfg.keep_last, milestone=milestone)
+
+
+def _rollback_or_stop(run: Run, log) -> float:
+    cfg = run.cfg
+    have = list_checkpoints(run.dir / "checkpoints")
+    if cfg.rollback_lr_factor > 0 and have:
+        _, tensors, meta = load_latest(run.dir / "checkpoints", log=log)
+        run.load_state(tensors, meta)
+        for opt, base in ((run.opt_g, meta["lr"]["g"]), (run.opt_d, meta["lr"]["d"])):
+            for group in opt.param_groups:
+                group["lr"] = base * cfg.rollback_lr_factor
+        run.consecutive_skips = 0
+        log(f"warning: {cfg.max_skips} non-finite steps: rolled back to step {run.step} with "
+            f"learning rates x{cfg.rollback_lr_factor}")
+        return run.seconds
+    raise TrainingDiverged(
+        f"training diverged: {run.consecutive_skips} consecutive non-finite steps at step {run.step}; "
+        f"resume from the last good checkpoint with lower learning rates (e.g. g_lr={cfg.g_lr / 2:g} "
+        f"d_lr={cfg.d_lr / 2:g}) or set rollback_lr_factor=0.5"
+    )
+
+
+def _evaluate(run: Run, mlog, writer, log) -> None:
+    """In-training FID & co. (issue 3); keeps `checkpoints/best` by FID."""
+    try:
+        from .metrics.evaluate import evaluate_images
+    except ImportError:
+        return
+    from .sampling import generate
+
+    fake = generate(run.sample_model(), run.cfg.eval_n, run.cfg.latent_dim, seed=run.cfg.seed + 3,
+                    device=run.device, pixel_range=run.cfg.pixel_range)
+    try:
+        result = evaluate_images(fake, run.cfg.data, seed=run.cfg.seed, quiet=True)
+    except GanforgeError as err:
+        _warn(run, mlog, "eval", f"evaluation skipped: {err}", log)
+        return
+    row = {"step": run.step, **{k: result[k] for k in ("fid", "kid_mean", "kid_std", "precision",
+                                                        "recall", "inception_score") if k in result}}
+    _record(mlog, row)
+    if writer is not None:
+        for key, value in row.items():
+            if key != "step":
+                writer.add_scalar(f"eval/{key}", value, run.step)
+    if row.get("fid") is not None and row["fid"] < run.best_fid:
+        run.best_fid = row["fid"]
+        tensors, meta = run.state()
+        meta["fid"] = row["fid"]
+        save_checkpoint(run.dir / "checkpoints", "best", tensors, meta)
+
+
+def _finish(run: Run, metrics_path: Path, finished: bool, log) -> None:
+    last = [r for r in read_metrics(metrics_path) if "g_loss" in r]
+    final = last[-1] if last else {}
+    summary = {
+        "recipe": run.cfg.recipe, "data": run.cfg.data, "data_source": run.data_source,
+        "device": str(run.device), "speed": run.speed, "finished": finished,
+        "steps": run.step, "total_steps": run.total_steps, "epochs": round(run.step / run.steps_per_epoch, 4),
+        "images_seen": run.images_seen, "seconds": round(run.seconds, 3),
+        "images_per_second": round(run.images_seen / max(run.seconds, 1e-9), 2),
+        "skipped_steps": run.skipped,
+        "final": {k: final.get(k) for k in ("d_loss", "g_loss", "d_real", "d_fake", "d_acc")},
+        "best_fid": _finite_or_none(run.best_fid), "ganforge_version": __version__,
+    }
+    _write_json(run.dir / "summary.json", summary)
+    make_gif(run.dir / "samples", run.dir / "progress.gif")
+    if run.cfg.gif_name:
+        shutil.copyfile(run.dir / "progress.gif", run.dir / run.cfg.gif_name)
+    plot_curves(metrics_path, run.dir / "losses.png")
+    if not run.quiet:
+        log(f"total training time {run.seconds:.1f} s for {run.step} steps "
+            f"({summary['images_per_second']:.0f} images/s)")
+
+
+def _tensorboard(run: Run):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        return None
+    return SummaryWriter(str(run.dir / "tb"), purge_step=run.step or None)
+
+
+def _progress(run: Run):
+    if run.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.total_steps, initial=run.step, unit="step", dynamic_ncols=True)

