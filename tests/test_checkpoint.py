@@ -169,6 +169,7 @@ def test_crash_at_every_write_leaves_a_good_checkpoint(tmp_path: Path, name: str
         expected = 2 if path.name == name else 1
         assert meta == {"v": expected}
         _assert_same(tensors, _tensors(expected))
+        assert (root / "best").is_dir()  # a failed swap puts the previous "best" back
         _, best_meta = ck.load_checkpoint(root / "best")
         assert best_meta["v"] in (1, 2)
         ck.save_checkpoint(root, "step-000000003", _tensors(3), {"v": 3})  # tidies any leftovers
@@ -301,10 +302,11 @@ def _rewrite(path: Path, file_name: str, edit) -> None:
 
 
 def test_bad_manifests_and_versions_are_refused(tmp_path: Path) -> None:
+    newer = r"made by a newer ganforge \(format 99 > 1\): upgrade ganforge"
     cases = {
         "hash": (ck.MANIFEST_FILE, lambda d: d["files"][ck.META_FILE].update(sha256="0" * 64), "checksum"),
-        "newer manifest": (ck.MANIFEST_FILE, lambda d: d.update(version=99), r"newer ganforge \(format 99 > 1\)"),
-        "newer meta": (ck.META_FILE, lambda d: d.update(version=99), r"newer ganforge \(format 99 > 1\)"),
+        "newer manifest": (ck.MANIFEST_FILE, lambda d: d.update(version=99), newer),
+        "newer meta": (ck.META_FILE, lambda d: d.update(version=99), newer),
         "traversal": (ck.MANIFEST_FILE, lambda d: d["files"].update({"../x": {}}), "unexpected file"),
     }
     for case, (file_name, edit, message) in cases.items():
@@ -380,3 +382,15 @@ def test_pruning_keeps_newest_milestones_and_named(tmp_path: Path) -> None:
         ck.save_checkpoint(tmp_path, "step-000000007", {}, {}, keep_last=0)
     with pytest.raises(CheckpointError, match="invalid checkpoint name"):
         ck.save_checkpoint(tmp_path, "../escape", {}, {})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rng_and_device_load(tmp_path: Path) -> None:
+    rng_tensors, rng_meta = ck.capture_rng()
+    assert rng_meta["cuda_devices"] == torch.cuda.device_count()
+    expected = torch.rand(4, device="cuda")
+    path = ck.save_checkpoint(tmp_path, "best", {**rng_tensors, "w": expected}, {"rng": rng_meta})
+    tensors, meta = ck.load_checkpoint(path, device="cuda")
+    assert tensors["w"].is_cuda and torch.equal(tensors["w"], expected)
+    ck.restore_rng(tensors, meta["rng"])
+    assert torch.equal(torch.rand(4, device="cuda"), expected)

@@ -133,10 +133,11 @@ def _serialize(name: str, tensors: dict[str, torch.Tensor], meta: dict) -> dict[
     try:
         meta_json = json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "meta": meta}, indent=1)
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"cannot save checkpoint {name}: meta is not JSON-serialisable ({err})") from None
+        raise CheckpointError(
+            f"cannot save checkpoint {name}: meta is not JSON-serialisable ({err})") from None
     return {
-        TENSORS_FILE: safetensors.torch.save(
-            _prepare_tensors(name, tensors), metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)}),
+        TENSORS_FILE: safetensors.torch.save(_prepare_tensors(name, tensors), metadata={
+            "format": FORMAT_NAME, "version": str(FORMAT_VERSION)}),
         META_FILE: meta_json.encode(),
     }
 
@@ -189,7 +190,8 @@ def save_checkpoint(root: str | Path, name: str, tensors: dict[str, torch.Tensor
     """
     root = Path(root)
     if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise CheckpointError(f"invalid checkpoint name {name!r}: use a plain name like 'step-000000120' or 'best'")
+        raise CheckpointError(
+            f"invalid checkpoint name {name!r}: use a plain name like 'step-000000120' or 'best'")
     if keep_last < 1:
         raise ConfigError(f"keep_last must be >= 1, got {keep_last}: keep at least the newest checkpoint")
     match = _STEP_RE.match(name)
@@ -203,7 +205,6 @@ def save_checkpoint(root: str | Path, name: str, tensors: dict[str, torch.Tensor
         _recover(root)
         tmp.mkdir()
         _write_checkpoint_dir(tmp, blobs, step, milestone)
-        _prune(root, keep_last, protect=final, protect_counts=bool(match) and not milestone)
         _swap_in(tmp, final)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -296,7 +297,8 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 
 def _check_version(version: Any, where: Path) -> None:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CheckpointError(f"checkpoint {where} has an unknown format version {version!r}: it was not written by ganforge")
+        raise CheckpointError(f"checkpoint {where} has an unknown format version {version!r}: "
+                              "it was not written by ganforge")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {where} was made by a newer ganforge (format {version} > "
                               f"{FORMAT_VERSION}): upgrade ganforge")
@@ -313,20 +315,24 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu"
     if not os.path.lexists(path):
         resolved = _resolve_half_swapped(path)
         if resolved is None:
-            raise CheckpointError(f"no checkpoint at {path}: check the path or list the run's checkpoints folder")
+            raise CheckpointError(
+                f"no checkpoint at {path}: check the path or list the run's checkpoints folder")
         path = resolved
     if not path.is_dir():
         refuse_pickle(path)
-        raise CheckpointError(f"{path} is not a ganforge checkpoint: pass the checkpoint folder that holds {MANIFEST_FILE}")
+        raise CheckpointError(
+            f"{path} is not a ganforge checkpoint: pass the checkpoint folder that holds {MANIFEST_FILE}")
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_bytes())
     except FileNotFoundError:
         raise CheckpointError(f"{path} is not a complete ganforge checkpoint (no {MANIFEST_FILE}): "
                               "use an earlier checkpoint") from None
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} has an unreadable manifest ({err}): use an earlier checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint {path} has an unreadable manifest ({err}): use an earlier checkpoint") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path} is not a ganforge checkpoint (unknown manifest): use an earlier checkpoint")
+        raise CheckpointError(
+            f"{path} is not a ganforge checkpoint (unknown manifest): use an earlier checkpoint")
     _check_version(manifest.get("version"), path)
 
     files = manifest.get("files")
@@ -336,7 +342,8 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu"
     for file_name, record in files.items():
         # The manifest is untrusted input: only plain names inside the folder are ever opened.
         if file_name not in (TENSORS_FILE, META_FILE) or not isinstance(record, dict):
-            raise CheckpointError(f"checkpoint {path} lists an unexpected file {file_name!r}: refusing to load it")
+            raise CheckpointError(
+                f"checkpoint {path} lists an unexpected file {file_name!r}: refusing to load it")
         try:
             data = (path / file_name).read_bytes()
         except OSError as err:
@@ -351,7 +358,8 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu"
         doc = json.loads(blobs[META_FILE])
         tensors = safetensors.torch.load(blobs[TENSORS_FILE])
     except Exception as err:  # noqa: BLE001 - any parse failure means the checkpoint is unusable
-        raise CheckpointError(f"checkpoint {path} is corrupt ({type(err).__name__}): use an earlier checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt ({type(err).__name__}): use an earlier checkpoint") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME or not isinstance(doc.get("meta"), dict):
         raise CheckpointError(f"checkpoint {path} has a malformed {META_FILE}: use an earlier checkpoint")
     _check_version(doc.get("version"), path)
@@ -446,7 +454,8 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, dict):
         if set(value) == {"__tensor__"}:
             if value["__tensor__"] not in tensors:
-                raise CheckpointError(f"checkpoint is missing tensor {value['__tensor__']!r}: use an earlier checkpoint")
+                raise CheckpointError(
+                    f"checkpoint is missing tensor {value['__tensor__']!r}: use an earlier checkpoint")
             return tensors[value["__tensor__"]]
         if set(value) == {"__tuple__"}:
             return tuple(_decode(v, tensors) for v in value["__tuple__"])
