@@ -94,7 +94,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     speed: str = "auto"  # auto (fast on CUDA, eager on CPU), eager, fast
-    threads: int = 0  # CPU threads (0 = all cores)
+    threads: int = 0  # CPU intra-op threads (0 = torch default: one per physical core)
     version: int = CONFIG_VERSION
 
     # ---- derived helpers ----

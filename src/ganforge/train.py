@@ -358,16 +358,21 @@ def _finite_or_none(x: float) -> float | None:
 
 # ---- the run folder ----------------------------------------------------------------------------
 
-def prepare_run_dir(run_dir: Path, force: bool) -> None:
-    """Create the run folder; never overwrite an existing run unless `force`."""
+def check_run_dir(run_dir: Path, force: bool) -> None:
+    """Refuse to overwrite an existing run unless `force` (checked before any slow setup)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file: choose a folder path")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise ConfigError(
-                f"run folder {run_dir} already exists: continue it with `ganforge train --resume "
-                f"{run_dir}`, or pass --force to overwrite it"
-            )
+    if run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise ConfigError(
+            f"run folder {run_dir} already exists: continue it with `ganforge train --resume "
+            f"{run_dir}`, or pass --force to overwrite it"
+        )
+
+
+def prepare_run_dir(run_dir: Path, force: bool) -> None:
+    """Create the run folder (after data and models loaded, so bad input leaves nothing behind)."""
+    check_run_dir(run_dir, force)
+    if run_dir.exists() and force:
         shutil.rmtree(run_dir)
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
@@ -449,9 +454,10 @@ def train(cfg: TrainConfig | None = None, run_dir: str | Path = "runs/default", 
         cfg = replace(cfg, epochs=epochs, steps=None)
     validate(cfg)
     if not resume:
-        prepare_run_dir(run_dir, force)
-
+        check_run_dir(run_dir, force)
     run = Run(cfg, run_dir, quiet=quiet)
+    if not resume:
+        prepare_run_dir(run_dir, force)
     metrics_path = run_dir / "metrics.jsonl"
     if resume:
         run.load_state(tensors, meta)

@@ -207,6 +207,9 @@ def load_dataset(
         resolved = Path(path).expanduser().resolve()
         return ImageDataset(f"{FOLDER_PREFIX}{resolved}", images, None, None, source)
 
+    if os.sep in name_or_path or name_or_path.startswith((".", "~")):
+        raise DataError(f"{name_or_path} is not a folder: check the path, or use one of "
+                        f"{', '.join(DATASETS)}")
     raise DataError(
         f"unknown dataset {name_or_path!r}: choose one of {', '.join(DATASETS)}, "
         "or give the path of a folder of images"

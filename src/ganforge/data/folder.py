@@ -52,6 +52,16 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+def _non_images(folder: Path) -> list[Path]:
+    """Visible files whose extension is not an image's: reported, never decoded."""
+    other = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        other += [Path(dirpath) / n for n in filenames
+                  if not n.startswith(".") and Path(n).suffix.lower() not in IMAGE_EXTENSIONS]
+    return sorted(other)
+
+
 def _open(path: Path) -> Image.Image:
     """Open lazily; PIL only warns between MAX_IMAGE_PIXELS and twice that, we refuse."""
     with warnings.catch_warnings():
@@ -125,6 +135,10 @@ def load_folder(
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder: give a folder of images or a dataset name")
     files = list_images(folder)
+    other = _non_images(folder)
+    if other:
+        print(f"warning: ignored {len(other)} files that are not images (first: "
+              f"{other[0].relative_to(folder)})", file=sys.stderr)
     if not files:
         raise DataError(
             f"{folder} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "

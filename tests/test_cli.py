@@ -1,0 +1,131 @@
+"""The `ganforge` command: every subcommand, and one clear line (no traceback) for each bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganforge.cli import main
+from ganforge.config import RECIPES
+
+TINY = ["data=digits", "batch_size=8", "--quiet", "--device", "cpu"]
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # one line, no traceback
+    assert err[0].startswith("ganforge: error: ")
+    return err[0]
+
+
+def _images(folder: Path, count: int, size: int = 20, gray: bool = False) -> None:
+    rng = np.random.default_rng(count)
+    (folder / "nested").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        shape = (size, size) if gray else (size, size, 3)
+        sub = folder / "nested" if i % 2 else folder
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(sub / f"{i:03d}.png")
+
+
+def test_recipes_table_and_json(capsys):
+    assert main(["recipes"]) == 0
+    table = capsys.readouterr().out
+    for name in RECIPES:
+        assert name in table
+    assert "2,305,472" in table  # tf-dcgan-mnist G trainable
+    assert main(["recipes", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(RECIPES)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["seed001-dcgan-mnist"]["generator"] == {"trainable": 855_809, "non_trainable": 384}
+    assert by_name["tf-dcgan-mnist"]["discriminator"] == {"trainable": 212_865, "non_trainable": 0}
+    for r in rows:
+        assert set(r["generator"]) == set(r["discriminator"]) == {"trainable", "non_trainable"}
+
+
+def test_train_resume_and_sample(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "seed004-mlp-mnist", "--out", str(run), "--steps", "3", *TINY]) == 0
+    assert "progress.gif" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run), "--steps", "5", "--quiet"]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 5
+    out = tmp_path / "samples"
+    assert main(["sample", str(run), "--n", "7", "--out", str(out), "--seed", "1"]) == 0
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["0.png", "1.png", "2.png", "3.png", "4.png", "5.png", "6.png", "grid.png"]
+    assert Image.open(out / "0.png").size == (28, 28)
+
+
+def test_train_on_own_folder_counts_non_images(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    _images(folder, 12, size=40)
+    (folder / "notes.txt").write_text("not an image")
+    run = tmp_path / "run"
+    assert main(["train", "default", "--data", str(folder), "--out", str(run), "--steps", "2",
+                 "image_size=32", "channels=3", "base_filters=4", "batch_size=4", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "ignored 1 files that are not images (first: notes.txt)" in err
+    assert Image.open(next((run / "samples").glob("*.png"))).mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "no-such-recipe"], "valid recipes: default, seed004-mlp-mnist"),
+        (["train", "default", "no_such_key=1"], "valid keys:"),
+        (["train", "default", "--data", "no-such-data"], "mnist5k"),
+        (["train", "default", "g_lr=-0.1"], "g_lr=-0.1: must be greater than zero"),
+        (["train", "default", "batch_size=0"], "batch_size=0: must be greater than zero"),
+        (["train", "default", "image_size=30"], "valid sizes are 28, 32"),
+        (["train", "default", "loss=wasserstein"], "valid: ns, minimax, hinge"),
+        (["train", "default", "g_lr=fast"], "expected float"),
+        (["train", "default", "--data", "MISSING_DIR/"], "not a folder"),
+        (["train"], "name a recipe"),
+        (["sample", "NO_RUN", "--out", "x"], "no checkpoints"),
+    ],
+)
+def test_bad_input_is_one_line(argv, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("MISSING_DIR", str(tmp_path / "missing")) for a in argv]
+    code = main(argv + ["--out", str(tmp_path / "run")] if argv[0] == "train" and len(argv) > 1 else argv)
+    assert code == 2
+    assert needle in _err_line(capsys)
+    assert not (tmp_path / "run").exists()  # bad input leaves no half-made run folder
+
+
+def test_empty_folder_and_mostly_broken_folder(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "default", "--data", str(empty), "--out", str(tmp_path / "r1")]) == 2
+    assert "contains no images" in _err_line(capsys)
+    broken = tmp_path / "broken"
+    _images(broken, 10)
+    for i in range(3):
+        (broken / f"bad{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert main(["train", "default", "--data", str(broken), "--out", str(tmp_path / "r2")]) == 2
+    assert "3 of 13 files" in _err_line(capsys)
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "seed004-mlp-mnist", "--out", str(run), "--steps", "1", *TINY]) == 0
+    capsys.readouterr()
+    before = (run / "summary.json").read_text()
+    assert main(["train", "seed004-mlp-mnist", "--out", str(run), "--steps", "2", *TINY]) == 2
+    assert "--resume" in _err_line(capsys)
+    assert (run / "summary.json").read_text() == before
+    assert main(["train", "seed004-mlp-mnist", "--out", str(run), "--steps", "2", "--force", *TINY]) == 0
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ganforge", "train", "default", "batch_size=-3",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "ganforge: error: bad value batch_size=-3: must be greater than zero"
+    assert "Traceback" not in proc.stderr
