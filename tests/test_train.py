@@ -129,3 +129,20 @@ def test_nonfinite_steps_are_skipped_counted_and_stop(tmp_path, monkeypatch):
         train(cfg, tmp_path / "run", steps=10, quiet=True)
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sum(r.get("event") == "skipped_nonfinite_step" for r in rows) == 3
+
+
+def test_ema_warms_up_and_copies_batchnorm_statistics():
+    from ganforge.ema import make_ema, update_ema
+
+    torch.manual_seed(0)
+    g = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    ema = make_ema(g, 0.999)
+    start = g[0].weight.detach().clone()
+    for _ in range(20):
+        with torch.no_grad():
+            g[0].weight.add_(1.0)
+        g(torch.randn(8, 4))  # moves the BN statistics
+        update_ema(ema, g)
+    # With the (1 + n) / (10 + n) warm-up the average follows the recent weights, not the init.
+    assert float((ema.module[0].weight.detach() - start).mean()) > 10
+    assert torch.equal(ema.module[1].running_var, g[1].running_var)

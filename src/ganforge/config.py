@@ -115,7 +115,7 @@ RECIPES: dict[str, TrainConfig] = {
     # Adam(2e-4, 0.5), EMA of G, torch BN defaults and N(0, 0.02) init.
     "default": TrainConfig(
         recipe="default", model="default", data="mnist5k", image_size=28, channels=1,
-        base_filters=32, init="dcgan", bn_momentum=0.1, bn_eps=1e-5, loss="ns", loop="alternating",
+        base_filters=16, init="dcgan", bn_momentum=0.1, bn_eps=1e-5, loss="ns", loop="alternating",
         d_update="accumulate", g_reuse_fake=True, batch_size=64, g_lr=2e-4, d_lr=2e-4, beta1=0.5,
         ema=0.999, unit="step", steps=2000, sampling="epoch", log_every=50, sample_every=100,
         sample_name="step_{step:06d}", grid_rows=8, checkpoint_every=500,

@@ -22,7 +22,6 @@ from typing import Iterator
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import __version__, losses
 from .accel import autocast, resolve_device, resolve_speed, set_threads
@@ -30,6 +29,7 @@ from .checkpoint import (capture_rng, list_checkpoints, load_latest, pack_optimi
                          save_checkpoint, unpack_optimizer)
 from .config import TrainConfig, from_dict, validate
 from .data import BatchSampler, load_dataset
+from .ema import make_ema, update_ema
 from .errors import CheckpointError, ConfigError, GanforgeError
 from .models import build_models
 from .viz import make_gif, plot_curves, read_metrics, save_grid, to_uint8
@@ -161,8 +161,7 @@ class Run:
         self.D.to(self.device)
         self.opt_g = build_optimizer(cfg.g_optimizer, self.G.parameters(), cfg.g_lr, cfg)
         self.opt_d = build_optimizer(cfg.d_optimizer, self.D.parameters(), cfg.d_lr, cfg)
-        self.ema = (AveragedModel(self.G, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-                    if cfg.ema > 0 else None)
+        self.ema = make_ema(self.G, cfg.ema)
         # z for training comes from its own generator so that data order, dropout and noise are
         # each reproducible and restorable.
         self.noise = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
@@ -257,8 +256,8 @@ class Run:
             g_loss = losses.g_loss(cfg.loss, g_logits, cfg.logit_clip)
             g_loss.backward()
         ok &= self.apply(self.opt_g, g_loss, G.parameters())
-        if ok and self.ema is not None:
-            self.ema.update_parameters(G)
+        if ok:
+            update_ema(self.ema, G)
         return self.stats(d_loss, g_loss, real_logits, fake_logits), ok, images
 
     def simultaneous_step(self) -> tuple[dict[str, torch.Tensor], bool, int]:
@@ -280,8 +279,7 @@ class Run:
         if finite:
             self.opt_g.step()
             self.opt_d.step()
-            if self.ema is not None:
-                self.ema.update_parameters(G)
+            update_ema(self.ema, G)
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
         return self.stats(d_loss, g_loss, real_logits, fake_logits), finite, real.shape[0]
