@@ -24,6 +24,7 @@ import random
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,15 +88,26 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 def _os_error_message(err: OSError, where: Path) -> str:
     """One line naming what went wrong on disk and how to continue."""
+    # A training run keeps its checkpoints in RUN/checkpoints: name the run to resume.
+    hint = (f"resume with `ganforge train --resume {where.parent.parent}`"
+            if where.parent.name == "checkpoints" else _RESUME_HINT)
     if err.errno == errno.ENOSPC:
-        return f"disk full while saving checkpoint to {where}: free some space and {_RESUME_HINT}"
+        return f"disk full while saving checkpoint to {where}: free some space and {hint}"
     if err.errno == getattr(errno, "EDQUOT", None):
-        return (f"disk full (quota exceeded) while saving checkpoint to {where}: "
-                f"free some space and {_RESUME_HINT}")
+        return f"disk full (quota exceeded) while saving checkpoint to {where}: free some space and {hint}"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write checkpoint to {where} ({err.strerror}): check permissions of the run folder"
     reason = err.strerror or str(err) or type(err).__name__
-    return f"could not write checkpoint to {where} ({reason}): check the disk and {_RESUME_HINT}"
+    return f"could not write checkpoint to {where} ({reason}): check the disk and {hint}"
+
+
+def _test_pause() -> None:
+    """Test hook, off unless GANFORGE_TEST_SLOW_SAVE=SECONDS is set: sleep between the stages of a
+    save, so reliability tests (tests/test_reliability.py, bench/soak.py) can land a kill or a
+    signal inside a checkpoint write. Never set it in real runs."""
+    delay = os.environ.get("GANFORGE_TEST_SLOW_SAVE")
+    if delay:
+        time.sleep(float(delay))
 
 
 def _sha256(data: bytes) -> str:
@@ -146,6 +158,7 @@ def _write_checkpoint_dir(directory: Path, blobs: dict[str, bytes], step: int | 
                           milestone: bool) -> None:
     """Fill an empty directory with the blobs and, last, the manifest that commits them."""
     for file_name, data in blobs.items():
+        _test_pause()
         _write_bytes(directory / file_name, data)
     manifest = {
         "format": FORMAT_NAME,
@@ -154,8 +167,10 @@ def _write_checkpoint_dir(directory: Path, blobs: dict[str, bytes], step: int | 
         "step": step,
         "milestone": milestone,
     }
+    _test_pause()
     _write_bytes(directory / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
     _fsync_dir(directory)
+    _test_pause()  # committed under the hidden name, not yet renamed into place
 
 
 def _swap_in(new: Path, final: Path) -> None:

@@ -26,6 +26,8 @@ INITS = ("keras", "dcgan", "torch")
 SAMPLING = ("replacement", "epoch")
 UNITS = ("step", "epoch")
 SPEEDS = ("auto", "eager", "fast")
+# Switches `speed` can add (`+feature`) or remove (`+no_feature`) after a preset; see accel.Speed.
+SPEED_FEATURES = ("fused", "channels_last", "bf16", "autotune", "async_guard", "compile", "cudagraphs")
 
 
 @dataclass
@@ -74,6 +76,7 @@ class TrainConfig:
     unit: str = "step"  # the unit of `steps`/`epochs` cadences below: step or epoch
     steps: int | None = None  # total optimisation steps of the whole run (one G step each)
     epochs: int | None = None  # or total epochs (converted to steps)
+    max_seconds: float = 0.0  # also stop (checkpointed, resumable) after this much training time; 0 = no limit
     sampling: str = "epoch"  # epoch: shuffled epochs; replacement: random indices with replacement
     drop_last: bool = False  # drop the last partial batch of each epoch
     # -- outputs --
@@ -93,7 +96,7 @@ class TrainConfig:
     # -- execution --
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    speed: str = "auto"  # auto (fast on CUDA, eager on CPU), eager, fast
+    speed: str = "auto"  # auto, eager or fast, then +feature / +no_feature (e.g. fast+no_compile)
     threads: int = 0  # CPU intra-op threads (0 = torch default: one per physical core)
     version: int = CONFIG_VERSION
 
@@ -249,7 +252,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError (one line) for any invalid value; return cfg unchanged otherwise."""
     for key, valid in (("model", MODELS), ("loop", LOOPS), ("d_update", D_UPDATES),
                        ("loss", LOSSES), ("g_optimizer", OPTIMIZERS), ("d_optimizer", OPTIMIZERS),
-                       ("init", INITS), ("sampling", SAMPLING), ("unit", UNITS), ("speed", SPEEDS),
+                       ("init", INITS), ("sampling", SAMPLING), ("unit", UNITS),
                        ("pixel_range", ("pm1", "01")), ("frozen_d_bn", ("train", "eval"))):
         _choice(cfg, key, valid)
     for key in ("batch_size", "latent_dim", "g_hidden", "d_hidden", "base_filters", "g_lr", "d_lr",
@@ -257,11 +260,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 "steps", "epochs", "sample_every", "checkpoint_every", "max_skips", "eval_n"):
         _positive(cfg, key)
     for key in ("opt_eps", "bn_eps", "momentum", "rho", "ema", "milestone_every", "eval_every",
-                "rollback_lr_factor", "threads", "seed", "bn_momentum"):
+                "rollback_lr_factor", "threads", "seed", "bn_momentum", "max_seconds"):
         _positive(cfg, key, allow_zero=True)
     for key in ("beta1", "beta2", "ema", "momentum", "rho", "bn_momentum"):
         if not 0.0 <= getattr(cfg, key) < 1.0 + (key == "bn_momentum"):
             raise ConfigError(f"bad value {key}={getattr(cfg, key)!r}: must be in [0, 1)")
+    parse_speed(cfg.speed)
     if cfg.channels not in (1, 3):
         raise ConfigError(f"bad value channels={cfg.channels}: must be 1 or 3")
     sizes = VALID_SIZES[cfg.model]
@@ -283,6 +287,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             f"bad value sample_name={cfg.sample_name!r}: may use {{step}}, {{epoch}}, {{iteration}}"
         ) from None
     return cfg
+
+
+def parse_speed(text: str) -> list[str]:
+    """`speed` tokens: a preset (auto, eager, fast) and/or `feature` / `no_feature`, joined by +."""
+    tokens = [t.strip() for t in str(text).split("+")]
+    valid = SPEEDS + SPEED_FEATURES + tuple(f"no_{f}" for f in SPEED_FEATURES)
+    if not all(t in valid for t in tokens):
+        raise ConfigError(
+            f"bad value speed={text!r}; valid: auto, eager or fast, optionally followed by +FEATURE or "
+            f"+no_FEATURE with FEATURE one of {', '.join(SPEED_FEATURES)} (e.g. fast+no_compile)"
+        )
+    return tokens
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:

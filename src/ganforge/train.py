@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from . import __version__, losses
-from .accel import autocast, resolve_device, resolve_speed, set_threads
+from .accel import (CompiledStep, GraphedStep, StepGuard, adopt_implementation, autocast, channels_last,
+                    ema_update, optimizer_options, resolve_device, resolve_speed, set_backends, set_threads,
+                    to_format)
 from .checkpoint import (capture_rng, list_checkpoints, load_latest, pack_optimizer, restore_rng,
                          save_checkpoint, unpack_optimizer)
 from .config import TrainConfig, from_dict, validate
@@ -33,6 +35,8 @@ from .ema import make_ema, update_ema
 from .errors import CheckpointError, ConfigError, GanforgeError
 from .models import build_models
 from .viz import make_gif, plot_curves, read_metrics, save_grid, to_uint8
+
+MAX_ROLLBACKS = 3  # rollbacks to one checkpoint (lrs lowered each time) before the run stops
 
 # Documented exit codes (see README): 128 + signal number, as shells report them.
 EXIT_SIGINT = 130
@@ -54,14 +58,15 @@ class TrainingDiverged(GanforgeError):
 
 # ---- small pieces ------------------------------------------------------------------------------
 
-def build_optimizer(name: str, params, lr: float, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(name: str, params, lr: float, cfg: TrainConfig, **impl) -> torch.optim.Optimizer:
+    """The named optimizer; `impl` picks its implementation (fused, foreach, capturable), not its maths."""
     params = list(params)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.opt_eps)
+        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.opt_eps, **impl)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rho, eps=cfg.opt_eps)
+        return torch.optim.RMSprop(params, lr=lr, alpha=cfg.rho, eps=cfg.opt_eps, **impl)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, **impl)
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
@@ -95,6 +100,26 @@ def inference(module: nn.Module, enabled: bool) -> Iterator[None]:
         yield
     finally:
         module.train()
+
+
+class Faults:
+    """Which steps were skipped as non-finite. A host-checked step's flag is known at once; a
+    sync-free step's is a device tensor, kept pending until the loop asks (one read for all), so
+    the hot loop never waits for the GPU."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, bool | torch.Tensor]] = []
+
+    def settle(self, step: int, ok: bool | torch.Tensor, now: bool) -> list[tuple[int, bool]]:
+        """Record step `step`'s flag; return (step, ok) for every flag read now, in step order."""
+        self.pending.append((step, ok))
+        if not (now or not isinstance(ok, torch.Tensor)):
+            return []
+        flags = [f for _, f in self.pending if isinstance(f, torch.Tensor)]
+        read = iter(torch.stack(flags).tolist() if flags else [])  # the one host sync
+        out = [(s, bool(next(read)) if isinstance(f, torch.Tensor) else f) for s, f in self.pending]
+        self.pending = []
+        return out
 
 
 def grads_finite(params) -> bool:
@@ -134,155 +159,204 @@ class Window:
 class Run:
     """Everything one training run holds: models, optimizers, data, RNG, counters, outputs."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, quiet: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, quiet: bool = False, dataset=None) -> None:
+        """`dataset` (an ImageDataset) replaces loading `cfg.data`, e.g. for benchmarks."""
         self.cfg = validate(cfg)
         self.dir = run_dir
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
-        self.speed = resolve_speed(cfg.speed, self.device)
+        self.features = resolve_speed(cfg.speed, self.device)
         if self.device.type == "cpu":
             set_threads(cfg.threads)
+        set_backends(self.features, self.device)
         torch.manual_seed(cfg.seed)
 
         # Data: decoded once, kept on the training device as uint8.
-        data = load_dataset(cfg.data, split="train", image_size=cfg.image_size,
-                            channels=cfg.channels, merge_test=cfg.merge_test, quiet=quiet)
+        data = dataset if dataset is not None else load_dataset(
+            cfg.data, split="train", image_size=cfg.image_size, channels=cfg.channels,
+            merge_test=cfg.merge_test, quiet=quiet)
         if len(data) < 2:
             raise ConfigError(f"dataset {cfg.data!r} has {len(data)} image(s): need at least 2")
         self.data_source = data.source
         self.images = data.images.to(self.device)
+        # Indices are drawn on the host and sent over without a sync (see `batch_indices`).
         self.sampler = BatchSampler(len(data), cfg.batch_size, mode=cfg.sampling,
-                                    drop_last=cfg.drop_last, seed=cfg.seed, device=self.device)
+                                    drop_last=cfg.drop_last, seed=cfg.seed, device="cpu")
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = total_steps(cfg, self.steps_per_epoch)
 
         self.G, self.D = build_models(cfg)
         self.G.to(self.device)
         self.D.to(self.device)
-        self.opt_g = build_optimizer(cfg.g_optimizer, self.G.parameters(), cfg.g_lr, cfg)
-        self.opt_d = build_optimizer(cfg.d_optimizer, self.D.parameters(), cfg.d_lr, cfg)
+        channels_last(self.G, self.D, enabled=self.features.channels_last)
+        self.impl_g = optimizer_options(cfg.g_optimizer, self.features, self.device)
+        self.impl_d = optimizer_options(cfg.d_optimizer, self.features, self.device)
+        self.opt_g = build_optimizer(cfg.g_optimizer, self.G.parameters(), cfg.g_lr, cfg, **self.impl_g)
+        self.opt_d = build_optimizer(cfg.d_optimizer, self.D.parameters(), cfg.d_lr, cfg, **self.impl_d)
         self.ema = make_ema(self.G, cfg.ema)
         # z for training comes from its own generator so that data order, dropout and noise are
         # each reproducible and restorable.
         self.noise = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         fixed = torch.Generator().manual_seed(cfg.seed + 2)
         self.fixed_z = torch.randn(cfg.grid_rows ** 2, cfg.latent_dim, generator=fixed).to(self.device)
-        self.autocast = autocast(self.device, enabled=False)
+        # The non-finite guard, and the step as the loop calls it: compiled and/or captured when on.
+        self.guard = StepGuard(sync_free=self.features.async_guard)
+        self.compiled = CompiledStep(self.step_body, self.features.compile, self._snapshot)
+        self.graphed = GraphedStep(self.compiled, self.features.cudagraphs, self._snapshot)
 
         self.step = 0
         self.images_seen = 0
         self.seconds = 0.0
         self.skipped = 0
         self.consecutive_skips = 0
+        self.rollbacks: dict[int, int] = {}  # checkpoint step -> times rolled back to it
         self.best_fid = math.inf
         self.warned: set[str] = set()
         self.acc_high_windows = 0
         self.real_diversity: float | None = None
 
+    @property
+    def speed(self) -> str:
+        """The speed features in effect: a compile or capture that fell back drops out."""
+        off = {"compile": self.compiled.failed, "cudagraphs": self.graphed.failed}
+        return "+".join(f for f in self.features.name.split("+") if not off.get(f)) or "eager"
+
+    def amp(self):
+        """bf16 autocast for a forward pass when that feature is on (a null context otherwise)."""
+        return autocast(self.device, self.features.bf16)
+
     # -- data and noise --
+    def batch_indices(self, draw: int) -> torch.Tensor:
+        """Dataset indices of the `draw`-th batch, on the training device. The sampler draws them on
+        the host; a CUDA copy goes from pinned memory without waiting for the GPU."""
+        idx = self.sampler.indices(draw)
+        if self.device.type == "cuda":
+            idx = idx.pin_memory().to(self.device, non_blocking=True)
+        return idx
+
+    def pixels(self, idx: torch.Tensor) -> torch.Tensor:
+        """Real images `idx`, gathered and normalised on the device to the recipe's pixel range."""
+        x = self.images[idx].float()
+        x = x / 127.5 - 1.0 if self.cfg.pixel_range == "pm1" else x / 255.0
+        return to_format(x, self.features.channels_last)
+
     def real_batch(self, draw: int) -> torch.Tensor:
         """The `draw`-th batch of real images, as floats in the recipe's pixel range."""
-        x = self.images[self.sampler.indices(draw)].float()
-        return x / 127.5 - 1.0 if self.cfg.pixel_range == "pm1" else x / 255.0
+        return self.pixels(self.batch_indices(draw))
 
     def z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.cfg.latent_dim, device=self.device, generator=self.noise)
 
     # -- guarded optimizer step --
-    def apply(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> bool:
-        """Step `opt` unless the loss or a gradient is non-finite; then the step is skipped."""
-        if not (bool(torch.isfinite(loss)) and grads_finite(params)):
-            opt.zero_grad(set_to_none=True)
-            return False
-        opt.step()
-        return True
+    def apply(self, opts: list[torch.optim.Optimizer], losses: list[torch.Tensor], params) -> bool | torch.Tensor:
+        """Step `opts` unless a loss or a gradient is non-finite; then the step is skipped. The
+        flag is a bool, or a device tensor when the guard is sync-free."""
+        return self.guard.step(opts, losses, list(params))
 
     # -- (1)+(2): one training step --
-    def train_step(self) -> tuple[dict[str, torch.Tensor], bool, int]:
+    def train_step(self) -> tuple[dict[str, torch.Tensor], bool | torch.Tensor, int]:
+        """One G step and its D steps: returns (stats, ok, real images used)."""
+        cfg = self.cfg
+        # The host's part: which images and which noise. The step body then only sees device
+        # tensors, which is what compiling and capturing it need.
+        draws = cfg.d_steps if cfg.loop == "alternating" else 1
+        idx = [self.batch_indices(self.step * draws + k) for k in range(draws)]
+        z = [self.z(cfg.batch_size) for _ in range(draws)]
+        if cfg.loop == "alternating" and not (cfg.g_same_noise or cfg.g_reuse_fake):
+            z.append(self.z(cfg.batch_size))  # the G step's own noise
+        # Compiled and captured steps have static shapes: a short last batch runs eagerly.
+        full = all(i.shape[0] == cfg.batch_size for i in idx)
+        stats, ok = (self.graphed if full else self.step_body)(idx, z)
+        return stats, ok, sum(i.shape[0] for i in idx)
+
+    def step_body(self, idx: list[torch.Tensor], z: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool | torch.Tensor]:
+        """The whole D+G step on device inputs: batch indices, and the noise in the order it is used."""
         cfg, G, D = self.cfg, self.G, self.D
         if cfg.loop == "simultaneous":
-            return self.simultaneous_step()
+            return self.simultaneous_step(idx[0], z[0])
         ok = True
-        images = 0
         for k in range(cfg.d_steps):
             # (1) Update D: maximise log D(x) + log(1 - D(G(z)))
-            real = self.real_batch(self.step * cfg.d_steps + k)
-            images += real.shape[0]
-            z = self.z(cfg.batch_size)
-            if cfg.g_reuse_fake:
-                fake = G(z)  # kept with its graph: the G step below reuses this forward pass
-            else:
-                with torch.no_grad(), inference(G, cfg.g_eval_for_d):
-                    fake = G(z)
+            real = self.pixels(idx[k])
+            with self.amp():
+                if cfg.g_reuse_fake:
+                    fake = G(z[k])  # kept with its graph: the G step below reuses this forward pass
+                else:
+                    with torch.no_grad(), inference(G, cfg.g_eval_for_d):
+                        fake = G(z[k])
             self.opt_d.zero_grad(set_to_none=True)
             if cfg.d_update == "concat":
                 # One D update on [fakes; reals] with labels 0/1 (Hands-On ML style).
-                logits = D(torch.cat([fake.detach(), real]))
-                fake_logits, real_logits = logits[: fake.shape[0]], logits[fake.shape[0]:]
-                loss_real = losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
-                loss_fake = losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip)
-                n_r, n_f = real.shape[0], fake.shape[0]
-                d_loss = (loss_real * n_r + loss_fake * n_f) / (n_r + n_f)
+                with self.amp():
+                    logits = D(torch.cat([fake.detach(), real]))
+                    fake_logits, real_logits = logits[: fake.shape[0]], logits[fake.shape[0]:]
+                    loss_real = losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
+                    loss_fake = losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip)
+                    n_r, n_f = real.shape[0], fake.shape[0]
+                    d_loss = (loss_real * n_r + loss_fake * n_f) / (n_r + n_f)
                 d_loss.backward()
-                ok &= self.apply(self.opt_d, d_loss, D.parameters())
+                ok &= self.apply([self.opt_d], [d_loss], D.parameters())
             elif cfg.d_update == "separate":
                 # Two Keras `train_on_batch` calls: D on reals (label 1), then D on fakes (label 0).
-                real_logits = D(real)
-                loss_real = losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
+                with self.amp():
+                    real_logits = D(real)
+                    loss_real = losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
                 loss_real.backward()
-                ok &= self.apply(self.opt_d, loss_real, D.parameters())
+                ok &= self.apply([self.opt_d], [loss_real], D.parameters())
                 self.opt_d.zero_grad(set_to_none=True)
-                fake_logits = D(fake.detach())
-                loss_fake = losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip)
+                with self.amp():
+                    fake_logits = D(fake.detach())
+                    loss_fake = losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip)
                 loss_fake.backward()
-                ok &= self.apply(self.opt_d, loss_fake, D.parameters())
+                ok &= self.apply([self.opt_d], [loss_fake], D.parameters())
                 d_loss = 0.5 * (loss_real + loss_fake)
             else:  # accumulate: both terms' gradients, one D step (pytorch/examples dcgan)
-                real_logits = D(real)
-                loss_real = losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
+                with self.amp():
+                    real_logits = D(real)
+                    loss_real = losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
                 loss_real.backward()
-                fake_logits = D(fake.detach())
-                loss_fake = losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip)
+                with self.amp():
+                    fake_logits = D(fake.detach())
+                    loss_fake = losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip)
                 loss_fake.backward()
                 d_loss = loss_real + loss_fake
-                ok &= self.apply(self.opt_d, d_loss, D.parameters())
+                ok &= self.apply([self.opt_d], [d_loss], D.parameters())
 
         # (2) Update G through a frozen D
         self.opt_g.zero_grad(set_to_none=True)
         with frozen(D, bn_eval=cfg.frozen_d_bn == "eval"):
-            if not cfg.g_reuse_fake:
-                fake = G(z if cfg.g_same_noise else self.z(cfg.batch_size))
-            g_logits = D(fake)
-            g_loss = losses.g_loss(cfg.loss, g_logits, cfg.logit_clip)
+            with self.amp():
+                if not cfg.g_reuse_fake:
+                    fake = G(z[-1])  # the last D step's noise when g_same_noise, else its own
+                g_logits = D(fake)
+                g_loss = losses.g_loss(cfg.loss, g_logits, cfg.logit_clip)
             g_loss.backward()
-        ok &= self.apply(self.opt_g, g_loss, G.parameters())
-        if ok:
-            update_ema(self.ema, G)
-        return self.stats(d_loss, g_loss, real_logits, fake_logits), ok, images
+        ok &= self.apply([self.opt_g], [g_loss], G.parameters())
+        if self.ema is not None:
+            ema_update(self.ema, G, cfg.ema, ok)
+        return self.stats(d_loss, g_loss, real_logits, fake_logits), ok
 
-    def simultaneous_step(self) -> tuple[dict[str, torch.Tensor], bool, int]:
+    def simultaneous_step(self, idx: torch.Tensor, z: torch.Tensor) -> tuple[dict[str, torch.Tensor], bool | torch.Tensor]:
         """TF tutorial: one forward pass; G and D gradients from their own losses (two tapes)."""
         cfg, G, D = self.cfg, self.G, self.D
-        real = self.real_batch(self.step)
-        fake = G(self.z(cfg.batch_size))  # the tutorial's noise batch is always BATCH_SIZE
-        real_logits, fake_logits = D(real), D(fake)
-        g_loss = losses.g_loss(cfg.loss, fake_logits, cfg.logit_clip)
-        d_loss = (losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
-                  + losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip))
+        real = self.pixels(idx)
+        with self.amp():
+            fake = G(z)  # the tutorial's noise batch is always BATCH_SIZE
+            real_logits, fake_logits = D(real), D(fake)
+            g_loss = losses.g_loss(cfg.loss, fake_logits, cfg.logit_clip)
+            d_loss = (losses.d_loss_real(cfg.loss, real_logits, cfg.logit_clip)
+                      + losses.d_loss_fake(cfg.loss, fake_logits, cfg.logit_clip))
         g_params, d_params = list(G.parameters()), list(D.parameters())
         g_grads = torch.autograd.grad(g_loss, g_params, retain_graph=True)
         d_grads = torch.autograd.grad(d_loss, d_params)
         for p, g in zip(g_params + d_params, g_grads + d_grads):
             p.grad = g
-        finite = (bool(torch.isfinite(g_loss)) and bool(torch.isfinite(d_loss))
-                  and grads_finite(g_params + d_params))
-        if finite:
-            self.opt_g.step()
-            self.opt_d.step()
-            update_ema(self.ema, G)
+        ok = self.apply([self.opt_g, self.opt_d], [g_loss, d_loss], g_params + d_params)
+        if self.ema is not None:
+            ema_update(self.ema, G, cfg.ema, ok)
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
-        return self.stats(d_loss, g_loss, real_logits, fake_logits), finite, real.shape[0]
+        return self.stats(d_loss, g_loss, real_logits, fake_logits), ok
 
     @staticmethod
     def stats(d_loss, g_loss, real_logits, fake_logits) -> dict[str, torch.Tensor]:
@@ -329,17 +403,35 @@ class Run:
         }
         return tensors, meta
 
+    def _snapshot(self):
+        """A copy of everything a step changes, and the function that puts it back: a compile or a
+        capture that fails may have run part of a step."""
+        tensors, meta = self.state()
+        tensors = {k: v.clone() for k, v in tensors.items()}
+        meta = json.loads(json.dumps(meta))
+        return lambda: self.load_state(tensors, meta)
+
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         if meta.get("model") != self.cfg.model:
             raise CheckpointError(
                 f"checkpoint is for model {meta.get('model')!r}, this run is {self.cfg.model!r}: "
                 "resume it with its own config"
             )
-        for prefix, module in (("G", self.G), ("D", self.D)) + ((("EMA", self.ema),) if self.ema else ()):
-            part = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-            module.load_state_dict(part)
-        for prefix, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
-            opt.load_state_dict(unpack_optimizer(tensors, meta["optimizers"][prefix], prefix))
+        try:
+            for prefix, module in (("G", self.G), ("D", self.D)) + ((("EMA", self.ema),) if self.ema else ()):
+                part = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+                module.load_state_dict(part)
+            for prefix, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+                opt.load_state_dict(unpack_optimizer(tensors, meta["optimizers"][prefix], prefix))
+        except (RuntimeError, ValueError, KeyError) as err:  # tensors that do not fit the config
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise CheckpointError(f"checkpoint does not match its {self.cfg.model!r} config ({first}): "
+                                  "it cannot be resumed") from None
+        # load_state_dict brings back the saved run's optimizer implementation; use this run's, and
+        # capture the step again: a CUDA graph holds the replaced optimizer state tensors.
+        adopt_implementation(self.opt_g, self.impl_g)
+        adopt_implementation(self.opt_d, self.impl_d)
+        self.graphed.reset()
         restore_rng({k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}, meta["rng"])
         self.noise.set_state(tensors["noise_rng"])
         self.fixed_z = tensors["fixed_z"].to(self.device)
@@ -472,6 +564,7 @@ def _loop(run: Run, metrics_path: Path, log) -> Path:
     writer = _tensorboard(run)
     bar = _progress(run)
     window = Window()
+    faults = Faults()
     t_epoch = time.perf_counter()
     interrupted: int | None = None
     with SignalFlag() as flag, open(metrics_path, "a") as mlog:
@@ -487,42 +580,53 @@ def _loop(run: Run, metrics_path: Path, log) -> Path:
                 bar.update(1)
 
             # ---- maintenance: faults, logs, grids, checkpoints, evaluation ----
-            if not ok:
-                run.skipped += 1
-                run.consecutive_skips += 1
-                _record(mlog, {"step": run.step, "event": "skipped_nonfinite_step",
-                               "skipped_total": run.skipped})
-                if run.consecutive_skips >= cfg.max_skips or not buffers_finite(run.G, run.D):
-                    base_seconds, t0 = _rollback_or_stop(run, log), time.perf_counter()
-                    window = Window()
-                    continue
+            done = run.step >= run.total_steps or 0 < cfg.max_seconds <= run.seconds
+            epoch_end = run.step % spe == 0
+            if cfg.unit == "step":
+                sample_now = (run.step - 1) % cfg.sample_every == 0 or done
             else:
-                run.consecutive_skips = 0
-            done = run.step >= run.total_steps
-            if run.step % cfg.log_every == 0 or done:
+                sample_now = epoch_end and (run.step // spe) % cfg.sample_every == 0 or done
+            log_now = run.step % cfg.log_every == 0 or done
+            eval_now = bool(cfg.eval_every) and (run.step % (cfg.eval_every * unit_steps) == 0 or done)
+            milestone = bool(cfg.milestone_every) and run.step % (cfg.milestone_every * unit_steps) == 0
+            checkpoint_now = run.step % (cfg.checkpoint_every * unit_steps) == 0 or milestone or done
+            # A sync-free step's fault flag is read when something below reads the state, not before.
+            reads_state = log_now or sample_now or eval_now or checkpoint_now or flag.signum is not None
+            diverging = False
+            for at, step_ok in faults.settle(run.step, ok, now=reads_state):
+                if not step_ok:
+                    run.skipped += 1
+                    run.consecutive_skips += 1
+                    _record(mlog, {"step": at, "event": "skipped_nonfinite_step",
+                                   "skipped_total": run.skipped})
+                    if run.consecutive_skips >= cfg.max_skips or not buffers_finite(run.G, run.D):
+                        diverging = True
+                        break
+                else:
+                    run.consecutive_skips = 0
+            if diverging:
+                base_seconds, t0 = _rollback_or_stop(run, log), time.perf_counter()
+                window, faults = Window(), Faults()
+                continue
+            if log_now:
                 _log_window(run, window, mlog, writer, bar, log)
                 window = Window()
-            epoch_end = run.step % spe == 0
             if cfg.unit == "epoch" and epoch_end and not run.quiet:
                 msg = f"time for epoch {run.step // spe} is {time.perf_counter() - t_epoch:.2f} sec"
                 (bar.write if bar is not None else log)(msg)
                 t_epoch = time.perf_counter()
-            iteration = run.step - 1
-            if cfg.unit == "step":
-                sample_now = iteration % cfg.sample_every == 0
-            else:
-                sample_now = epoch_end and (run.step // spe) % cfg.sample_every == 0
-            if sample_now or done:
+            if sample_now:
                 _snapshot(run, mlog)
-            if cfg.eval_every and (run.step % (cfg.eval_every * unit_steps) == 0 or done):
+            if eval_now:
                 _evaluate(run, mlog, writer, log)
-            milestone = bool(cfg.milestone_every) and run.step % (cfg.milestone_every * unit_steps) == 0
-            if run.step % (cfg.checkpoint_every * unit_steps) == 0 or milestone or done:
+            if checkpoint_now:
                 _checkpoint(run, milestone)
             if flag.signum is not None and not done:
                 _checkpoint(run, False)
                 interrupted = flag.signum
                 break
+            if done:
+                break  # the step budget or max_seconds is reached
     if bar is not None:
         bar.close()
     if writer is not None:
@@ -612,18 +716,26 @@ def _rollback_or_stop(run: Run, log) -> float:
     have = list_checkpoints(run.dir / "checkpoints")
     if cfg.rollback_lr_factor > 0 and have:
         _, tensors, meta = load_latest(run.dir / "checkpoints", log=log)
-        run.load_state(tensors, meta)
-        for opt, base in ((run.opt_g, meta["lr"]["g"]), (run.opt_d, meta["lr"]["d"])):
-            for group in opt.param_groups:
-                group["lr"] = base * cfg.rollback_lr_factor
-        run.consecutive_skips = 0
-        log(f"warning: {cfg.max_skips} non-finite steps: rolled back to step {run.step} with "
-            f"learning rates x{cfg.rollback_lr_factor}")
-        return run.seconds
+        tries = run.rollbacks.get(int(meta["step"]), 0) + 1
+        if tries <= MAX_ROLLBACKS:
+            skipped = run.skipped  # steps skipped since that checkpoint still count
+            run.load_state(tensors, meta)
+            run.skipped, run.rollbacks[run.step] = skipped, tries
+            # Each retry from the same checkpoint lowers the rates again: x factor, x factor^2, ...
+            factor = cfg.rollback_lr_factor ** tries
+            for opt, base in ((run.opt_g, meta["lr"]["g"]), (run.opt_d, meta["lr"]["d"])):
+                for group in opt.param_groups:
+                    group["lr"] = base * factor
+            run.consecutive_skips = 0
+            log(f"warning: {cfg.max_skips} non-finite steps: rolled back to step {run.step} with "
+                f"learning rates x{factor:g}")
+            return run.seconds
+    # `--resume` keeps the saved config, so the advice is a new run; the checkpoints stay.
     raise TrainingDiverged(
-        f"training diverged: {run.consecutive_skips} consecutive non-finite steps at step {run.step}; "
-        f"resume from the last good checkpoint with lower learning rates (e.g. g_lr={cfg.g_lr / 2:g} "
-        f"d_lr={cfg.d_lr / 2:g}) or set rollback_lr_factor=0.5"
+        f"training diverged: {run.consecutive_skips} consecutive non-finite steps at step {run.step}"
+        f"{f' after {MAX_ROLLBACKS} rollbacks' if run.rollbacks else ''}; the last good checkpoint "
+        f"stays in {run.dir / 'checkpoints'}: train again with lower learning rates (e.g. "
+        f"g_lr={cfg.g_lr / 2:g} d_lr={cfg.d_lr / 2:g}) or rollback_lr_factor=0.5"
     )
 
 

@@ -33,16 +33,23 @@ class GaussianStats:
 
 def _as_float64(features: torch.Tensor, what: str) -> torch.Tensor:
     if not torch.is_tensor(features) or features.dim() != 2:
-        raise GanforgeError(f"{what} features must be a 2-D tensor (N x D), got {getattr(features, 'shape', type(features))}")
+        raise GanforgeError(
+            f"{what} features must be a 2-D tensor (N x D), got {getattr(features, 'shape', type(features))}"
+        )
     if not torch.isfinite(features).all():
-        raise GanforgeError(f"{what} features contain NaN or inf; check the images given to the feature network")
+        raise GanforgeError(
+            f"{what} features contain NaN or inf; check the images given to the feature network"
+        )
     return features.detach().to("cpu", torch.float64)
 
 
 def _check_pair(fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     fake, real = _as_float64(fake, "fake"), _as_float64(real, "real")
     if fake.shape[1] != real.shape[1]:
-        raise GanforgeError(f"fake and real features differ in width ({fake.shape[1]} vs {real.shape[1]}); use one feature network for both")
+        raise GanforgeError(
+            f"fake and real features differ in width ({fake.shape[1]} vs {real.shape[1]}): "
+            "use one feature network for both"
+        )
     return fake, real
 
 
@@ -62,8 +69,13 @@ def fid_from_stats(fake: GaussianStats, real: GaussianStats) -> float:
     from torch_fidelity.metric_fid import fid_statistics_to_metric
 
     if fake.mean.shape != real.mean.shape:
-        raise GanforgeError(f"fake and real statistics differ in width ({fake.mean.shape[0]} vs {real.mean.shape[0]}); use one feature network for both")
-    out = fid_statistics_to_metric({"mu": fake.mean, "sigma": fake.cov}, {"mu": real.mean, "sigma": real.cov}, verbose=False)
+        raise GanforgeError(
+            f"fake and real statistics differ in width ({fake.mean.shape[0]} vs {real.mean.shape[0]}): "
+            "use one feature network for both"
+        )
+    out = fid_statistics_to_metric(
+        {"mu": fake.mean, "sigma": fake.cov}, {"mu": real.mean, "sigma": real.cov}, verbose=False
+    )
     return float(out["frechet_inception_distance"])
 
 
@@ -73,7 +85,9 @@ def fid(fake: torch.Tensor, real: torch.Tensor) -> float:
     return fid_from_stats(gaussian_stats(fake), gaussian_stats(real))
 
 
-def kid(fake: torch.Tensor, real: torch.Tensor, *, subsets: int = 10, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kid(
+    fake: torch.Tensor, real: torch.Tensor, *, subsets: int = 10, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """Kernel Inception Distance: mean and std of the unbiased MMD^2 over random subsets.
 
     The kernel is the cubic polynomial k(x, y) = (x.y / D + 1)^3 of Bińkowski et al. 2018. A subset
@@ -86,7 +100,9 @@ def kid(fake: torch.Tensor, real: torch.Tensor, *, subsets: int = 10, subset_siz
     if subsets < 1:
         raise GanforgeError(f"KID needs at least 1 subset, got {subsets}")
     size = effective_kid_subset_size(subset_size, fake.shape[0], real.shape[0])
-    out = kid_features_to_metric(fake, real, kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False)
+    out = kid_features_to_metric(
+        fake, real, kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False
+    )
     return float(out["kernel_inception_distance_mean"]), float(out["kernel_inception_distance_std"])
 
 
@@ -94,11 +110,16 @@ def effective_kid_subset_size(requested: int, n_fake: int, n_real: int) -> int:
     """The KID subset size actually used: the request, capped by both set sizes."""
     size = min(requested, n_fake, n_real)
     if size < 2:
-        raise GanforgeError(f"KID needs subsets of at least 2 images (have {n_fake} fake, {n_real} real); generate more images")
+        raise GanforgeError(
+            f"KID needs subsets of at least 2 images (have {n_fake} fake, {n_real} real): "
+            "generate more images"
+        )
     return size
 
 
-def precision_recall(fake: torch.Tensor, real: torch.Tensor, *, k: int = PR_NEIGHBOURHOOD, batch_size: int = 2000) -> tuple[float, float]:
+def precision_recall(
+    fake: torch.Tensor, real: torch.Tensor, *, k: int = PR_NEIGHBOURHOOD, batch_size: int = 2000
+) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN manifold radii.
 
     Precision: the share of fake samples within the k-NN radius of some real sample.
@@ -109,9 +130,15 @@ def precision_recall(fake: torch.Tensor, real: torch.Tensor, *, k: int = PR_NEIG
 
     fake, real = _check_pair(fake, real)
     if min(fake.shape[0], real.shape[0]) <= k:
-        raise GanforgeError(f"precision/recall with k={k} needs more than {k} images on each side; generate more images")
-    out = prc_features_to_metric(fake, real, prc_neighborhood=k, prc_batch_size=batch_size, save_cpu_ram=True, verbose=False)
-    return float(out["precision"]), float(out["recall"])
+        raise GanforgeError(
+            f"precision/recall with k={k} needs more than {k} images on each side; generate more images"
+        )
+    out = prc_features_to_metric(
+        fake, real, prc_neighborhood=k, prc_batch_size=batch_size, save_cpu_ram=True, verbose=False
+    )
+    # torch-fidelity averages 0/1 flags in float32; snapping back to count / N gives the exact fraction.
+    n_fake, n_real = fake.shape[0], real.shape[0]
+    return round(out["precision"] * n_fake) / n_fake, round(out["recall"] * n_real) / n_real
 
 
 def inception_score(logits: torch.Tensor, *, splits: int = 10, seed: int = 0) -> tuple[float, float]:
