@@ -26,7 +26,9 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,12 +72,20 @@ def _attempt(failures: list[str], name: str, fn, *args, **kwargs):
         return None
 
 
-def run_soak(trials: int = 20, injections: int = 20, *, steps: int = 30, seed: int = 0, mode: str = "process",
-             root: Path | None = None, log=functools.partial(print, flush=True)) -> dict:
+def run_soak(trials: int = 20, injections: int = 20, *, steps: int = 30, seed: int = 0,
+             mode: str = "process", root: Path | None = None,
+             log=functools.partial(print, flush=True)) -> dict:
     """Run every part; returns the results and a list of failures (empty when all held)."""
     root = Path(root or tempfile.mkdtemp(prefix="ganforge-soak-"))
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("GANFORGE_CACHE", str(root / "cache"))
+    if mode == "process":
+        # Child processes import a frozen copy of the package: an edit to the working tree during
+        # a long soak must not make the runs it compares differ.
+        shutil.copytree(ROOT / "src" / "ganforge", root / "src" / "ganforge",
+                        ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "src"),
+                                                                 os.environ.get("PYTHONPATH")]))
     torch.set_num_threads(1)
     rng = random.Random(seed)
     started = time.monotonic()
@@ -128,9 +138,18 @@ def run_soak(trials: int = 20, injections: int = 20, *, steps: int = 30, seed: i
             f"last good {r.last_good}, {r.message!r}: {'identical' if r.identical else r.differences}")
     _section(full, failures, "disk full", lambda r: "" if r.exit_code == 2 and r.identical else "failed")
 
-    return {"root": str(root), "steps": steps, "mode": mode, "seed": seed,
+    return {"root": str(root), "steps": steps, "mode": mode, "seed": seed, "source": _source_version(),
             "seconds": round(time.monotonic() - started), "kills": kills, "signals": signals,
             "crashes": crashes, "disk_full": full, "tmpfs": tmpfs is not None, "failures": failures}
+
+
+def _source_version() -> str:
+    """The commit the soak ran on, and whether the working tree had changes on top of it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + (" + working-tree changes" if git("status", "--porcelain", "src") else "")
 
 
 def markdown(report: dict) -> str:
@@ -141,8 +160,8 @@ def markdown(report: dict) -> str:
         stages[k.stopped] = stages.get(k.stopped, 0) + 1
     lines = [
         f"- machine: {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}, mode `{report['mode']}`, {report['steps']} steps, "
-        f"seed {report['seed']}, {report['seconds']} s",
+        f"torch {torch.__version__}, ganforge {report['source']}, mode `{report['mode']}`, "
+        f"{report['steps']} steps, seed {report['seed']}, {report['seconds']} s",
         f"- kill -9: **{sum(k.identical for k in kills)}/{len(kills)} bit-identical** after resume; "
         f"{len(in_save)}/{len(kills)} ({100 * len(in_save) // max(len(kills), 1)}%) killed inside a "
         "checkpoint write",

@@ -79,10 +79,40 @@ def resolve_speed(speed: str, device: torch.device) -> Speed:
     return Speed(**{name: name in on for name in SPEED_FEATURES})
 
 
-def set_threads(threads: int) -> None:
-    """Use every core the process may run on by default; more intra-op threads only add contention."""
-    n = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    torch.set_num_threads(max(1, int(n or 1)))
+def cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def idle_cores(seconds: float = 0.1) -> float | None:
+    """How many cores the rest of the machine leaves idle right now (Linux /proc/stat; None elsewhere)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (idle1 - idle0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
+
+
+def set_threads(threads: int) -> int:
+    """Intra-op CPU threads: `threads`, or for 0 one per core that the rest of the machine leaves
+    idle (at least one). A parallel op finishes when its slowest thread does: on cores other
+    processes keep busy, each extra thread waits for a time slice, and on a loaded 2-core machine
+    two threads ran 1.6-4x slower than one (docs/BENCHMARKS.md). On an idle machine: every core.
+    Returns the number set."""
+    n = threads
+    if not n:
+        idle = idle_cores()
+        n = cores() if idle is None else min(cores(), round(idle))
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    return n
 
 
 def set_backends(speed: Speed, device: torch.device) -> None:
@@ -208,33 +238,6 @@ class StepGuard:
                 for t, old in zip(live, self._copies[id(opt)]):
                     t.copy_(torch.where(finite, t, old))
         return finite
-
-
-@torch.no_grad()
-def ema_update(ema, model: nn.Module, decay: float, ok: bool | torch.Tensor) -> None:
-    """`AveragedModel.update_parameters` (EMA, buffers included) when the step was taken.
-
-    With a host-side `ok` this is exactly the torch call. With a device flag it is the same update
-    written without host reads (torch's version reads `n_averaged`): the first update copies, later
-    ones lerp by 1 - decay, and a skipped step leaves the average and its count unchanged.
-    """
-    if not isinstance(ok, torch.Tensor):
-        if ok:
-            ema.update_parameters(model)
-        return
-    first = ema.n_averaged == 0
-    weight = torch.where(first, 1.0, 1.0 - decay) * ok
-    pairs = list(zip(list(ema.module.parameters()) + list(ema.module.buffers()),
-                     list(model.parameters()) + list(model.buffers())))
-    floats = [(a, m) for a, m in pairs if a.is_floating_point()]
-    if floats:
-        torch._foreach_lerp_([a for a, _ in floats], [m.detach() for _, m in floats],
-                             weight.to(floats[0][0].dtype))
-    for a, m in pairs:
-        if not a.is_floating_point():  # e.g. BN's num_batches_tracked: torch's rounding, kept
-            new = torch.where(first, m, (a * decay + m * (1.0 - decay)).to(a.dtype))
-            a.copy_(torch.where(ok, new, a))
-    ema.n_averaged.add_(ok.to(ema.n_averaged.dtype))
 
 
 # ---- whole-step compile and capture, with fallback ------------------------------------------------

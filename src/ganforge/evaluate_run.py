@@ -23,7 +23,15 @@ def evaluate_run(run_dir: str | Path | None = None, *, images: str | Path | None
 
         if not data:
             raise ConfigError("--images needs --data NAME: the reference dataset to compare against")
+        from .data.folder import list_images
+
         fake = load_dataset(str(images), split="all", quiet=True).images
+        # `ganforge sample` writes grid.png beside the samples: it is a picture of samples, not one.
+        files = list_images(Path(images).expanduser().resolve())
+        grid = Path(images).expanduser().resolve() / "grid.png"
+        if grid in files and len(files) == fake.shape[0] and len(files) > 1:
+            keep = [i for i, f in enumerate(files) if f != grid]
+            fake = fake[keep]
         source = {"images": str(images)}
     elif run_dir is not None:
         from .sampling import generate, load_generator

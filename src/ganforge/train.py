@@ -25,8 +25,7 @@ from torch import nn
 
 from . import __version__, losses
 from .accel import (CompiledStep, GraphedStep, StepGuard, adopt_implementation, autocast, channels_last,
-                    ema_update, optimizer_options, resolve_device, resolve_speed, set_backends, set_threads,
-                    to_format)
+                    optimizer_options, resolve_device, resolve_speed, set_backends, set_threads, to_format)
 from .checkpoint import (capture_rng, list_checkpoints, load_latest, pack_optimizer, restore_rng,
                          save_checkpoint, unpack_optimizer)
 from .config import TrainConfig, from_dict, validate
@@ -166,8 +165,7 @@ class Run:
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
         self.features = resolve_speed(cfg.speed, self.device)
-        if self.device.type == "cpu":
-            set_threads(cfg.threads)
+        self.threads = set_threads(cfg.threads) if self.device.type == "cpu" else torch.get_num_threads()
         set_backends(self.features, self.device)
         torch.manual_seed(cfg.seed)
 
@@ -201,8 +199,8 @@ class Run:
         self.fixed_z = torch.randn(cfg.grid_rows ** 2, cfg.latent_dim, generator=fixed).to(self.device)
         # The non-finite guard, and the step as the loop calls it: compiled and/or captured when on.
         self.guard = StepGuard(sync_free=self.features.async_guard)
-        self.compiled = CompiledStep(self.step_body, self.features.compile, self._snapshot)
-        self.graphed = GraphedStep(self.compiled, self.features.cudagraphs, self._snapshot)
+        self.compiled = CompiledStep(self.step_body, self.features.compile, self._copy_state)
+        self.graphed = GraphedStep(self.compiled, self.features.cudagraphs, self._copy_state)
 
         self.step = 0
         self.images_seen = 0
@@ -332,8 +330,7 @@ class Run:
                 g_loss = losses.g_loss(cfg.loss, g_logits, cfg.logit_clip)
             g_loss.backward()
         ok &= self.apply([self.opt_g], [g_loss], G.parameters())
-        if self.ema is not None:
-            ema_update(self.ema, G, cfg.ema, ok)
+        update_ema(self.ema, G, ok)
         return self.stats(d_loss, g_loss, real_logits, fake_logits), ok
 
     def simultaneous_step(self, idx: torch.Tensor, z: torch.Tensor) -> tuple[dict[str, torch.Tensor], bool | torch.Tensor]:
@@ -352,8 +349,7 @@ class Run:
         for p, g in zip(g_params + d_params, g_grads + d_grads):
             p.grad = g
         ok = self.apply([self.opt_g, self.opt_d], [g_loss, d_loss], g_params + d_params)
-        if self.ema is not None:
-            ema_update(self.ema, G, cfg.ema, ok)
+        update_ema(self.ema, G, ok)
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
         return self.stats(d_loss, g_loss, real_logits, fake_logits), ok
@@ -403,7 +399,7 @@ class Run:
         }
         return tensors, meta
 
-    def _snapshot(self):
+    def _copy_state(self):
         """A copy of everything a step changes, and the function that puts it back: a compile or a
         capture that fails may have run part of a step."""
         tensors, meta = self.state()

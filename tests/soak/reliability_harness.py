@@ -324,9 +324,12 @@ class KillResult:
 
 
 def kill_trial(trial: int, root: Path, reference: Path, steps: int, *, rng: random.Random,
-               target: str, mode: str = "fork", slow: float = 0.04) -> KillResult:
+               target: str, mode: str = "fork") -> KillResult:
     """Train with a checkpoint every step, SIGKILL at a random moment (or inside a save), resume
     to `steps` and compare with the reference at `steps`."""
+    # Each save stage sleeps `slow`; aimed kills get a wide window, so that a busy machine's
+    # scheduling delay between seeing the save start and the kill cannot carry it past the save.
+    slow = 0.1 if target == "save" else 0.04
     t0 = time.monotonic()
     run = root / f"trial-{trial:02d}"
     child = launch(train_argv(run, steps, "checkpoint_every=1", "keep_last=2"),

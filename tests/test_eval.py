@@ -1,0 +1,82 @@
+"""`ganforge eval` on real short runs, in-training evaluation with a `best` checkpoint, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ganforge.checkpoint import load_checkpoint
+from ganforge.cli import main
+from ganforge.config import apply_overrides, get_recipe
+from ganforge.train import train
+from test_metrics import ganforge_cache, shared_cache_env  # noqa: F401  (shared feature-net cache)
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache(ganforge_cache):  # noqa: F811
+    with shared_cache_env(ganforge_cache):
+        yield
+
+
+@pytest.fixture
+def digits_run(tmp_path):
+    cfg = apply_overrides(get_recipe("seed004-mlp-mnist"),
+                          ["data=digits", "batch_size=16", "eval_every=3", "eval_n=200", "log_every=3"])
+    return train(cfg, tmp_path / "run", steps=6, quiet=True)
+
+
+def test_training_logs_metrics_and_keeps_best_checkpoint(digits_run):
+    rows = [json.loads(l) for l in (digits_run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "fid" in r]
+    assert [r["step"] for r in evals] == [3, 6]
+    assert all(r["fid"] > 0 and 0 <= r["precision"] <= 1 for r in evals)
+    _, meta = load_checkpoint(digits_run / "checkpoints" / "best")
+    assert meta["fid"] == min(r["fid"] for r in evals)
+    assert json.loads((digits_run / "summary.json").read_text())["best_fid"] == meta["fid"]
+
+
+def test_eval_command_writes_protocol(digits_run, capsys):
+    assert main(["eval", str(digits_run), "--n", "300", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "FID" in out or "fid" in out
+    result = json.loads((digits_run / "eval.json").read_text())
+    proto = result["protocol"]
+    assert proto["n_fake"] == 300 and proto["reference"] == "digits:test" and proto["seed"] == 1
+    for key in ("features", "feature_hash", "feature_test_accuracy", "n_real", "ganforge_version", "run",
+                "checkpoint_step"):
+        assert key in proto, key
+    assert proto["checkpoint_step"] == 6
+    # The best checkpoint can be scored too, and an images folder as well.
+    assert main(["eval", str(digits_run), "--n", "200", "--checkpoint", "best", "--out",
+                 str(digits_run / "best.json")]) == 0
+    assert main(["sample", str(digits_run), "--n", "40", "--out", str(digits_run / "imgs")]) == 0
+    assert main(["eval", "--images", str(digits_run / "imgs"), "--data", "digits"]) == 0
+    assert json.loads((digits_run / "imgs" / "eval.json").read_text())["protocol"]["n_fake"] == 40
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ganforge: error: "), err
+    return err[0]
+
+
+def test_eval_errors_are_one_line(digits_run, capsys):
+    assert main(["eval", str(digits_run), "--checkpoint", "no-such-checkpoint"]) == 2
+    assert "no checkpoint" in _one_line(capsys)
+    assert main(["eval", str(digits_run), "--n", "50", "--features", "inception"]) == 2
+    assert "Inception" in _one_line(capsys) or "inception" in capsys.readouterr().err
+    assert main(["eval", "--images", str(digits_run / "samples")]) == 2
+    assert "--data" in _one_line(capsys)
+
+
+def test_eval_mismatched_dataset_is_refused(tmp_path, capsys):
+    from test_data import write_cifar10
+
+    root = tmp_path / "data" / "cifar10"
+    root.mkdir(parents=True)
+    write_cifar10(root / "cifar-10-python.tar.gz", per_batch=4)
+    cfg = apply_overrides(get_recipe("seed004-mlp-mnist"), ["data=digits", "batch_size=8"])
+    run = train(cfg, tmp_path / "run", steps=1, quiet=True)
+    assert main(["eval", str(run), "--n", "20", "--data", "cifar10"]) == 2
+    assert "cifar10" in _one_line(capsys)
