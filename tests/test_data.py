@@ -43,18 +43,6 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 # --------------------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(autouse=True)
-def isolated_dirs(tmp_path, monkeypatch):
-    """Caches and data under tmp; no mirror override and no proxy unless a test sets one."""
-    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("GANFORGE_DATA", str(tmp_path / "data"))
-    monkeypatch.delenv("GANFORGE_MIRROR", raising=False)
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # keep test output clean
         pass
@@ -443,8 +431,10 @@ def test_empty_or_missing_folder_fails(tmp_path):
         load_dataset(str(tmp_path / "empty"))
     with pytest.raises(DataError, match="not a folder"):
         load_dataset(f"folder:{tmp_path / 'missing'}")
-    with pytest.raises(DataError, match="unknown dataset"):
+    with pytest.raises(DataError, match="missing is not a folder: check the path"):
         load_dataset(str(tmp_path / "missing"))
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_dataset("missing")
 
 
 def test_folder_cache_is_reused(tmp_path, monkeypatch):

@@ -10,13 +10,7 @@ from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.config import apply_overrides, get_recipe
 from ganforge.train import train
-from test_metrics import ganforge_cache, shared_cache_env  # noqa: F401  (shared feature-net cache)
-
-
-@pytest.fixture(autouse=True)
-def _shared_cache(ganforge_cache):  # noqa: F811
-    with shared_cache_env(ganforge_cache):
-        yield
+pytestmark = pytest.mark.usefixtures("shared_metrics_cache", "no_network")
 
 
 @pytest.fixture

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -31,52 +28,7 @@ TINY = FeatureNetRecipe(
 # --------------------------------------------------------------------------- fixtures (as in test_metrics)
 
 
-@contextlib.contextmanager
-def shared_cache_env(cache: Path) -> Iterator[None]:
-    """Point ganforge at `cache` (and torch hub at an empty folder: no stray Inception weights)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GANFORGE_CACHE", str(cache))
-        mp.setenv("TORCH_HOME", str(cache / "torch"))
-        mp.delenv(WEIGHTS_ENV, raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def ganforge_cache(tmp_path_factory) -> Path:
-    """One throw-away cache per test session (shared with test_metrics), so each net trains once."""
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # shared by xdist workers
-    cache = root / "ganforge-metrics-cache"
-    cache.mkdir(exist_ok=True)
-    return cache
-
-
-@pytest.fixture(autouse=True)
-def _shared_cache(ganforge_cache):
-    # After conftest's per-test isolation: swap in the session-wide cache so nets train once.
-    with shared_cache_env(ganforge_cache):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any connection attempt, or any call of the weight downloaders, fails the test."""
-    attempts: list[tuple] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in an offline test")
-
-    for name in ("connect", "connect_ex"):
-        monkeypatch.setattr(socket.socket, name, refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    import torch_fidelity.feature_extractor_inceptionv3 as tfi
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(tfi, "load_state_dict_from_url", refuse)
-    yield
-    assert not attempts, f"network access attempted: {attempts}"
+pytestmark = pytest.mark.usefixtures("shared_metrics_cache", "no_network")
 
 
 @pytest.fixture(scope="module")

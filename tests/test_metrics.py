@@ -7,12 +7,7 @@ construction, so that both sides average over the same subsets.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,54 +18,12 @@ from scipy.spatial.distance import cdist
 from ganforge.errors import ConfigError, DataError, GanforgeError
 from ganforge.metrics import evaluate_images, format_table, get_feature_net, scores
 from ganforge.metrics.evaluate import check_compatible
+from conftest import shared_cache_env
 
 # --------------------------------------------------------------------------- fixtures
 
 
-@contextlib.contextmanager
-def shared_cache_env(cache: Path) -> Iterator[None]:
-    """Point ganforge at `cache` (and torch hub at an empty folder: no stray Inception weights)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GANFORGE_CACHE", str(cache))
-        mp.setenv("TORCH_HOME", str(cache / "torch"))
-        mp.delenv("GANFORGE_INCEPTION_WEIGHTS", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def ganforge_cache(tmp_path_factory) -> Path:
-    """One throw-away cache per test session (shared with test_feature_nets), so each net trains once."""
-    base = tmp_path_factory.getbasetemp()
-    # pytest-xdist gives each worker base/../popen-gwN: the parent is the one folder they all share.
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    cache = root / "ganforge-metrics-cache"
-    cache.mkdir(exist_ok=True)
-    return cache
-
-
-@pytest.fixture(autouse=True)
-def _shared_cache(ganforge_cache):
-    # Runs after conftest's per-test isolation (module autouse fixtures come after conftest ones) and
-    # swaps in the session-wide cache: retraining a feature net for every test would cost minutes.
-    with shared_cache_env(ganforge_cache):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Every test here must run offline: any connection attempt is recorded and fails the test."""
-    attempts: list[tuple] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in an offline test")
-
-    for name in ("connect", "connect_ex"):
-        monkeypatch.setattr(socket.socket, name, refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    yield
-    assert not attempts, f"network access attempted: {attempts}"
+pytestmark = pytest.mark.usefixtures("shared_metrics_cache", "no_network")
 
 
 @pytest.fixture(scope="module")

@@ -195,6 +195,17 @@ def test_malicious_checkpoint_is_refused_with_no_side_effect(tmp_path, capsys, a
     assert not (tmp_path / "samples").exists() and not (tmp_path / "s2").exists()
 
 
+def test_listing_races_a_rename_into_place(tmp_path, monkeypatch):
+    """A reader (`ganforge sample` during training) lists the folder just before a save renames
+    its hidden, committed copy into place: the checkpoint must still be found."""
+    path = ck.save_checkpoint(tmp_path, "step-000000001", {"w": torch.zeros(2)}, {"step": 1})
+    real = os.listdir
+    stale = [".step-000000001.tmp-0a0a"]  # the listing taken just before the rename
+    monkeypatch.setattr(os, "listdir", lambda p=".": stale if Path(p) == tmp_path else real(p))
+    assert ck.list_checkpoints(tmp_path) == [path]
+    assert ck.load_latest(tmp_path)[0] == path
+
+
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     run = _small_run(tmp_path, capsys, 2)
     data = bytearray((h.checkpoint_dir(run, 2) / ck.TENSORS_FILE).read_bytes())

