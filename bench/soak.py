@@ -66,7 +66,7 @@ def _attempt(failures: list[str], name: str, fn, *args, **kwargs):
     """Run one trial; a broken invariant (an AssertionError in the harness) is a recorded failure."""
     try:
         return fn(*args, **kwargs)
-    except (AssertionError, TimeoutError) as err:
+    except Exception as err:  # noqa: BLE001 - the soak goes on and reports every failure
         failures.append(f"{name}: {str(err)[:2000]}")
         print(f"{name}: FAILED {str(err)[:300]}", flush=True)
         return None
@@ -86,6 +86,7 @@ def run_soak(trials: int = 20, injections: int = 20, *, steps: int = 30, seed: i
                         ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "src"),
                                                                  os.environ.get("PYTHONPATH")]))
+    h.warm_up()  # this process (fork children, checks) imports the same code now, not later
     torch.set_num_threads(1)
     rng = random.Random(seed)
     started = time.monotonic()
@@ -157,7 +158,8 @@ def markdown(report: dict) -> str:
     in_save = [k for k in kills if k.stopped.startswith("save")]
     stages: dict[str, int] = {}
     for k in kills:
-        stages[k.stopped] = stages.get(k.stopped, 0) + 1
+        key = f"{k.stopped} ({'aimed at a save' if k.target == 'save' else 'random moment'})"
+        stages[key] = stages.get(key, 0) + 1
     lines = [
         f"- machine: {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, ganforge {report['source']}, mode `{report['mode']}`, "

@@ -303,8 +303,11 @@ def list_checkpoints(root: str | Path) -> list[Path]:
             found[entry] = root / entry
     for match in filter(None, map(_HIDDEN_RE.match, entries)):
         name = match["name"]
-        if _STEP_RE.match(name) and name not in found and not os.path.lexists(root / name):
-            resolved = _resolve_half_swapped(root / name)
+        if _STEP_RE.match(name) and name not in found:
+            resolved = None if os.path.lexists(root / name) else _resolve_half_swapped(root / name)
+            # A concurrent save may have renamed it into place since the listing above.
+            if resolved is None and (root / name / MANIFEST_FILE).is_file():
+                resolved = root / name
             if resolved is not None:
                 found[name] = resolved
     return [found[n] for n in sorted(found, key=lambda n: int(_STEP_RE.match(n).group(1)))]
