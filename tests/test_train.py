@@ -65,15 +65,18 @@ def test_step_recipe_grid_cadence_and_names(tmp_path):
 
 
 def test_epoch_recipe_grids_and_milestones(tmp_path):
-    cfg = apply_overrides(get_recipe("tf-dcgan-mnist"), ["data=digits", "batch_size=256", "milestone_every=2",
-                                                        "keep_last=1"])
-    run = train(cfg, tmp_path / "run", epochs=4, quiet=True)  # digits train: 1,438 images -> 6 steps/epoch
+    from test_data import write_images
+
+    write_images(tmp_path / "gray", 40, size=(28, 28), mode="L")  # 40 images, batch 16: 3 steps/epoch
+    cfg = apply_overrides(get_recipe("tf-dcgan-mnist"), [f"data={tmp_path / 'gray'}", "batch_size=16",
+                                                        "milestone_every=2", "keep_last=1"])
+    run = train(cfg, tmp_path / "run", epochs=4, quiet=True)
     grids = sorted(p.name for p in (run / "samples").glob("*.png"))
     assert grids == [f"image_at_epoch_{e:04d}.png" for e in range(1, 5)]
     assert (run / "dcgan.gif").is_file()
     kept = [p.name for p in list_checkpoints(run / "checkpoints")]
     # Milestones (epochs 2 and 4) are never pruned; of the rolling ones only the newest survives.
-    assert kept == ["step-000000012", "step-000000018", "step-000000024"]
+    assert kept == ["step-000000006", "step-000000009", "step-000000012"]
 
 
 def _final_state(run: Path) -> dict[str, torch.Tensor]:
