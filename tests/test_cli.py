@@ -129,3 +129,16 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "ganforge: error: bad value batch_size=-3: must be greater than zero"
     assert "Traceback" not in proc.stderr
+
+
+def test_resume_may_change_learning_rates_but_not_the_run(tmp_path, capsys):
+    from ganforge.checkpoint import list_checkpoints, load_checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", "seed004-mlp-mnist", "--out", str(run), "--steps", "2", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "batch_size=4", "--steps", "3", "--quiet"]) == 2
+    assert "batch_size cannot change when resuming" in _err_line(capsys)
+    assert main(["train", "--resume", str(run), "g_lr=1e-5", "--steps", "3", "--quiet"]) == 0
+    _, meta = load_checkpoint(list_checkpoints(run / "checkpoints")[-1])
+    assert meta["lr"]["g"] == 1e-5 and meta["config"]["g_lr"] == 1e-5 and meta["step"] == 3

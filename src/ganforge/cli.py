@@ -91,9 +91,13 @@ def cmd_train(args) -> int:
     from .train import train
 
     if args.resume:
-        if args.recipe or args.overrides:
-            raise GanforgeError("--resume continues a run with its saved config: drop the recipe and overrides")
-        out = train(None, args.resume, resume=True, steps=args.steps, epochs=args.epochs, quiet=args.quiet)
+        overrides = list(args.overrides)
+        if args.recipe and "=" in args.recipe:
+            overrides.insert(0, args.recipe)
+        elif args.recipe:
+            raise GanforgeError("--resume continues a run with its saved config: drop the recipe name")
+        out = train(None, args.resume, resume=True, steps=args.steps, epochs=args.epochs, quiet=args.quiet,
+                    resume_overrides=overrides)
     else:
         if not args.recipe:
             raise GanforgeError("name a recipe (see `ganforge recipes`) or use --resume RUN_DIR")

@@ -28,12 +28,15 @@ from .accel import (CompiledStep, GraphedStep, StepGuard, adopt_implementation, 
                     optimizer_options, resolve_device, resolve_speed, set_backends, set_threads, to_format)
 from .checkpoint import (capture_rng, list_checkpoints, load_latest, pack_optimizer, restore_rng,
                          save_checkpoint, unpack_optimizer)
-from .config import TrainConfig, from_dict, validate
+from .config import TrainConfig, apply_overrides, from_dict, validate
 from .data import BatchSampler, load_dataset
 from .ema import make_ema, update_ema
 from .errors import CheckpointError, ConfigError, GanforgeError
 from .models import build_models
 from .viz import make_gif, plot_curves, read_metrics, save_grid, to_uint8
+
+Stats = dict[str, torch.Tensor]  # a step's losses and D statistics, on the device
+Flag = bool | torch.Tensor  # a step's "was taken" flag: host bool, or device bool when sync-free
 
 MAX_ROLLBACKS = 3  # rollbacks to one checkpoint (lrs lowered each time) before the run stops
 
@@ -246,13 +249,13 @@ class Run:
         return torch.randn(n, self.cfg.latent_dim, device=self.device, generator=self.noise)
 
     # -- guarded optimizer step --
-    def apply(self, opts: list[torch.optim.Optimizer], losses: list[torch.Tensor], params) -> bool | torch.Tensor:
+    def apply(self, opts: list[torch.optim.Optimizer], objectives: list[torch.Tensor], params) -> Flag:
         """Step `opts` unless a loss or a gradient is non-finite; then the step is skipped. The
         flag is a bool, or a device tensor when the guard is sync-free."""
-        return self.guard.step(opts, losses, list(params))
+        return self.guard.step(opts, objectives, list(params))
 
     # -- (1)+(2): one training step --
-    def train_step(self) -> tuple[dict[str, torch.Tensor], bool | torch.Tensor, int]:
+    def train_step(self) -> tuple[Stats, Flag, int]:
         """One G step and its D steps: returns (stats, ok, real images used)."""
         cfg = self.cfg
         # The host's part: which images and which noise. The step body then only sees device
@@ -267,7 +270,7 @@ class Run:
         stats, ok = (self.graphed if full else self.step_body)(idx, z)
         return stats, ok, sum(i.shape[0] for i in idx)
 
-    def step_body(self, idx: list[torch.Tensor], z: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool | torch.Tensor]:
+    def step_body(self, idx: list[torch.Tensor], z: list[torch.Tensor]) -> tuple[Stats, Flag]:
         """The whole D+G step on device inputs: batch indices, and the noise in the order it is used."""
         cfg, G, D = self.cfg, self.G, self.D
         if cfg.loop == "simultaneous":
@@ -333,7 +336,7 @@ class Run:
         update_ema(self.ema, G, ok)
         return self.stats(d_loss, g_loss, real_logits, fake_logits), ok
 
-    def simultaneous_step(self, idx: torch.Tensor, z: torch.Tensor) -> tuple[dict[str, torch.Tensor], bool | torch.Tensor]:
+    def simultaneous_step(self, idx: torch.Tensor, z: torch.Tensor) -> tuple[Stats, Flag]:
         """TF tutorial: one forward pass; G and D gradients from their own losses (two tapes)."""
         cfg, G, D = self.cfg, self.G, self.D
         real = self.pixels(idx)
@@ -521,17 +524,34 @@ class SignalFlag:
 
 # ---- the loop ----------------------------------------------------------------------------------
 
+# Keys a resumed run may change: they steer or record the run without changing what it is.
+# Learning rates are among them so that a diverged run can continue more gently.
+RESUME_KEYS = ("g_lr", "d_lr", "max_skips", "rollback_lr_factor", "log_every", "sample_every",
+               "checkpoint_every", "milestone_every", "keep_last", "eval_every", "eval_n", "max_seconds",
+               "device", "speed", "threads")
+
+
 def train(cfg: TrainConfig | None = None, run_dir: str | Path = "runs/default", *, resume: bool = False,
           force: bool = False, steps: int | None = None, epochs: int | None = None,
-          quiet: bool = False, log=print) -> Path:
+          quiet: bool = False, log=print, resume_overrides: list[str] | None = None) -> Path:
     """Train a GAN and write the run folder. With `resume=True`, continue `run_dir` exactly where its
-    last checkpoint left it (`steps`/`epochs` then count the whole run). Returns the run folder."""
+    last checkpoint left it (`steps`/`epochs` then count the whole run; `resume_overrides` may change
+    the RESUME_KEYS). Returns the run folder."""
     run_dir = Path(run_dir)
+    lr_override: dict[str, float] = {}
     if resume:
         if not run_dir.is_dir():
             raise ConfigError(f"cannot resume: {run_dir} does not exist")
         _, tensors, meta = load_latest(run_dir / "checkpoints", log=log)
         cfg = from_dict(meta["config"])
+        if resume_overrides:
+            keys = [item.split("=", 1)[0].strip() for item in resume_overrides]
+            fixed = [k for k in keys if k not in RESUME_KEYS]
+            if fixed:
+                raise ConfigError(f"{', '.join(fixed)} cannot change when resuming (it would be another run); "
+                                  f"a resumed run may change: {', '.join(RESUME_KEYS)}")
+            cfg = apply_overrides(cfg, resume_overrides)
+            lr_override = {k: getattr(cfg, k) for k in ("g_lr", "d_lr") if k in keys}
     elif cfg is None:
         raise ConfigError("give a recipe or --resume RUN_DIR")
     if steps is not None:
@@ -547,6 +567,10 @@ def train(cfg: TrainConfig | None = None, run_dir: str | Path = "runs/default", 
     metrics_path = run_dir / "metrics.jsonl"
     if resume:
         run.load_state(tensors, meta)
+        for key, opt in (("g_lr", run.opt_g), ("d_lr", run.opt_d)):
+            if key in lr_override:  # the optimizer state restored the old rate: set the new one
+                for group in opt.param_groups:
+                    group["lr"] = lr_override[key]
         _truncate_metrics(metrics_path, run.step)
         log(f"resuming {run_dir} at step {run.step} of {run.total_steps}")
     _write_json(run_dir / "config.json", cfg.to_dict())
@@ -730,8 +754,8 @@ def _rollback_or_stop(run: Run, log) -> float:
     raise TrainingDiverged(
         f"training diverged: {run.consecutive_skips} consecutive non-finite steps at step {run.step}"
         f"{f' after {MAX_ROLLBACKS} rollbacks' if run.rollbacks else ''}; the last good checkpoint "
-        f"stays in {run.dir / 'checkpoints'}: train again with lower learning rates (e.g. "
-        f"g_lr={cfg.g_lr / 2:g} d_lr={cfg.d_lr / 2:g}) or rollback_lr_factor=0.5"
+        f"stays in {run.dir / 'checkpoints'}: continue with lower learning rates, e.g. "
+        f"`ganforge train --resume {run.dir} g_lr={cfg.g_lr / 2:g} d_lr={cfg.d_lr / 2:g}`, or set rollback_lr_factor=0.5"
     )
 
 
