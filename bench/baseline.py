@@ -163,8 +163,10 @@ class PlainGAN:
         ###########################
         netG.zero_grad()
         netD.requires_grad_(False)
-        if cfg.frozen_d_bn == "eval":
-            netD.eval()
+        if cfg.frozen_d_bn == "eval":  # Keras runs a frozen model's BatchNorm (only) in inference mode
+            for m in netD.modules():
+                if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    m.eval()
         if not cfg.g_reuse_fake:
             fake = netG(noise if cfg.g_same_noise else self.noise())
         output = netD(fake)

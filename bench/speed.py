@@ -5,8 +5,10 @@
 
 Both run in this one process, in alternating rounds (so a busy machine slows both alike), after
 warm-up steps. Reported for each: images/s (median over rounds), time per epoch of the recipe's
-dataset, peak memory; then their ratio, and ganforge's first compile and CUDA-graph capture times,
-which are not in the step times. `--json PATH` writes the same figures as JSON.
+dataset, peak memory; the ratio to the baseline (median of the per-round ratios, with their
+range, and the same per CPU-second of the process, steadier on a shared machine); and ganforge's
+compile and CUDA-graph capture times, which are not in the step times. `--json PATH` writes the
+same figures as JSON.
 
 The data is the recipe's dataset if it is on disk (nothing is downloaded), else `--data`, else
 random uint8 images of the recipe's shape: the step's cost does not depend on the pixels.
@@ -18,10 +20,11 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import PlainGAN  # noqa: E402
 
 from ganforge.config import apply_overrides, get_recipe, recipe_names  # noqa: E402
-from ganforge.data import DATASETS, ImageDataset, load_dataset  # noqa: E402
+from ganforge.data import ImageDataset, load_dataset  # noqa: E402
 from ganforge.errors import GanforgeError  # noqa: E402
 from ganforge.train import Run  # noqa: E402
 
@@ -58,41 +61,14 @@ def load_images(cfg, data: str | None, root: str | None) -> tuple[ImageDataset, 
     return ImageDataset("random", images, None, None, "random"), f"random uint8 ({n} images; {cfg.data} not on disk)"
 
 
-class PeakRSS:
-    """Largest resident set size seen while active (CPU peak memory), sampled every 5 ms."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._on = False
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    @staticmethod
-    def now() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _watch(self) -> None:
-        while True:
-            if self._on:
-                self.peak = max(self.peak, self.now())
-            time.sleep(0.005)
-
-    def __enter__(self):
-        self._on = True
-        self.peak = max(self.peak, self.now())
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._on = False
-
-
 class Ours:
     """ganforge's step, exactly as `ganforge train` calls it (the run loop minus its maintenance)."""
 
-    name = "ganforge"
-
     def __init__(self, cfg, dataset: ImageDataset, workdir: Path) -> None:
+        self.name = f"ganforge[{cfg.speed}]"
+        self.speed = cfg.speed
         self.run = Run(cfg, workdir, quiet=True, dataset=dataset)
+        self.threads = self.run.threads
 
     def step(self) -> int:
         _, _, images = self.run.train_step()
@@ -103,22 +79,25 @@ class Ours:
 class Plain:
     name = "baseline"
 
-    def __init__(self, cfg, dataset: ImageDataset, device: torch.device, workers: int) -> None:
+    def __init__(self, cfg, dataset: ImageDataset, device: torch.device, workers: int, threads: int) -> None:
         self.gan = PlainGAN(cfg, dataset.images, device, workers)
+        self.threads = threads
 
     def step(self) -> int:
         return self.gan.step()
 
 
-def timed(impl, steps: int, device: torch.device) -> tuple[float, int]:
-    """Seconds for `steps` steps (the device's queue drained before and after) and images used."""
+def timed(impl, steps: int, device: torch.device) -> tuple[float, int, float]:
+    """Wall seconds for `steps` steps (the device's queue drained before and after), images used,
+    and the CPU seconds this process spent meanwhile."""
+    torch.set_num_threads(impl.threads)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     images = sum(impl.step() for _ in range(steps))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start, images
+    return time.perf_counter() - start, images, time.process_time() - cpu
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -128,9 +107,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per round and implementation")
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     ap.add_argument("--warmup", type=int, default=None,
-                    help="untimed steps first (default: 2 on the CPU, 10 on CUDA; compile/capture come first)")
-    ap.add_argument("--speed", default="fast", help="ganforge's speed setting (default fast)")
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads for both (0 = all cores)")
+                    help="untimed steps first (default: 2 on the CPU, 10 on CUDA; compile/capture happen here)")
+    ap.add_argument("--speed", default="fast",
+                    help="ganforge speed setting(s), comma-separated: each is timed (default fast)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for ganforge (0 = its default: every core)")
+    ap.add_argument("--baseline-threads", type=int, default=None,
+                    help="CPU threads for the baseline (default: torch's default, one per core, as a user's script gets)")
     ap.add_argument("--workers", type=int, default=None,
                     help="baseline DataLoader workers (default: 0 on the CPU, where workers steal cores; 2 on CUDA, as pytorch/examples)")
     ap.add_argument("--data", default=None, help="a registered dataset to use if the recipe's is not on disk")
@@ -138,81 +121,130 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
     ap.add_argument("--only", choices=("ganforge", "baseline"), default=None, help="time one side only")
+    ap.add_argument("--no-memory", action="store_true", help="CPU: skip the peak-memory subprocesses")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
-    overrides = [f"device={args.device}", f"speed={args.speed}", f"threads={args.threads}"] + args.set
+    default_threads = torch.get_num_threads()
+    speeds = [x.strip() for x in args.speed.split(",") if x.strip()]
+    base = [f"device={args.device}", f"threads={args.threads}"] + args.set
     if args.batch_size:
-        overrides.append(f"batch_size={args.batch_size}")
-    cfg = apply_overrides(get_recipe(args.recipe), overrides)
+        base.append(f"batch_size={args.batch_size}")
+    cfgs = [apply_overrides(get_recipe(args.recipe), base + [f"speed={sp}"]) for sp in speeds]
+    cfg = cfgs[0]
     dataset, source = load_images(cfg, args.data, args.data_root)
     warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 2)
     workers = args.workers if args.workers is not None else (2 if device.type == "cuda" else 0)
+    baseline_threads = args.baseline_threads or (args.threads or default_threads)
 
-    impls = []
+    impls: list = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.only != "baseline":
-            impls.append(Ours(cfg, dataset, Path(tmp)))
+            impls += [Ours(c, dataset, Path(tmp) / str(i)) for i, c in enumerate(cfgs)]
         if args.only != "ganforge":
-            impls.append(Plain(cfg, dataset, device, workers))
-        threads = torch.get_num_threads()
-        rss = PeakRSS() if device.type == "cpu" else None
+            impls.append(Plain(cfg, dataset, device, workers, baseline_threads))
+        first: dict[str, float] = {}
         peak = {impl.name: 0 for impl in impls}
-        first = {}
-        for impl in impls:  # first step (compile happens here) and warm-up (capture happens here)
-            with rss or _null():
-                first[impl.name], _ = timed(impl, 1, device)
-                timed(impl, warmup, device)
+        _reset_peak_rss()  # from here on: the training's peak, not the data loading's
+        for impl in impls:  # the first step (compile happens here), then warm-up (capture happens here)
+            first[impl.name], _, _ = timed(impl, 1, device)
+            timed(impl, warmup, device)
         rates: dict[str, list[float]] = {impl.name: [] for impl in impls}
+        cpu_rates: dict[str, list[float]] = {impl.name: [] for impl in impls}
         for r in range(args.rounds):
-            for impl in impls if r % 2 == 0 else impls[::-1]:
+            for impl in impls if r % 2 == 0 else impls[::-1]:  # alternate who goes first
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                elif rss is not None:
-                    rss.peak = 0
-                with rss or _null():
-                    seconds, images = timed(impl, args.steps, device)
+                seconds, images, cpu = timed(impl, args.steps, device)
                 rates[impl.name].append(images / seconds)
-                used = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
-                peak[impl.name] = max(peak[impl.name], used)
+                cpu_rates[impl.name].append(images / max(cpu, 1e-9))
+                if device.type == "cuda":
+                    peak[impl.name] = max(peak[impl.name], torch.cuda.max_memory_allocated(device))
 
-        epoch_images = EPOCH_IMAGES.get(cfg.data, len(dataset))
-        if cfg.merge_test and cfg.data in ("cifar10", "cifar100"):
-            epoch_images += 10_000
-        result = {
-            "recipe": args.recipe, "device": _device_name(device), "threads": threads,
-            "batch_size": cfg.batch_size, "data": source, "steps_per_round": args.steps,
-            "rounds": args.rounds, "warmup": warmup, "baseline_workers": workers,
-            "torch": torch.__version__, "python": platform.python_version(),
-            "command": "python bench/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        }
-        for impl in impls:
-            ips = statistics.median(rates[impl.name])
-            result[impl.name] = {
-                "images_per_second": round(ips, 2), "rounds": [round(x, 2) for x in rates[impl.name]],
-                "epoch_seconds": round(epoch_images / ips, 2), "peak_memory_mb": round(peak[impl.name] / 2**20, 1),
-                "first_step_seconds": round(first[impl.name], 3),
-            }
-        if isinstance(impls[0], Ours):
-            run = impls[0].run
-            result["ganforge"].update({
-                "speed": run.speed, "compile_seconds": _round(run.compiled.first_call_seconds),
-                "capture_seconds": _round(run.graphed.capture_seconds),
-            })
-        if len(impls) == 2:
-            result["ratio"] = round(result["ganforge"]["images_per_second"] / result["baseline"]["images_per_second"], 3)
-            result["epoch_images"] = epoch_images
-    _report(result)
+    epoch_images = EPOCH_IMAGES.get(cfg.data, len(dataset))
+    if cfg.merge_test and cfg.data in ("cifar10", "cifar100"):
+        epoch_images += 10_000
+    result = {
+        "recipe": args.recipe, "device": _device_name(device), "batch_size": cfg.batch_size,
+        "data": source, "epoch_images": epoch_images, "steps_per_round": args.steps, "rounds": args.rounds,
+        "warmup": warmup, "baseline_workers": workers, "torch": torch.__version__,
+        "python": platform.python_version(), "load_average": [round(x, 2) for x in os.getloadavg()],
+        "command": "python bench/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "max_rss_mb": _peak_rss_mb(),
+        "results": {},
+    }
+    for impl in impls:
+        ips = statistics.median(rates[impl.name])
+        row = {"images_per_second": round(ips, 2), "rounds": [round(x, 2) for x in rates[impl.name]],
+               "epoch_seconds": round(epoch_images / ips, 2), "threads": impl.threads,
+               "first_step_seconds": round(first[impl.name], 3),
+               # Images per CPU-second of this process: on a shared machine, far steadier than wall
+               # time when one thread computes (it does not count time spent waiting for a core).
+               "images_per_cpu_second": round(statistics.median(cpu_rates[impl.name]), 2)}
+        if device.type == "cuda":
+            row["peak_memory_mb"] = round(peak[impl.name] / 2**20, 1)
+        elif not args.no_memory:
+            row["peak_memory_mb"] = _peak_rss_alone(args, impl)
+        if isinstance(impl, Ours):
+            run = impl.run
+            row.update({"features": run.speed, "compile_seconds": _round(run.compiled.compile_seconds),
+                        "capture_seconds": _round(run.graphed.capture_seconds)})
+        result["results"][impl.name] = row
+    # Ratios to the baseline (or, without one, to the first setting), paired per round: the two ran
+    # back to back, so the machine's load drifts cancel out.
+    reference = "baseline" if "baseline" in rates else impls[0].name
+    result["reference"] = reference
+    for name, row in result["results"].items():
+        if name != reference:
+            pairs = sorted(a / b for a, b in zip(rates[name], rates[reference]))
+            row["ratio"] = round(statistics.median(pairs), 3)
+            row["ratio_range"] = [round(pairs[0], 3), round(pairs[-1], 3)]
+            cpu_pairs = sorted(a / b for a, b in zip(cpu_rates[name], cpu_rates[reference]))
+            row["cpu_ratio"] = round(statistics.median(cpu_pairs), 3)
+    _report(result, mem="peak GPU memory" if device.type == "cuda" else "peak RSS alone")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def _null():
-    import contextlib
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM, the peak RSS
+    except OSError:
+        pass
 
-    return contextlib.nullcontext()
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _peak_rss_alone(args, impl) -> float | None:
+    """CPU peak memory of one implementation: a child process runs it alone for a few steps and
+    reports its peak resident set size while training (torch, the resident data, the models, the
+    activations; not the one-off data loading)."""
+    cmd = [sys.executable, __file__, "--recipe", args.recipe, "--device", args.device, "--steps", "1",
+           "--rounds", "1", "--warmup", "1", "--no-memory", "--threads", str(args.threads),
+           "--only", "baseline" if impl.name == "baseline" else "ganforge"]
+    if impl.name != "baseline":
+        cmd += ["--speed", impl.speed]
+    for flag, value in (("--data", args.data), ("--data-root", args.data_root), ("--batch-size", args.batch_size)):
+        if value:
+            cmd += [flag, str(value)]
+    if args.set:
+        cmd += ["--set", *args.set]
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(cmd + ["--json", f"{tmp}/r.json"], capture_output=True, text=True)
+        try:
+            return json.loads(Path(f"{tmp}/r.json").read_text())["max_rss_mb"]
+        except (OSError, ValueError, KeyError):
+            return None
 
 
 def _round(x: float | None) -> float | None:
@@ -227,21 +259,20 @@ def _device_name(device: torch.device) -> str:
     return f"{model}, {len(os.sched_getaffinity(0))} cores"
 
 
-def _report(r: dict) -> None:
-    print(f"{r['recipe']} on {r['device']} ({r['threads']} threads), batch {r['batch_size']}, data: {r['data']}")
-    mem = "peak GPU memory" if "cuda" in r.get("command", "") and "cpu" not in r["device"] else "peak memory"
-    for name in ("ganforge", "baseline"):
-        if name in r:
-            x = r[name]
-            extra = f"  [{x['speed']}]" if name == "ganforge" else ""
-            print(f"  {name:9s} {x['images_per_second']:10.1f} img/s  epoch {x['epoch_seconds']:9.1f} s  "
-                  f"{mem} {x['peak_memory_mb']:8.1f} MB  rounds {x['rounds']}{extra}")
-    if "ratio" in r:
-        print(f"  ratio     {r['ratio']:.2f}x ganforge / baseline")
-    g = r.get("ganforge", {})
-    if g:
-        print(f"  first step {g['first_step_seconds']:.2f} s; compile {g['compile_seconds']} s; "
-              f"CUDA-graph capture {g['capture_seconds']} s (not in the step times)")
+def _report(r: dict, mem: str) -> None:
+    print(f"{r['recipe']} on {r['device']}, batch {r['batch_size']}, data: {r['data']}, "
+          f"load average {r['load_average']}")
+    for name, x in r["results"].items():
+        ratio = (f"  {x['ratio']:.2f}x {r['reference']} ({x['ratio_range'][0]:.2f}-{x['ratio_range'][1]:.2f})"
+                 if "ratio" in x else "")
+        memory = f"  {mem} {x['peak_memory_mb']} MB" if x.get("peak_memory_mb") else ""
+        cpu = f"; per CPU-second {x['cpu_ratio']:.2f}x" if "cpu_ratio" in x else ""
+        print(f"  {name:32s} {x['images_per_second']:9.1f} img/s  epoch {x['epoch_seconds']:9.1f} s  "
+              f"threads {x['threads']}{memory}{ratio}{cpu}  rounds {x['rounds']}")
+        if "features" in x:
+            print(f"  {'':32s} features {x['features']}; first step {x['first_step_seconds']:.2f} s; "
+                  f"compile {x['compile_seconds']} s; CUDA-graph capture {x['capture_seconds']} s "
+                  "(not in the step times)")
 
 
 if __name__ == "__main__":

@@ -23,14 +23,18 @@ from .config import SPEED_FEATURES, parse_speed
 from .errors import ConfigError
 
 # What `fast` turns on, per device type. On the CPU only what measurably helped on 2 cores stays
-# (docs/BENCHMARKS.md): convolutions dominate there, compile costs minutes and bought nothing, and
-# a host sync costs nothing, so the device-side guard would only add work.
+# (docs/BENCHMARKS.md): convolutions dominate there, compile cost a minute and halved the step
+# rate, and a host sync costs nothing, so the device-side guard would only add work.
 FAST = {
     "cuda": frozenset(SPEED_FEATURES),
     "cpu": frozenset({"fused", "channels_last"}),
 }
 # What `auto` means: fast on CUDA; on the CPU, the measured best.
 AUTO = {"cuda": FAST["cuda"], "cpu": FAST["cpu"]}
+# On the CPU (oneDNN), NHWC paid for the 3x3/4x4 conv nets (+16-20% on 2 cores) but cost 5-7% on
+# the two Keras nets built around 5x5 transposed convs and dense<->conv reshapes, so there the
+# presets leave it off; `+channels_last` still forces it.
+CPU_CHANNELS_LAST = frozenset({"upconv", "default"})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,10 +68,14 @@ class Speed:
         return "+".join(on) if on else "eager"
 
 
-def resolve_speed(speed: str, device: torch.device) -> Speed:
-    """Turn the `speed` setting into features: presets, then `+feature` / `+no_feature` in order."""
+def resolve_speed(speed: str, device: torch.device, model: str | None = None) -> Speed:
+    """Turn the `speed` setting into features for a run of `model` on `device`: presets, then
+    `+feature` / `+no_feature` in order."""
     kind = "cuda" if device.type == "cuda" else "cpu"
-    presets = {"auto": AUTO[kind], "fast": FAST[kind], "eager": frozenset()}
+    presets = {"auto": set(AUTO[kind]), "fast": set(FAST[kind]), "eager": set()}
+    if kind == "cpu" and model not in CPU_CHANNELS_LAST:
+        for preset in presets.values():
+            preset.discard("channels_last")
     on: set[str] = set()
     for token in parse_speed(speed):
         if token in presets:
@@ -84,33 +92,11 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def idle_cores(seconds: float = 0.1) -> float | None:
-    """How many cores the rest of the machine leaves idle right now (Linux /proc/stat; None elsewhere)."""
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    return (idle1 - idle0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
-
-
 def set_threads(threads: int) -> int:
-    """Intra-op CPU threads: `threads`, or for 0 one per core that the rest of the machine leaves
-    idle (at least one). A parallel op finishes when its slowest thread does: on cores other
-    processes keep busy, each extra thread waits for a time slice, and on a loaded 2-core machine
-    two threads ran 1.6-4x slower than one (docs/BENCHMARKS.md). On an idle machine: every core.
-    Returns the number set."""
-    n = threads
-    if not n:
-        idle = idle_cores()
-        n = cores() if idle is None else min(cores(), round(idle))
-    n = max(1, int(n))
+    """Intra-op CPU threads: `threads`, or every core this process may use (0). On a machine whose
+    cores other processes keep busy, fewer threads can be much faster, since a parallel op waits
+    for its slowest thread's time slice (docs/BENCHMARKS.md); `threads=N` sets it. Returns it."""
+    n = max(1, int(threads or cores()))
     torch.set_num_threads(n)
     return n
 
@@ -220,9 +206,11 @@ class StepGuard:
         first = any(not opt.state for opt in optimizers)
         if not self.sync_free or first:
             ok = bool(finite)
-            if ok:
-                for opt in optimizers:
+            for opt in optimizers:
+                if ok:
                     opt.step()
+                else:
+                    opt.zero_grad(set_to_none=True)
             return ok
         with torch.no_grad():
             lives = [_live_tensors(opt) for opt in optimizers]
@@ -249,8 +237,8 @@ class CompiledStep:
     """`torch.compile` of the whole D+G step, or the step itself when off.
 
     If the first (compiling) call raises, the state it may have half-changed is restored, a
-    one-line notice is printed, and training continues in eager mode. `first_call_seconds` is the
-    compile time plus one step.
+    one-line notice is printed, and training continues in eager mode. `compile_seconds` adds up
+    the calls that compiled something (the first, and any recompile), step included.
     """
 
     def __init__(self, fn: Callable, enabled: bool, snapshot: Snapshot, **options) -> None:
@@ -259,25 +247,35 @@ class CompiledStep:
         self.compiled = torch.compile(fn, dynamic=False, **options) if enabled else None
         self.ready = False
         self.failed: str | None = None
-        self.first_call_seconds: float | None = None
+        self.compile_seconds: float | None = None
 
     def __call__(self, *args):
         if self.compiled is None:
             return self.eager(*args)
-        if self.ready:
-            return self.compiled(*args)
-        restore = self.snapshot()
-        start = time.perf_counter()
-        try:
+        first, graphs, start = not self.ready, _graphs_compiled(), time.perf_counter()
+        if not first:
             out = self.compiled(*args)
-        except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
-            restore()
-            self.compiled, self.failed = None, _first_line(err)
-            notice(f"torch.compile failed ({self.failed}); training continues in eager mode")
-            return self.eager(*args)
-        self.ready = True
-        self.first_call_seconds = time.perf_counter() - start
+        else:
+            restore = self.snapshot()
+            try:
+                out = self.compiled(*args)
+            except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
+                restore()
+                self.compiled, self.failed = None, _first_line(err)
+                notice(f"torch.compile failed ({self.failed}); training continues in eager mode")
+                return self.eager(*args)
+            self.ready = True
+        if first or _graphs_compiled() != graphs:
+            self.compile_seconds = (self.compile_seconds or 0.0) + time.perf_counter() - start
         return out
+
+
+def _graphs_compiled() -> int:
+    """How many graphs dynamo has compiled in this process (its own counter; 0 if unavailable)."""
+    try:
+        return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    except (AttributeError, KeyError, TypeError):
+        return 0
 
 
 class GraphedStep:
@@ -300,6 +298,7 @@ class GraphedStep:
         self.calls = 0
         self.graph = None
         self.static_in: list[torch.Tensor] = []
+        self.spec = None  # the inputs' pytree structure
         self.static_out = None
         self.failed: str | None = None
         self.capture_seconds: float | None = None
@@ -324,10 +323,11 @@ class GraphedStep:
             restore = self.snapshot()
             start = time.perf_counter()
             try:
-                self.static_in = [t.clone() for t in pytree.tree_leaves(inputs)]
+                leaves, self.spec = pytree.tree_flatten(inputs)
+                self.static_in = [t.clone() for t in leaves]
                 graph = api.CUDAGraph()
                 with api.graph(graph):
-                    self.static_out = self.fn(*pytree.tree_unflatten(self.static_in, pytree.tree_structure(inputs)))
+                    self.static_out = self.fn(*pytree.tree_unflatten(self.static_in, self.spec))
             except Exception as err:  # noqa: BLE001 - any capture failure means: run uncaptured
                 restore()
                 self.enabled, self.failed = False, _first_line(err)

@@ -115,20 +115,13 @@ class Faults:
     def settle(self, step: int, ok: bool | torch.Tensor, now: bool) -> list[tuple[int, bool]]:
         """Record step `step`'s flag; return (step, ok) for every flag read now, in step order."""
         self.pending.append((step, ok))
-        if not (now or not isinstance(ok, torch.Tensor)):
+        if isinstance(ok, torch.Tensor) and not now:
             return []
         flags = [f for _, f in self.pending if isinstance(f, torch.Tensor)]
         read = iter(torch.stack(flags).tolist() if flags else [])  # the one host sync
         out = [(s, bool(next(read)) if isinstance(f, torch.Tensor) else f) for s, f in self.pending]
         self.pending = []
         return out
-
-
-def grads_finite(params) -> bool:
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return True
-    return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
 
 def buffers_finite(*modules: nn.Module) -> bool:
@@ -167,7 +160,7 @@ class Run:
         self.dir = run_dir
         self.quiet = quiet
         self.device = resolve_device(cfg.device)
-        self.features = resolve_speed(cfg.speed, self.device)
+        self.features = resolve_speed(cfg.speed, self.device, cfg.model)
         self.threads = set_threads(cfg.threads) if self.device.type == "cpu" else torch.get_num_threads()
         set_backends(self.features, self.device)
         torch.manual_seed(cfg.seed)
