@@ -33,7 +33,7 @@ from .data import BatchSampler, load_dataset
 from .ema import make_ema, update_ema
 from .errors import CheckpointError, ConfigError, GanforgeError
 from .models import build_models
-from .viz import make_gif, plot_curves, read_metrics, save_grid, to_uint8
+from .viz import atomic_write_bytes, make_gif, plot_curves, read_metrics, save_grid, to_uint8
 
 Stats = dict[str, torch.Tensor]  # a step's losses and D statistics, on the device
 Flag = bool | torch.Tensor  # a step's "was taken" flag: host bool, or device bool when sync-free
@@ -461,27 +461,13 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from .viz import atomic_write_bytes
-
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from, so the log has no duplicates."""
     rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-    from .viz import atomic_write_bytes
-
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    path = run_dir / "config.json"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} is not a ganforge run folder (no config.json)")
-    try:
-        return from_dict(json.loads(path.read_text()))
-    except json.JSONDecodeError:
-        raise ConfigError(f"{path} is not valid JSON: restore it from a checkpoint's meta.json") from None
 
 
 # ---- signals -----------------------------------------------------------------------------------
@@ -629,7 +615,7 @@ def _loop(run: Run, metrics_path: Path, log) -> Path:
                 (bar.write if bar is not None else log)(msg)
                 t_epoch = time.perf_counter()
             if sample_now:
-                _snapshot(run, mlog)
+                _snapshot(run, mlog, log)
             if eval_now:
                 _evaluate(run, mlog, writer, log)
             if checkpoint_now:
@@ -701,7 +687,7 @@ def _diversity(images: torch.Tensor) -> float:
     return float(torch.pdist(flat).mean()) if flat.shape[0] > 1 else 0.0
 
 
-def _snapshot(run: Run, mlog) -> None:
+def _snapshot(run: Run, mlog, log) -> None:
     cfg = run.cfg
     samples = run.fixed_samples()
     name = cfg.sample_name.format(step=run.step, epoch=run.step // run.steps_per_epoch,
@@ -715,7 +701,7 @@ def _snapshot(run: Run, mlog) -> None:
     ratio = _diversity(samples) / max(run.real_diversity, 1e-9)
     if run.step > 10 * cfg.log_every and ratio < 0.15:
         _warn(run, mlog, "diversity", f"the fixed-latent grid is {ratio:.0%} as diverse as real data "
-              f"at step {run.step}: possible mode collapse", print)
+              f"at step {run.step}: possible mode collapse", log)
 
 
 def _checkpoint(run: Run, milestone: bool) -> None:
