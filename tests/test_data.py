@@ -26,6 +26,7 @@ from PIL import Image
 from ganforge.data import (
     DATASETS,
     BatchSampler,
+    FolderStream,
     ImageDataset,
     convert_images,
     download,
@@ -510,3 +511,75 @@ def test_sampler_rejects_bad_arguments():
         BatchSampler(10, 2, mode="shuffle")
     with pytest.raises(ConfigError, match="drop_last"):
         BatchSampler(10, 20, drop_last=True)
+
+
+# --------------------------------------------------------------------------- streamed folders
+
+
+def test_folder_stream_decodes_what_memory_holds(tmp_path, capsys):
+    write_images(tmp_path / "f", 120, size=(12, 10))
+    (tmp_path / "f" / "img_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    memory = load_dataset(str(tmp_path / "f"), image_size=8, quiet=True)
+    stream = load_dataset(str(tmp_path / "f"), image_size=8, quiet=True, stream=True)
+    assert isinstance(stream, FolderStream) and not stream.in_memory and memory.in_memory
+    assert len(stream) == len(memory) == 120 and stream.name == memory.name
+    assert (stream.channels, stream.image_size) == (3, 8)
+    assert torch.equal(stream.decode(list(range(120))), memory.images)
+    assert stream[4][1] == 0 and torch.equal(stream[4][0], memory.images[4])
+    assert capsys.readouterr().err.count("skipped 1 of 121") == 2
+
+
+def test_folder_over_the_memory_limit_streams_when_allowed(tmp_path, monkeypatch, capsys):
+    write_images(tmp_path / "f", 3, size=(8, 8))
+    monkeypatch.setattr(folder, "MAX_DECODED_BYTES", 100)
+    ds = load_dataset(str(tmp_path / "f"), stream=None)
+    assert isinstance(ds, FolderStream) and len(ds) == 3
+    assert "decoded as training reads them" in capsys.readouterr().err
+    with pytest.raises(DataError, match="data_mode=stream"):
+        load_dataset(str(tmp_path / "f"))  # memory only: refused, and told how to stream
+    with pytest.raises(ConfigError, match="for folders of images"):
+        load_dataset("digits", stream=True)
+
+
+def test_stream_substitutes_a_file_that_breaks_after_the_scan(tmp_path):
+    files = write_images(tmp_path / "f", 5, size=(8, 8))
+    ds = load_dataset(str(tmp_path / "f"), quiet=True, stream=True)
+    files[2].write_bytes(files[2].read_bytes()[:40])  # truncated mid-run, header intact
+    image, substituted = ds[2]
+    assert substituted == 1 and torch.equal(image, ds[3][0])
+    for f in files:
+        f.write_bytes(b"gone")
+    with pytest.raises(DataError, match="could not be decoded") as err:
+        ds[0]
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_batches_follow_the_sampler(tmp_path, workers):
+    from ganforge.data.stream import StreamBatches
+
+    write_images(tmp_path / "f", 23, size=(8, 8), mode="L")
+    memory = load_dataset(str(tmp_path / "f"), quiet=True)
+    stream = load_dataset(str(tmp_path / "f"), quiet=True, stream=True)
+    sampler = BatchSampler(23, 5, mode="epoch", seed=3)
+    batches = StreamBatches(stream, sampler, workers=workers, pin_memory=False)
+    try:
+        for draw in [0, 1, 2, 3, 4, 5, 6, 2, 3, 9]:  # 2 after 6: a restart (resume, rollback)
+            images, substituted = batches.get(draw)
+            assert substituted == 0
+            assert torch.equal(images, memory.images[sampler.indices(draw)]), draw
+    finally:
+        batches.close()
+
+
+def test_stream_worker_errors_arrive_as_one_line(tmp_path):
+    from ganforge.data.stream import StreamBatches
+
+    files = write_images(tmp_path / "f", 4, size=(8, 8))
+    stream = load_dataset(str(tmp_path / "f"), quiet=True, stream=True)
+    for f in files:
+        f.write_bytes(b"gone")
+    batches = StreamBatches(stream, BatchSampler(4, 2, seed=0), workers=1, pin_memory=False)
+    with pytest.raises(DataError, match="could not be decoded") as err:
+        batches.get(0)
+    assert "\n" not in str(err.value) and "Traceback" not in str(err.value)

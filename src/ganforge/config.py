@@ -26,6 +26,7 @@ INITS = ("keras", "dcgan", "torch")
 SAMPLING = ("replacement", "epoch")
 UNITS = ("step", "epoch")
 SPEEDS = ("auto", "eager", "fast")
+DATA_MODES = ("auto", "memory", "stream")
 # Switches `speed` can add (`+feature`) or remove (`+no_feature`) after a preset; see accel.Speed.
 SPEED_FEATURES = ("fused", "channels_last", "bf16", "autotune", "async_guard", "compile", "cudagraphs")
 
@@ -38,6 +39,8 @@ class TrainConfig:
     # -- data --
     data: str = "mnist5k"  # registry name or a folder of images
     merge_test: bool = False  # train on train+test (seed 000 does this with CIFAR-100)
+    data_mode: str = "auto"  # folders: memory (decode once, keep), stream (DataLoader workers), auto
+    workers: int = 0  # decoding workers of a streamed folder (0 = by core count)
     pixel_range: str = "pm1"  # "pm1": x/127.5-1; "01": x/255 (seed 000's literal `imgae` typo)
     # -- model --
     model: str = "default"  # architecture family, see models.MODELS
@@ -253,14 +256,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key, valid in (("model", MODELS), ("loop", LOOPS), ("d_update", D_UPDATES),
                        ("loss", LOSSES), ("g_optimizer", OPTIMIZERS), ("d_optimizer", OPTIMIZERS),
                        ("init", INITS), ("sampling", SAMPLING), ("unit", UNITS),
-                       ("pixel_range", ("pm1", "01")), ("frozen_d_bn", ("train", "eval"))):
+                       ("pixel_range", ("pm1", "01")), ("frozen_d_bn", ("train", "eval")),
+                       ("data_mode", DATA_MODES)):
         _choice(cfg, key, valid)
     for key in ("batch_size", "latent_dim", "g_hidden", "d_hidden", "base_filters", "g_lr", "d_lr",
                 "d_steps", "log_every", "grid_rows", "keep_last", "image_size", "channels",
                 "steps", "epochs", "sample_every", "checkpoint_every", "max_skips", "eval_n"):
         _positive(cfg, key)
     for key in ("opt_eps", "bn_eps", "momentum", "rho", "ema", "milestone_every", "eval_every",
-                "rollback_lr_factor", "threads", "seed", "bn_momentum", "max_seconds"):
+                "rollback_lr_factor", "threads", "seed", "bn_momentum", "max_seconds", "workers"):
         _positive(cfg, key, allow_zero=True)
     for key in ("beta1", "beta2", "ema", "momentum", "rho", "bn_momentum"):
         if not 0.0 <= getattr(cfg, key) < 1.0 + (key == "bn_momentum"):

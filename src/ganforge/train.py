@@ -25,11 +25,13 @@ from torch import nn
 
 from . import __version__, losses
 from .accel import (CompiledStep, GraphedStep, StepGuard, adopt_implementation, autocast, channels_last,
-                    optimizer_options, resolve_device, resolve_speed, set_backends, set_threads, to_format)
+                    cores, optimizer_options, resolve_device, resolve_speed, set_backends, set_threads,
+                    to_format)
 from .checkpoint import (capture_rng, list_checkpoints, load_latest, pack_optimizer, restore_rng,
                          save_checkpoint, unpack_optimizer)
 from .config import TrainConfig, apply_overrides, from_dict, validate
 from .data import BatchSampler, load_dataset
+from .data.stream import StreamBatches, default_workers
 from .ema import make_ema, update_ema
 from .errors import CheckpointError, ConfigError, GanforgeError
 from .models import build_models
@@ -165,17 +167,27 @@ class Run:
         set_backends(self.features, self.device)
         torch.manual_seed(cfg.seed)
 
-        # Data: decoded once, kept on the training device as uint8.
+        # Data: decoded once, kept on the training device as uint8; or, for a folder too big for
+        # that, decoded by DataLoader workers ahead of the step (same batches either way).
         data = dataset if dataset is not None else load_dataset(
             cfg.data, split="train", image_size=cfg.image_size, channels=cfg.channels,
-            merge_test=cfg.merge_test, quiet=quiet)
+            merge_test=cfg.merge_test, quiet=quiet,
+            stream={"auto": None, "memory": False, "stream": True}[cfg.data_mode])
         if len(data) < 2:
             raise ConfigError(f"dataset {cfg.data!r} has {len(data)} image(s): need at least 2")
-        self.data_source = data.source
-        self.images = data.images.to(self.device)
+        self.data, self.data_source = data, data.source
         # Indices are drawn on the host and sent over without a sync (see `batch_indices`).
         self.sampler = BatchSampler(len(data), cfg.batch_size, mode=cfg.sampling,
                                     drop_last=cfg.drop_last, seed=cfg.seed, device="cpu")
+        self.images: torch.Tensor | None = None
+        self.stream: StreamBatches | None = None
+        self.substituted = 0  # streamed files that failed to decode and were stood in for
+        if data.in_memory:
+            self.images = data.images.to(self.device)
+        else:
+            workers = cfg.workers or default_workers(cores())
+            self.stream = StreamBatches(data, self.sampler, workers=workers,
+                                        pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = total_steps(cfg, self.steps_per_epoch)
 
@@ -221,16 +233,29 @@ class Run:
 
     # -- data and noise --
     def batch_indices(self, draw: int) -> torch.Tensor:
-        """Dataset indices of the `draw`-th batch, on the training device. The sampler draws them on
-        the host; a CUDA copy goes from pinned memory without waiting for the GPU."""
-        idx = self.sampler.indices(draw)
-        if self.device.type == "cuda":
-            idx = idx.pin_memory().to(self.device, non_blocking=True)
-        return idx
+        """The `draw`-th batch on the training device: its dataset indices (int64), or for a streamed
+        folder its uint8 images. Indices are drawn on the host, images decoded by the workers; a
+        CUDA copy goes from pinned memory without waiting for the GPU."""
+        if self.stream is not None:
+            batch, substituted = self.stream.get(draw)
+            self.substituted += substituted
+        else:
+            batch = self.sampler.indices(draw)
+            if self.device.type == "cuda":
+                batch = batch.pin_memory()
+        return batch.to(self.device, non_blocking=True)
+
+    def real_images(self, n: int) -> torch.Tensor:
+        """n real images (a fixed random subset), uint8 on the CPU: for grids and alarms."""
+        idx = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(0))[:n]
+        if self.images is None:
+            return self.data.decode(idx.tolist())
+        return self.images[idx.to(self.images.device)].cpu()
 
     def pixels(self, idx: torch.Tensor) -> torch.Tensor:
-        """Real images `idx`, gathered and normalised on the device to the recipe's pixel range."""
-        x = self.images[idx].float()
+        """Real images `idx` (indices into the resident dataset, or the uint8 images themselves),
+        gathered and normalised on the device to the recipe's pixel range."""
+        x = (idx if idx.dtype == torch.uint8 else self.images[idx]).float()
         x = x / 127.5 - 1.0 if self.cfg.pixel_range == "pm1" else x / 255.0
         return to_format(x, self.features.channels_last)
 
@@ -507,7 +532,7 @@ class SignalFlag:
 # Learning rates are among them so that a diverged run can continue more gently.
 RESUME_KEYS = ("g_lr", "d_lr", "max_skips", "rollback_lr_factor", "log_every", "sample_every",
                "checkpoint_every", "milestone_every", "keep_last", "eval_every", "eval_n", "max_seconds",
-               "device", "speed", "threads")
+               "device", "speed", "threads", "data_mode", "workers")
 
 
 def train(cfg: TrainConfig | None = None, run_dir: str | Path = "runs/default", *, resume: bool = False,
@@ -610,6 +635,10 @@ def _loop(run: Run, metrics_path: Path, log) -> Path:
             if log_now:
                 _log_window(run, window, mlog, writer, bar, log)
                 window = Window()
+                if run.substituted:
+                    _warn(run, mlog, "unreadable", f"{run.substituted} streamed image file(s) could not be "
+                          "decoded and were replaced by the next readable file in their batch: check "
+                          f"{run.cfg.data}", log)
             if cfg.unit == "epoch" and epoch_end and not run.quiet:
                 msg = f"time for epoch {run.step // spe} is {time.perf_counter() - t_epoch:.2f} sec"
                 (bar.write if bar is not None else log)(msg)
@@ -630,6 +659,8 @@ def _loop(run: Run, metrics_path: Path, log) -> Path:
         bar.close()
     if writer is not None:
         writer.close()
+    if run.stream is not None:
+        run.stream.close()
     _finish(run, metrics_path, finished=interrupted is None, log=log)
     if interrupted is not None:
         code = EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
@@ -695,9 +726,7 @@ def _snapshot(run: Run, mlog, log) -> None:
     save_grid(samples, run.dir / "samples" / f"{name}.png", nrow=cfg.grid_rows)
     # Collapse alarm on the fixed grid: its spread against that of as many real images.
     if run.real_diversity is None:
-        n = samples.shape[0]
-        idx = torch.randperm(run.images.shape[0], generator=torch.Generator().manual_seed(0))[:n]
-        run.real_diversity = _diversity(run.images[idx.to(run.images.device)].cpu())
+        run.real_diversity = _diversity(run.real_images(samples.shape[0]))
     ratio = _diversity(samples) / max(run.real_diversity, 1e-9)
     if run.step > 10 * cfg.log_every and ratio < 0.15:
         _warn(run, mlog, "diversity", f"the fixed-latent grid is {ratio:.0%} as diverse as real data "
@@ -776,7 +805,7 @@ def _finish(run: Run, metrics_path: Path, finished: bool, log) -> None:
         "steps": run.step, "total_steps": run.total_steps, "epochs": round(run.step / run.steps_per_epoch, 4),
         "images_seen": run.images_seen, "seconds": round(run.seconds, 3),
         "images_per_second": round(run.images_seen / max(run.seconds, 1e-9), 2),
-        "skipped_steps": run.skipped,
+        "skipped_steps": run.skipped, "unreadable_files": run.substituted,
         "final": {k: final.get(k) for k in ("d_loss", "g_loss", "d_real", "d_fake", "d_acc")},
         "best_fid": _finite_or_none(run.best_fid), "ganforge_version": __version__,
     }

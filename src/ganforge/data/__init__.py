@@ -3,7 +3,9 @@
 ``load_dataset("mnist")``, ``load_dataset("cifar100", merge_test=True)`` or
 ``load_dataset("path/to/photos", image_size=64)`` return an :class:`ImageDataset` whose images live
 in memory as uint8 N x C x H x W; :class:`~ganforge.data.sampler.BatchSampler` draws batches from it
-on the training device without a DataLoader.
+on the training device without a DataLoader. A folder too big for memory comes back as a
+:class:`FolderStream` instead (``in_memory`` is False), which training reads through DataLoader
+workers (`ganforge.data.stream`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from ganforge import paths
 from ganforge.data.cifar import load_cifar_split
 from ganforge.data.embedded import load_embedded_split
-from ganforge.data.folder import load_folder
+from ganforge.data.folder import FolderStream, load_folder
 from ganforge.data.idx import load_idx_split
 from ganforge.data.sampler import BatchSampler
 from ganforge.errors import ConfigError, DataError
@@ -29,6 +31,7 @@ __all__ = [
     "SPLITS",
     "BatchSampler",
     "DatasetInfo",
+    "FolderStream",
     "ImageDataset",
     "convert_images",
     "load_dataset",
@@ -90,6 +93,8 @@ class ImageDataset(torch.utils.data.Dataset):
     labels: torch.Tensor | None  # int64 N, or None for unlabelled folders
     num_classes: int | None
     source: str  # human-readable: where it came from
+
+    in_memory = True  # (a class attribute, not a field) FolderStream says False
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -177,7 +182,8 @@ def load_dataset(
     download: bool = True,
     merge_test: bool = False,
     quiet: bool = False,
-) -> ImageDataset:
+    stream: bool | None = False,
+) -> ImageDataset | FolderStream:
     """Load a registered dataset by name, or a folder of images by path (or "folder:<path>").
 
     split: "train", "test" or "all"; merge_test=True with split="train" adds the test split.
@@ -185,9 +191,14 @@ def load_dataset(
     root: where the files are looked for and downloaded to (default: data_dir()/<name>).
     Folders have no splits and no labels; a registered name wins over a folder of the same
     name, so write "./mnist" or "folder:mnist" to mean the folder.
+    stream (folders only): False decodes into memory; None does so when the folder fits and
+    returns a FolderStream otherwise; True always returns a FolderStream.
     """
     _check_args(split, image_size, channels, merge_test)
     if name_or_path in DATASETS:
+        if stream:
+            raise ConfigError(f"data_mode=stream is for folders of images; {name_or_path} is small "
+                              "enough to be held in memory: use data_mode=auto")
         info = DATASETS[name_or_path]
         base = Path(root).expanduser() if root is not None else paths.data_dir() / info.name
         splits = ["train", "test"] if split == "all" or merge_test else [split]
@@ -203,9 +214,13 @@ def load_dataset(
     if name_or_path.startswith(FOLDER_PREFIX) or Path(path).expanduser().exists():
         if split == "test":
             raise ConfigError(f"a folder of images has no test split: use split 'train' or 'all' for {path}")
-        images, source = load_folder(path, image_size=image_size, channels=channels, quiet=quiet)
-        resolved = Path(path).expanduser().resolve()
-        return ImageDataset(f"{FOLDER_PREFIX}{resolved}", images, None, None, source)
+        images, source = load_folder(path, image_size=image_size, channels=channels, quiet=quiet,
+                                     stream=stream)
+        name = f"{FOLDER_PREFIX}{Path(path).expanduser().resolve()}"
+        if isinstance(images, FolderStream):
+            images.name, images.source = name, source
+            return images
+        return ImageDataset(name, images, None, None, source)
 
     if os.sep in name_or_path or name_or_path.startswith((".", "~")):
         raise DataError(f"{name_or_path} is not a folder: check the path, or use one of "

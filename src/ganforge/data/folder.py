@@ -1,10 +1,12 @@
 """A folder of images (searched recursively) as an unlabelled dataset.
 
-The whole folder is decoded once into one uint8 tensor held in memory and cached on disk, so a
-second run starts instantly; a future DataLoader-based path will handle folders too big for that
-(the limit here is MAX_DECODED_BYTES). Files that are not readable images (truncated, corrupt,
-decompression bombs) are skipped and reported on one line; if more than MAX_BAD_FRACTION of the
-files are bad, the folder is refused before anything trains, because that is rarely an accident.
+A folder that fits (MAX_DECODED_BYTES decoded) is decoded once into one uint8 tensor held in
+memory and cached on disk, so a second run starts instantly. A bigger one (or any, with
+`stream=True`) becomes a :class:`FolderStream`: files are decoded on access, by DataLoader workers
+during training (see `ganforge.data.stream`). Files that are not readable images (truncated,
+corrupt, decompression bombs) are skipped and reported on one line; if more than MAX_BAD_FRACTION
+of the files are bad, the folder is refused before anything trains, because that is rarely an
+accident.
 
 Shape rules, when the caller does not fix them:
 - channels: 1 if every image is grayscale, else 3 (grayscale images are repeated to RGB).
@@ -123,15 +125,9 @@ def _check_bad(folder: Path, bad: list[Path], total: int) -> None:
         )
 
 
-def load_folder(
-    folder: str | os.PathLike,
-    *,
-    image_size: int | None = None,
-    channels: int | None = None,
-    quiet: bool = False,
-) -> tuple[torch.Tensor, str]:
-    """Decode every image under `folder` into uint8 N x C x S x S; returns it and a source string."""
-    folder = Path(folder).expanduser().resolve()
+def _scan(folder: Path, image_size: int | None, channels: int | None
+          ) -> tuple[list[Path], list[Path], list[Path], int, int]:
+    """Headers only: (all image files, readable ones, bad ones, channels, image_size)."""
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder: give a folder of images or a dataset name")
     files = list_images(folder)
@@ -144,18 +140,6 @@ def load_folder(
             f"{folder} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
             "add some or pick another folder"
         )
-    cache = _cache_path(folder, files, image_size, channels)
-    if cache.is_file():
-        try:
-            with safe_open(str(cache), framework="pt") as f:
-                meta = f.metadata() or {}
-            images = load_file(str(cache))["images"]
-            _warn_skipped(int(meta.get("skipped", 0)), len(files), meta.get("first_bad", ""))
-            return images, f"{folder} (cached {cache.name})"
-        except (SafetensorError, OSError, KeyError, ValueError):
-            pass  # an unreadable cache is rebuilt below
-
-    # (1) Headers only: which files open, which are gray, and the target shape.
     bad: list[Path] = []
     probes: dict[Path, tuple[bool, int]] = {}
     for f in files:
@@ -169,15 +153,96 @@ def load_folder(
         channels = 1 if all(probes[f][0] for f in good) else 3
     if image_size is None:
         image_size = min(probes[good[0]][1], DEFAULT_MAX_SIZE)
+    return files, good, bad, channels, image_size
+
+
+class FolderStream(torch.utils.data.Dataset):
+    """A folder too big to hold decoded: item i is file i decoded to uint8 C x S x S on access.
+
+    The files were listed and their headers read up front (so unreadable headers are already
+    skipped). A file that fails only now (truncated, deleted or replaced mid-run) is replaced by the
+    next file that decodes, and the item says so, so the caller can count and report it: a
+    long run never dies on one bad file, and batches keep their shape.
+    """
+
+    in_memory = False
+    labels = None
+    num_classes = None
+
+    def __init__(self, folder: Path, files: list[Path], channels: int, image_size: int) -> None:
+        self.folder, self.files = folder, files
+        self.channels, self.image_size = channels, image_size
+        self.name, self.source = f"folder:{folder}", str(folder)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """(uint8 C x S x S image, 1 if file i was unreadable and a later file stands in for it)."""
+        for k in range(min(len(self.files), 100)):
+            try:
+                array = _decode(self.files[(i + k) % len(self.files)], self.channels, self.image_size)
+            except Exception:  # as in load_folder: any decoder failure means "not a readable image"
+                continue
+            return torch.tensor(array).permute(2, 0, 1).contiguous(), int(k > 0)
+        raise DataError(f"100 files in a row from {self.files[i].relative_to(self.folder)} on could not "
+                        f"be decoded: check {self.folder} (was it changed during the run?)")
+
+    def decode(self, indices: list[int]) -> torch.Tensor:
+        """uint8 N x C x S x S of the given items, decoded here (for a few images: grids, metrics)."""
+        if not indices:
+            return torch.empty((0, self.channels, self.image_size, self.image_size), dtype=torch.uint8)
+        return torch.stack([self[i][0] for i in indices])
+
+
+def load_folder(
+    folder: str | os.PathLike,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    quiet: bool = False,
+    stream: bool | None = None,
+) -> tuple[torch.Tensor | FolderStream, str]:
+    """Decode every image under `folder` into uint8 N x C x S x S; returns it and a source string.
+
+    stream: None decodes into memory when the folder fits in MAX_DECODED_BYTES and streams it
+    otherwise; True always streams (a FolderStream comes back instead of a tensor); False never does,
+    and refuses a folder over the limit."""
+    folder = Path(folder).expanduser().resolve()
+    cache = None
+    if not stream and folder.is_dir():
+        listed = list_images(folder)
+        cache = _cache_path(folder, listed, image_size, channels) if listed else None
+        if cache is not None and cache.is_file():
+            try:
+                with safe_open(str(cache), framework="pt") as f:
+                    meta = f.metadata() or {}
+                images = load_file(str(cache))["images"]
+                _warn_skipped(int(meta.get("skipped", 0)), len(listed), meta.get("first_bad", ""))
+                return images, f"{folder} (cached {cache.name})"
+            except (SafetensorError, OSError, KeyError, ValueError):
+                pass  # an unreadable cache is rebuilt below
+
+    files, good, bad, channels, image_size = _scan(folder, image_size, channels)
     decoded_bytes = len(good) * channels * image_size * image_size
+    if stream is None and decoded_bytes > MAX_DECODED_BYTES:
+        stream = True
+        if not quiet:
+            print(f"note: {folder} takes {decoded_bytes / 2**30:.1f} GiB decoded, over the "
+                  f"{MAX_DECODED_BYTES / 2**30:g} GiB in-memory limit: images are decoded as training "
+                  "reads them", file=sys.stderr)
+    if stream:
+        if bad:
+            _warn_skipped(len(bad), len(files), str(min(bad).relative_to(folder)))
+        return FolderStream(folder, good, channels, image_size), f"{folder} (streamed from disk)"
     if decoded_bytes > MAX_DECODED_BYTES:
         raise DataError(
             f"{folder} would take {decoded_bytes / 2**30:.1f} GiB decoded at "
-            f"{image_size}x{image_size}x{channels}, "
-            f"over the {MAX_DECODED_BYTES // 2**30} GiB in-memory limit: use a smaller image size or a subset"
+            f"{image_size}x{image_size}x{channels}, over the {MAX_DECODED_BYTES / 2**30:g} GiB "
+            "in-memory limit: use a smaller image size, a subset, or data_mode=stream"
         )
 
-    # (2) Full decode; truncated files are often only detected here.
+    # Full decode; truncated files are often only detected here.
     array = np.empty((len(good), image_size, image_size, channels), dtype=np.uint8)
     kept = 0
     for f in tqdm(
@@ -194,12 +259,13 @@ def load_folder(
 
     first_bad = str(bad[0].relative_to(folder)) if bad else ""
     _warn_skipped(len(bad), len(files), first_bad)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    part = cache.with_name(cache.name + f".{os.getpid()}.part")
-    save_file(
-        {"images": images},
-        str(part),
-        metadata={"folder": str(folder), "skipped": str(len(bad)), "first_bad": first_bad},
-    )
-    os.replace(part, cache)  # atomic: a concurrent or interrupted run never sees half a cache
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        part = cache.with_name(cache.name + f".{os.getpid()}.part")
+        save_file(
+            {"images": images},
+            str(part),
+            metadata={"folder": str(folder), "skipped": str(len(bad)), "first_bad": first_bad},
+        )
+        os.replace(part, cache)  # atomic: a concurrent or interrupted run never sees half a cache
     return images, str(folder)

@@ -32,6 +32,9 @@ IS_SPLITS = 10
 GRAY_TOLERANCE = 16.0
 
 
+STREAM_REFERENCE = 10_000  # reference images decoded from a folder too big to hold in memory
+
+
 def evaluate_images(
     fake: torch.Tensor,
     data: str,
@@ -62,11 +65,17 @@ def evaluate_images(
         raise ConfigError(f"unknown feature space {features!r}: choose one of {', '.join(FEATURE_CHOICES)}")
     if data not in DATASETS and split == "test":
         split = "all"  # a folder has no held-out part: it is the reference as a whole
-    real = load_dataset(data, split=split, quiet=quiet)
-    check_compatible(fake, real.images, real.name)
+    real = load_dataset(data, split=split, quiet=quiet, stream=None)
+    if not real.in_memory:  # a folder too big to hold: a fixed random subset of it is the reference
+        n_real = min(n_real or STREAM_REFERENCE, len(real))
+        pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(REAL_SUBSET_SEED))[:n_real]
+        real_images = real.decode(sorted(pick.tolist()))
+    else:
+        real_images = real.images
+    check_compatible(fake, real_images, real.name)
     extractor = select_extractor(real, features, inception_path=inception_path, quiet=quiet)
 
-    real_feats = real_features(extractor, real.images, real.name, split, n_real)
+    real_feats = real_features(extractor, real_images, real.name, split, n_real)
     fake_feats, fake_logits = extractor.extract(fake)
 
     fid = scores.fid(fake_feats, real_feats)
