@@ -74,8 +74,9 @@ def test_speed_presets_and_switches():
     assert accel.resolve_speed("auto", cuda) == fast_cuda
     # On the CPU fast keeps only what measured faster there (docs/BENCHMARKS.md), per model.
     assert accel.resolve_speed("auto", cpu, "default") == accel.resolve_speed("fast", cpu, "default")
-    assert accel.resolve_speed("fast", cpu, "default").name == "fused+channels_last"
-    assert accel.resolve_speed("fast", cpu, "tf-dcgan").name == "fused"
+    assert accel.resolve_speed("fast", cpu, "default").name == "fused+channels_last+fast_dropout"
+    assert accel.resolve_speed("fast", cpu, "tf-dcgan").name == "fused+fast_dropout"
+    assert not fast_cuda.fast_dropout
     assert accel.resolve_speed("fast+channels_last", cpu, "tf-dcgan").channels_last
     assert accel.resolve_speed("fast", cuda, "tf-dcgan").channels_last
     assert accel.resolve_speed("fast+no_compile+no_bf16", cuda).name == (
@@ -100,13 +101,13 @@ def test_optimizer_implementation_follows_the_features():
 def test_fast_path_matches_eager(name, tmp_path):
     """Same seeds: losses and weights agree (fp32 on the CPU, far inside bf16's 2^-8).
 
-    With dropout, channels_last draws each element's mask in another order (same distribution),
-    so those recipes compare the fast path without it. seed001 is compared after one step: its
+    With dropout, channels_last and fast_dropout draw the masks in another order or from another
+    stream (same distribution), so those recipes compare the fast path without them. seed001 is compared after one step: its
     conv biases sit before BatchNorm, so their true gradient is 0 and Adam (Keras lr 1e-3,
     eps 1e-7) turns rounding noise into +-lr steps; the frozen D's BN in eval mode then lets
     those biases move G's loss, and the two paths part after the first step."""
     steps = 1 if name == "seed001-dcgan-mnist" else 3
-    speed = "fast+async_guard" + ("+no_channels_last" if name in DROPOUT else "")
+    speed = "fast+async_guard" + ("+no_channels_last+no_fast_dropout" if name in DROPOUT else "")
     eager = _run(name, "eager", tmp_path)
     a = _steps(eager, steps)
     fast = _run(name, speed, tmp_path)  # reseeds the global RNG (dropout) as a new run does
@@ -120,6 +121,58 @@ def test_fast_path_matches_eager(name, tmp_path):
     lr = max(eager.cfg.g_lr, eager.cfg.d_lr)
     for key in wa:  # Adam moves a weight by about lr per step: a sign flip on noise is 2 lr
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-3, atol=2.5 * lr, msg=key)
+
+
+def test_fast_dropout_keeps_dropout_semantics():
+    torch.manual_seed(0)
+    layer = accel.FastDropout(0.3)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = layer(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.002  # 1e6 draws: 0.7 +- 5 sigma
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient is the same mask, same scale
+    assert torch.equal(layer.eval()(x), x)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Dropout(0.25)))
+    accel.fast_dropout(model, enabled=True)
+    assert type(model[1][0]) is accel.FastDropout and model[1][0].p == 0.25
+    assert not model.state_dict().keys() - {"0.weight", "0.bias"}
+
+
+@pytest.mark.parametrize("name", ["tf-dcgan-mnist", "default", "seed000-dcgan-cifar100"])
+def test_cpu_channels_last_layout_gives_the_same_numbers(name, tmp_path):
+    """Per-layer NHWC on the CPU: stride-1 transposed convs stay NCHW, every boundary converts the
+    activation and its gradient; forward and gradients equal the NCHW model's (fp32 rounding)."""
+    from ganforge.models import build_models
+
+    cfg = _cfg(name, "eager")
+    torch.manual_seed(0)
+    G, D = build_models(cfg)
+    torch.manual_seed(0)
+    G2, D2 = build_models(cfg)
+    accel.channels_last(G2, D2, enabled=True, device=torch.device("cpu"))
+    for module in G2.modules():
+        if isinstance(module, torch.nn.ConvTranspose2d):
+            nhwc = module.weight.is_contiguous(memory_format=torch.channels_last) and module.weight.stride(1) == 1
+            assert nhwc == (module.stride != (1, 1)), module
+    G.eval(), D.eval(), G2.eval(), D2.eval()  # no dropout masks: same numbers expected
+    z = torch.randn(4, cfg.latent_dim)
+    for (g, d) in ((G, D), (G2, D2)):
+        out = d(g(z)).sum()
+        out.backward()
+    torch.testing.assert_close(D2(G2(z)), D(G(z)), rtol=1e-4, atol=1e-5)
+    for (k, p), p2 in zip(G.named_parameters(), G2.parameters()):
+        torch.testing.assert_close(p2.grad, p.grad, rtol=1e-3, atol=1e-5, msg=k)
+
+
+def test_cpu_keeps_freed_memory_on_glibc():
+    import platform
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert accel.keep_freed_memory()
 
 
 def test_bf16_autocast_stays_within_bf16_tolerance(tmp_path):

@@ -28,7 +28,8 @@ UNITS = ("step", "epoch")
 SPEEDS = ("auto", "eager", "fast")
 DATA_MODES = ("auto", "memory", "stream")
 # Switches `speed` can add (`+feature`) or remove (`+no_feature`) after a preset; see accel.Speed.
-SPEED_FEATURES = ("fused", "channels_last", "bf16", "autotune", "async_guard", "compile", "cudagraphs")
+SPEED_FEATURES = ("fused", "channels_last", "bf16", "autotune", "async_guard", "compile", "cudagraphs",
+                  "fast_dropout")
 
 
 @dataclass

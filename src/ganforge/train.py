@@ -25,7 +25,7 @@ from torch import nn
 
 from . import __version__, losses
 from .accel import (CompiledStep, GraphedStep, StepGuard, adopt_implementation, autocast, channels_last,
-                    cores, optimizer_options, resolve_device, resolve_speed, set_backends, set_threads,
+                    cores, fast_dropout, keep_freed_memory, optimizer_options, resolve_device, resolve_speed, set_backends, set_threads,
                     to_format)
 from .checkpoint import (capture_rng, list_checkpoints, load_latest, pack_optimizer, restore_rng,
                          save_checkpoint, unpack_optimizer)
@@ -164,6 +164,8 @@ class Run:
         self.device = resolve_device(cfg.device)
         self.features = resolve_speed(cfg.speed, self.device, cfg.model)
         self.threads = set_threads(cfg.threads) if self.device.type == "cpu" else torch.get_num_threads()
+        if self.device.type == "cpu":
+            keep_freed_memory()
         set_backends(self.features, self.device)
         torch.manual_seed(cfg.seed)
 
@@ -194,7 +196,8 @@ class Run:
         self.G, self.D = build_models(cfg)
         self.G.to(self.device)
         self.D.to(self.device)
-        channels_last(self.G, self.D, enabled=self.features.channels_last)
+        channels_last(self.G, self.D, enabled=self.features.channels_last, device=self.device)
+        fast_dropout(self.G, self.D, enabled=self.features.fast_dropout)
         self.impl_g = optimizer_options(cfg.g_optimizer, self.features, self.device)
         self.impl_d = optimizer_options(cfg.d_optimizer, self.features, self.device)
         self.opt_g = build_optimizer(cfg.g_optimizer, self.G.parameters(), cfg.g_lr, cfg, **self.impl_g)
