@@ -33,10 +33,11 @@ FAST = {
 }
 # What `auto` means: fast on CUDA; on the CPU, the measured best.
 AUTO = {"cuda": FAST["cuda"], "cpu": FAST["cpu"]}
-# On the CPU (oneDNN), NHWC paid for the 3x3/4x4 conv nets (+16-20% on 2 cores) but cost 5-7% on
-# the two Keras nets built around 5x5 transposed convs and dense<->conv reshapes, so there the
-# presets leave it off; `+channels_last` still forces it.
-CPU_CHANNELS_LAST = frozenset({"upconv", "default"})
+# On the CPU (oneDNN, 2 cores), per-layer NHWC with layout-converting boundaries (see
+# `channels_last`) paid for the 3x3/4x4 conv nets (upconv, default, dcgan); on the two Keras nets
+# built around 5x5 transposed convs and dense<->conv reshapes it was neutral (tf-dcgan) or cost 8%
+# (cifar-dcgan), so there the presets leave it off; `+channels_last` still forces it.
+CPU_CHANNELS_LAST = frozenset({"upconv", "default", "dcgan"})
 
 
 def resolve_device(name: str) -> torch.device:
