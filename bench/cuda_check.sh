@@ -30,3 +30,6 @@ $PY bench/speed.py --recipe dcgan --device cuda --steps 100 --rounds 3 --speed f
 $PY bench/speed.py --recipe tf-dcgan-mnist --device cuda --steps 200 --rounds 3 \
     --speed fast,fast+no_compile,fast+no_cudagraphs,fast+no_bf16 --only ganforge \
     --json docs/benchmarks/cuda/cuda-tf-dcgan-mnist-features.json
+# Same quality: fast (bf16, compile, graphs) vs eager by FID, three seeds each (a few minutes).
+$PY bench/quality.py --recipe default --data mnist5k --device cuda --steps 2000 --seeds 0 1 2 \
+    --json docs/benchmarks/cuda/cuda-quality-default.json

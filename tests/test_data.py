@@ -583,3 +583,21 @@ def test_stream_worker_errors_arrive_as_one_line(tmp_path):
     with pytest.raises(DataError, match="could not be decoded") as err:
         batches.get(0)
     assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_stream_worker_death_is_one_line(tmp_path):
+    import signal
+
+    from ganforge.data.stream import StreamBatches
+
+    write_images(tmp_path / "f", 40, size=(8, 8))
+    stream = load_dataset(str(tmp_path / "f"), quiet=True, stream=True)
+    batches = StreamBatches(stream, BatchSampler(40, 2, seed=0), workers=1, pin_memory=False)
+    batches.get(0)
+    for pid in [w.pid for w in batches._batches._workers]:
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(DataError, match="resume") as err:
+        for draw in range(1, 200):
+            batches.get(draw)
+    assert "\n" not in str(err.value)
+    batches.close()

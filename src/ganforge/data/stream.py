@@ -69,6 +69,12 @@ class StreamBatches:
             batch = next(self._batches)
         except DataError as err:  # raised in a worker: keep its message, drop the worker traceback
             raise DataError(_original_message(err)) from None
+        except RuntimeError as err:  # a worker died (killed, out of memory) or could not start
+            if "DataLoader worker" not in str(err):
+                raise
+            first = str(err).strip().splitlines()[0]
+            raise DataError(f"{first.rstrip('. ')}: the last checkpoint is intact; resume with "
+                            "--resume, with workers=0 if workers keep dying") from None
         self._next += 1
         return batch
 
