@@ -169,3 +169,26 @@ def test_streamed_folder_trains_like_the_in_memory_one_and_resumes_exactly(tmp_p
         assert torch.equal(a[key], b[key]) and torch.equal(a[key], c[key]), key
     summary = json.loads((full / "summary.json").read_text())
     assert "streamed" in summary["data_source"] and summary["unreadable_files"] == 0
+
+
+def test_streamed_file_that_breaks_mid_run_is_counted_and_reported(tmp_path, monkeypatch, capsys):
+    from ganforge.data import folder
+    from test_data import write_images
+
+    write_images(tmp_path / "gray", 20, size=(28, 28), mode="L")
+    original = folder._decode
+
+    def flaky(path, *args):  # img_0003 turns unreadable after the scan
+        if path.name == "img_0003.png":
+            raise OSError("truncated")
+        return original(path, *args)
+
+    monkeypatch.setattr(folder, "_decode", flaky)
+    cfg = apply_overrides(get_recipe("default"), [f"data={tmp_path / 'gray'}", "base_filters=8", "batch_size=10",
+                                                   "data_mode=stream", "workers=0", "log_every=2"])
+    run = train(cfg, tmp_path / "run", steps=6, log=print)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["unreadable_files"] == 3  # 3 epochs of 2 steps: the file is read once per epoch
+    warnings = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "warning" in r]
+    assert [w["warning"].split(" ")[0] for w in warnings] == ["1", "2", "3"]
+    assert capsys.readouterr().out.count("could not be decoded") == 1  # said once on the console

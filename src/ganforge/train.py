@@ -25,8 +25,8 @@ from torch import nn
 
 from . import __version__, losses
 from .accel import (CompiledStep, GraphedStep, StepGuard, adopt_implementation, autocast, channels_last,
-                    cores, fast_dropout, keep_freed_memory, optimizer_options, resolve_device, resolve_speed, set_backends, set_threads,
-                    to_format)
+                    cores, fast_dropout, keep_freed_memory, optimizer_options, resolve_device,
+                    resolve_speed, set_backends, set_threads, to_format)
 from .checkpoint import (capture_rng, list_checkpoints, load_latest, pack_optimizer, restore_rng,
                          save_checkpoint, unpack_optimizer)
 from .config import TrainConfig, apply_overrides, from_dict, validate
@@ -594,6 +594,7 @@ def _loop(run: Run, metrics_path: Path, log) -> Path:
     faults = Faults()
     t_epoch = time.perf_counter()
     interrupted: int | None = None
+    reported = 0  # streamed files found unreadable, as last reported
     with SignalFlag() as flag, open(metrics_path, "a") as mlog:
         t0 = time.perf_counter()
         base_seconds = run.seconds
@@ -638,8 +639,9 @@ def _loop(run: Run, metrics_path: Path, log) -> Path:
             if log_now:
                 _log_window(run, window, mlog, writer, bar, log)
                 window = Window()
-                if run.substituted:
-                    _warn(run, mlog, "unreadable", f"{run.substituted} streamed image file(s) could not be "
+                if run.substituted > reported:
+                    reported = run.substituted
+                    _warn(run, mlog, "unreadable", f"{reported} streamed image file(s) could not be "
                           "decoded and were replaced by the next readable file in their batch: check "
                           f"{run.cfg.data}", log)
             if cfg.unit == "epoch" and epoch_end and not run.quiet:
