@@ -142,3 +142,51 @@ def test_resume_may_change_learning_rates_but_not_the_run(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "g_lr=1e-5", "--steps", "3", "--quiet"]) == 0
     _, meta = load_checkpoint(list_checkpoints(run / "checkpoints")[-1])
     assert meta["lr"]["g"] == 1e-5 and meta["config"]["g_lr"] == 1e-5 and meta["step"] == 3
+
+
+def test_dead_data_worker_is_one_line(monkeypatch, capsys):
+    import ganforge.cli as cli
+
+    def dies(args):
+        raise RuntimeError("DataLoader worker (pid 4203) is killed by signal: Killed. ")
+
+    monkeypatch.setitem(cli.COMMANDS, "train", dies)
+    assert main(["train", "default"]) == 2
+    line = _err_line(capsys)
+    assert "data-loading worker died (DataLoader worker (pid 4203) is killed by signal: Killed)" in line
+    assert "--resume" in line
+
+
+def test_resume_refuses_data_and_seed_flags_and_takes_device(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "seed004-mlp-mnist", "--out", str(run), "--steps", "1", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--data", "digits"]) == 2
+    assert "--data cannot change when resuming" in _err_line(capsys)
+    assert main(["train", "--resume", str(run), "--seed", "5"]) == 2
+    assert "--seed cannot change" in _err_line(capsys)
+    assert main(["train", "--resume", str(run), "--device", "cuda:7", "--steps", "2"]) == 2
+    assert "no CUDA GPU" in _err_line(capsys)
+
+
+def test_folder_run_resumes_and_evaluates_from_anywhere(tmp_path, capsys, monkeypatch):
+    """A folder given by a relative path is saved absolute; eval reads it at the run's shape."""
+    from ganforge.metrics import evaluate as ev
+
+    _images(tmp_path / "work" / "photos", 12, size=40)  # RGB files, trained as 1 channel
+    monkeypatch.chdir(tmp_path / "work")
+    run = tmp_path / "run"
+    assert main(["train", "default", "--data", "photos", "--out", str(run), "--steps", "1",
+                 "base_filters=4", "batch_size=4", "--quiet"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--resume", str(run), "--steps", "2", "--quiet"]) == 0
+    seen = {}
+
+    def fake_select(real, features, **kw):  # no Inception weights offline: stop at the reference
+        seen["shape"] = tuple(real.images.shape[1:])
+        raise ev.ConfigError("stop here")
+
+    monkeypatch.setattr(ev, "select_extractor", fake_select)
+    capsys.readouterr()
+    assert main(["eval", str(run), "--n", "4"]) == 2
+    assert seen["shape"] == (1, 28, 28)

@@ -96,6 +96,12 @@ def cmd_train(args) -> int:
             overrides.insert(0, args.recipe)
         elif args.recipe:
             raise GanforgeError("--resume continues a run with its saved config: drop the recipe name")
+        for flag in ("data", "seed"):
+            if getattr(args, flag) is not None:
+                raise GanforgeError(f"--{flag} cannot change when resuming (it would be another run): "
+                                    f"drop --{flag}")
+        if args.device is not None:
+            overrides.append(f"device={args.device}")
         out = train(None, args.resume, resume=True, steps=args.steps, epochs=args.epochs, quiet=args.quiet,
                     resume_overrides=overrides)
     else:
@@ -149,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)
         return 130
+    except (RuntimeError, ConnectionError) as err:
+        # PyTorch reports a dead DataLoader worker from wherever the main process happens to be.
+        if isinstance(err, ConnectionError) or "DataLoader worker" in str(err):
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            print(f"ganforge: error: a data-loading worker died ({first.rstrip('. ')}): the last checkpoint "
+                  "is intact; resume with --resume (workers=1 if workers keep dying)", file=sys.stderr)
+            return 2
+        raise
     except OSError as err:
         # A full disk or a permission problem outside the checkpoint writer: still one line.
         print(f"ganforge: error: {err.strerror or err} ({getattr(err, 'filename', '') or ''}): "

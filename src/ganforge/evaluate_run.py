@@ -18,6 +18,7 @@ def evaluate_run(run_dir: str | Path | None = None, *, images: str | Path | None
     if n <= 0:
         raise ConfigError(f"bad value --n {n}: must be greater than zero")
     source: dict = {}
+    shape = None  # (channels, size) to read a folder reference at
     if images is not None:
         from .data import load_dataset
 
@@ -37,14 +38,15 @@ def evaluate_run(run_dir: str | Path | None = None, *, images: str | Path | None
         from .sampling import generate, load_generator
 
         generator, cfg, meta = load_generator(run_dir, checkpoint, device=device, log=print)
-        data = data or cfg.data
+        if not data:  # the run's own data, read the way the run read it
+            data, shape = cfg.data, (cfg.channels, cfg.image_size)
         fake = generate(generator, n, cfg.latent_dim, seed=seed, device=device, pixel_range=cfg.pixel_range)
         source = {"run": str(run_dir), "checkpoint_step": meta.get("step"), "recipe": cfg.recipe,
                   "weights": "ema" if cfg.ema > 0 else "generator"}
     else:
         raise ConfigError("give a RUN_DIR or --images DIR")
     result = evaluate_images(fake, data, features=features, split=split, seed=seed,
-                             inception_path=inception_path, quiet=quiet)
+                             inception_path=inception_path, quiet=quiet, folder_shape=shape)
     result.setdefault("protocol", {}).update(source)
     return result
 

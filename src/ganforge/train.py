@@ -30,10 +30,10 @@ from .accel import (CompiledStep, GraphedStep, StepGuard, adopt_implementation, 
 from .checkpoint import (capture_rng, list_checkpoints, load_latest, pack_optimizer, restore_rng,
                          save_checkpoint, unpack_optimizer)
 from .config import TrainConfig, apply_overrides, from_dict, validate
-from .data import BatchSampler, load_dataset
+from .data import DATASETS, FOLDER_PREFIX, BatchSampler, load_dataset
 from .data.stream import StreamBatches, default_workers
 from .ema import make_ema, update_ema
-from .errors import CheckpointError, ConfigError, GanforgeError
+from .errors import CheckpointError, ConfigError, DataError, GanforgeError
 from .models import build_models
 from .viz import atomic_write_bytes, make_gif, plot_curves, read_metrics, save_grid, to_uint8
 
@@ -183,7 +183,7 @@ class Run:
                                     drop_last=cfg.drop_last, seed=cfg.seed, device="cpu")
         self.images: torch.Tensor | None = None
         self.stream: StreamBatches | None = None
-        self.substituted = 0  # streamed files that failed to decode and were stood in for
+        self.unreadable: set[int] = set()  # streamed files that failed to decode (stood in for)
         if data.in_memory:
             self.images = data.images.to(self.device)
         else:
@@ -240,8 +240,8 @@ class Run:
         folder its uint8 images. Indices are drawn on the host, images decoded by the workers; a
         CUDA copy goes from pinned memory without waiting for the GPU."""
         if self.stream is not None:
-            batch, substituted = self.stream.get(draw)
-            self.substituted += substituted
+            batch, unreadable = self.stream.get(draw)
+            self.unreadable |= unreadable
         else:
             batch = self.sampler.indices(draw)
             if self.device.type == "cuda":
@@ -420,6 +420,7 @@ class Run:
             "seconds": self.seconds, "skipped_steps": self.skipped, "best_fid": _finite_or_none(self.best_fid),
             "optimizers": opt_meta, "rng": rng_meta, "ganforge_version": __version__,
             "lr": {"g": self.opt_g.param_groups[0]["lr"], "d": self.opt_d.param_groups[0]["lr"]},
+            "data_size": len(self.data), "unreadable_files": sorted(self.unreadable),
         }
         return tensors, meta
 
@@ -460,6 +461,12 @@ class Run:
         self.seconds = float(meta["seconds"])
         self.skipped = int(meta.get("skipped_steps", 0))
         self.best_fid = meta.get("best_fid") or math.inf
+        self.unreadable = set(meta.get("unreadable_files", []))
+        size = meta.get("data_size")
+        if size is not None and size != len(self.data) and not self.quiet:
+            print(f"warning: {self.cfg.data} has {len(self.data)} images now and had {size} when this "
+                  "checkpoint was written: from here the batches differ from an uninterrupted run",
+                  file=sys.stderr)
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -568,6 +575,7 @@ def train(cfg: TrainConfig | None = None, run_dir: str | Path = "runs/default", 
     validate(cfg)
     if not resume:
         check_run_dir(run_dir, force)
+        cfg = _absolute_data(cfg)
     run = Run(cfg, run_dir, quiet=quiet)
     if not resume:
         prepare_run_dir(run_dir, force)
@@ -582,6 +590,14 @@ def train(cfg: TrainConfig | None = None, run_dir: str | Path = "runs/default", 
         log(f"resuming {run_dir} at step {run.step} of {run.total_steps}")
     _write_json(run_dir / "config.json", cfg.to_dict())
     return _loop(run, metrics_path, log)
+
+
+def _absolute_data(cfg: TrainConfig) -> TrainConfig:
+    """A folder of images is saved by its absolute path, so the run resumes from anywhere."""
+    if cfg.data in DATASETS:
+        return cfg
+    folder = Path(cfg.data.removeprefix(FOLDER_PREFIX)).expanduser()
+    return replace(cfg, data=str(folder.resolve())) if folder.is_dir() else cfg
 
 
 def _loop(run: Run, metrics_path: Path, log) -> Path:
@@ -599,7 +615,16 @@ def _loop(run: Run, metrics_path: Path, log) -> Path:
         t0 = time.perf_counter()
         base_seconds = run.seconds
         while run.step < run.total_steps:
-            stats, ok, images = run.train_step()
+            try:
+                stats, ok, images = run.train_step()
+            except DataError as err:
+                # A streamed batch could not be read. Nothing of this step has run yet, so the state
+                # is the last finished step's: keep it (when no step's fault flag is still unread).
+                if run.step > 0 and not faults.pending:
+                    _checkpoint(run, False)
+                    raise DataError(f"{err}; the run is checkpointed at step {run.step}: fix the data, "
+                                    "then continue with --resume") from None
+                raise
             run.step += 1
             run.images_seen += images
             run.seconds = base_seconds + time.perf_counter() - t0
@@ -639,11 +664,12 @@ def _loop(run: Run, metrics_path: Path, log) -> Path:
             if log_now:
                 _log_window(run, window, mlog, writer, bar, log)
                 window = Window()
-                if run.substituted > reported:
-                    reported = run.substituted
+                if len(run.unreadable) > reported:
+                    reported = len(run.unreadable)
+                    first = run.data.files[min(run.unreadable)].relative_to(run.data.folder)
                     _warn(run, mlog, "unreadable", f"{reported} streamed image file(s) could not be "
-                          "decoded and were replaced by the next readable file in their batch: check "
-                          f"{run.cfg.data}", log)
+                          f"decoded (first: {first}); each was replaced in its batch by the next "
+                          f"readable file: check {run.cfg.data}", log)
             if cfg.unit == "epoch" and epoch_end and not run.quiet:
                 msg = f"time for epoch {run.step // spe} is {time.perf_counter() - t_epoch:.2f} sec"
                 (bar.write if bar is not None else log)(msg)
@@ -783,7 +809,8 @@ def _evaluate(run: Run, mlog, writer, log) -> None:
     fake = generate(run.sample_model(), run.cfg.eval_n, run.cfg.latent_dim, seed=run.cfg.seed + 3,
                     device=run.device, pixel_range=run.cfg.pixel_range)
     try:
-        result = evaluate_images(fake, run.cfg.data, seed=run.cfg.seed, quiet=True)
+        result = evaluate_images(fake, run.cfg.data, seed=run.cfg.seed, quiet=True,
+                                 folder_shape=(run.cfg.channels, run.cfg.image_size))
     except GanforgeError as err:
         _warn(run, mlog, "eval", f"evaluation skipped: {err}", log)
         return
@@ -810,7 +837,7 @@ def _finish(run: Run, metrics_path: Path, finished: bool, log) -> None:
         "steps": run.step, "total_steps": run.total_steps, "epochs": round(run.step / run.steps_per_epoch, 4),
         "images_seen": run.images_seen, "seconds": round(run.seconds, 3),
         "images_per_second": round(run.images_seen / max(run.seconds, 1e-9), 2),
-        "skipped_steps": run.skipped, "unreadable_files": run.substituted,
+        "skipped_steps": run.skipped, "unreadable_files": len(run.unreadable),
         "final": {k: final.get(k) for k in ("d_loss", "g_loss", "d_real", "d_fake", "d_acc")},
         "best_fid": _finite_or_none(run.best_fid), "ganforge_version": __version__,
     }

@@ -177,14 +177,18 @@ class FolderStream(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        """(uint8 C x S x S image, 1 if file i was unreadable and a later file stands in for it)."""
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """(uint8 C x S x S image, the indices of the unreadable files tried before it: () when file
+        i itself decoded)."""
+        bad: list[int] = []
         for k in range(min(len(self.files), 100)):
+            j = (i + k) % len(self.files)
             try:
-                array = _decode(self.files[(i + k) % len(self.files)], self.channels, self.image_size)
+                array = _decode(self.files[j], self.channels, self.image_size)
             except Exception:  # as in load_folder: any decoder failure means "not a readable image"
+                bad.append(j)
                 continue
-            return torch.tensor(array).permute(2, 0, 1).contiguous(), int(k > 0)
+            return torch.tensor(array).permute(2, 0, 1).contiguous(), tuple(bad)
         raise DataError(f"100 files in a row from {self.files[i].relative_to(self.folder)} on could not "
                         f"be decoded: check {self.folder} (was it changed during the run?)")
 

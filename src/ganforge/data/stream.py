@@ -32,8 +32,8 @@ class _Draws:
             yield self.sampler.indices(draw).tolist()
 
 
-def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, int]:
-    return torch.stack([image for image, _ in items]), sum(flag for _, flag in items)
+def _collate(items: list[tuple[torch.Tensor, tuple[int, ...]]]) -> tuple[torch.Tensor, set[int]]:
+    return torch.stack([image for image, _ in items]), {i for _, bad in items for i in bad}
 
 
 def default_workers(cores: int) -> int:
@@ -43,7 +43,7 @@ def default_workers(cores: int) -> int:
 
 class StreamBatches:
     """`get(draw)` returns the draw-th batch as uint8 N x C x S x S (pinned when `pin_memory`) and
-    how many of its files were unreadable and stood in for by another. Draws are expected in order;
+    the indices of the files that were unreadable and stood in for by another. Draws are expected in order;
     asking for another one (a resume, a rollback) restarts the workers there."""
 
     def __init__(self, dataset, sampler: BatchSampler, *, workers: int, pin_memory: bool) -> None:
@@ -61,7 +61,7 @@ class StreamBatches:
         )
         self._batches, self._next = iter(loader), draw
 
-    def get(self, draw: int) -> tuple[torch.Tensor, int]:
+    def get(self, draw: int) -> tuple[torch.Tensor, set[int]]:
         if self._batches is None or draw != self._next:
             self._start(draw)
         assert self._batches is not None
@@ -74,7 +74,7 @@ class StreamBatches:
                 raise
             first = str(err).strip().splitlines()[0]
             raise DataError(f"{first.rstrip('. ')}: the last checkpoint is intact; resume with "
-                            "--resume, with workers=0 if workers keep dying") from None
+                            "--resume (workers=1 if workers keep dying)") from None
         self._next += 1
         return batch
 

@@ -47,6 +47,7 @@ def evaluate_images(
     kid_subsets: int = 10,
     kid_subset_size: int = 1000,
     quiet: bool = False,
+    folder_shape: tuple[int, int] | None = None,
 ) -> dict:
     """FID, KID, precision/recall (k=3) and Inception Score of uint8 `fake` images against `data`.
 
@@ -56,6 +57,8 @@ def evaluate_images(
         (classifier for labelled datasets, else Inception if its weights are present).
     n_real: reference images to use (None: the whole split); a fixed subset, independent of `seed`.
     seed: drives KID's subsets and the Inception Score's shuffling.
+    folder_shape: (channels, image_size) to read a folder reference at, as the run trained on it
+        (None: the folder's own shape).
     Returns a JSON-able dict of scores plus a "protocol" dict that says how they were measured.
     """
     from ganforge.data import DATASETS, load_dataset
@@ -65,7 +68,8 @@ def evaluate_images(
         raise ConfigError(f"unknown feature space {features!r}: choose one of {', '.join(FEATURE_CHOICES)}")
     if data not in DATASETS and split == "test":
         split = "all"  # a folder has no held-out part: it is the reference as a whole
-    real = load_dataset(data, split=split, quiet=quiet, stream=None)
+    channels, size = folder_shape if folder_shape and data not in DATASETS else (None, None)
+    real = load_dataset(data, split=split, quiet=quiet, stream=None, channels=channels, image_size=size)
     if not real.in_memory:  # a folder too big to hold: a fixed random subset of it is the reference
         n_real = min(n_real or STREAM_REFERENCE, len(real))
         pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(REAL_SUBSET_SEED))[:n_real]
