@@ -87,6 +87,11 @@ def test_speed_presets_and_switches():
         apply_overrides(get_recipe("default"), ["speed=fast+warp"])
 
 
+def test_summary_names_only_features_that_act(tmp_path):
+    assert _run("default", "auto+autotune", tmp_path).speed == "fused+channels_last"  # no dropout, no CUDA
+    assert _run("tf-dcgan-mnist", "auto", tmp_path).speed == "fused+fast_dropout"
+
+
 def test_optimizer_implementation_follows_the_features():
     fast = accel.resolve_speed("fast", torch.device("cuda"))
     assert accel.optimizer_options("adam", fast, torch.device("cuda")) == {"fused": True, "capturable": True}

@@ -226,8 +226,12 @@ class Run:
 
     @property
     def speed(self) -> str:
-        """The speed features in effect: a compile or capture that fell back drops out."""
-        off = {"compile": self.compiled.failed, "cudagraphs": self.graphed.failed}
+        """The speed features in effect: a compile or capture that fell back drops out, and so does
+        a feature with nothing to act on (autotune off CUDA, fast_dropout in a model without dropout)."""
+        off = {"compile": self.compiled.failed, "cudagraphs": self.graphed.failed,
+               "autotune": self.device.type != "cuda",
+               "fast_dropout": not any(isinstance(m, nn.Dropout) for net in (self.G, self.D)
+                                       for m in net.modules())}
         return "+".join(f for f in self.features.name.split("+") if not off.get(f)) or "eager"
 
     def amp(self):
