@@ -190,3 +190,15 @@ def test_folder_run_resumes_and_evaluates_from_anywhere(tmp_path, capsys, monkey
     capsys.readouterr()
     assert main(["eval", str(run), "--n", "4"]) == 2
     assert seen["shape"] == (1, 28, 28)
+
+
+def test_small_folder_warnings_and_worker_limit(tmp_path, capsys):
+    _images(tmp_path / "few", 3, size=28)
+    run = tmp_path / "run"
+    assert main(["train", "default", "--data", str(tmp_path / "few"), "--out", str(run), "--steps", "1",
+                 "base_filters=4", "batch_size=16"]) == 0
+    assert "batch_size 16 is larger than" in capsys.readouterr().err
+    assert (run / "losses.png").is_file()
+    assert main(["train", "default", "--data", str(tmp_path / "few"), "--out", str(tmp_path / "r2"),
+                 "data_mode=stream", "workers=500", "batch_size=2"]) == 2
+    assert "more than 4 per core" in _err_line(capsys)

@@ -177,6 +177,9 @@ class Run:
             stream={"auto": None, "memory": False, "stream": True}[cfg.data_mode])
         if len(data) < 2:
             raise ConfigError(f"dataset {cfg.data!r} has {len(data)} image(s): need at least 2")
+        if cfg.batch_size > len(data) and cfg.sampling == "epoch" and not quiet:
+            print(f"warning: batch_size {cfg.batch_size} is larger than {cfg.data} ({len(data)} images): "
+                  f"every batch holds {len(data)}", file=sys.stderr)
         self.data, self.data_source = data, data.source
         # Indices are drawn on the host and sent over without a sync (see `batch_indices`).
         self.sampler = BatchSampler(len(data), cfg.batch_size, mode=cfg.sampling,
@@ -188,6 +191,9 @@ class Run:
             self.images = data.images.to(self.device)
         else:
             workers = cfg.workers or default_workers(cores())
+            if workers > 4 * cores():
+                raise ConfigError(f"workers={workers} is more than 4 per core ({cores()} cores): each "
+                                  "worker is a process; use at most the number of cores")
             self.stream = StreamBatches(data, self.sampler, workers=workers,
                                         pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = self.sampler.steps_per_epoch

@@ -93,15 +93,16 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     evals = [r for r in read_metrics(metrics_path) if "fid" in r]
     steps = [r["step"] for r in rows]
     panels = 3 if evals else 2
+    style = "o-" if len(rows) < 3 else "-"  # a line needs two points: mark a short run's few
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), dpi=100)
-    axes[0].plot(steps, [r["d_loss"] for r in rows], label="D loss")
-    axes[0].plot(steps, [r["g_loss"] for r in rows], label="G loss")
+    axes[0].plot(steps, [r["d_loss"] for r in rows], style, label="D loss")
+    axes[0].plot(steps, [r["g_loss"] for r in rows], style, label="G loss")
     axes[0].set_xlabel("step")
     axes[0].legend()
     axes[0].set_title("losses")
-    axes[1].plot(steps, [r["d_real"] for r in rows], label="D(x)")
-    axes[1].plot(steps, [r["d_fake"] for r in rows], label="D(G(z))")
-    axes[1].plot(steps, [r["d_acc"] for r in rows], label="D accuracy")
+    axes[1].plot(steps, [r["d_real"] for r in rows], style, label="D(x)")
+    axes[1].plot(steps, [r["d_fake"] for r in rows], style, label="D(G(z))")
+    axes[1].plot(steps, [r["d_acc"] for r in rows], style, label="D accuracy")
     axes[1].axhline(0.5, color="grey", lw=0.5, ls="--")
     axes[1].set_ylim(-0.02, 1.02)
     axes[1].set_xlabel("step")
