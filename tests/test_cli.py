@@ -202,3 +202,34 @@ def test_small_folder_warnings_and_worker_limit(tmp_path, capsys):
     assert main(["train", "default", "--data", str(tmp_path / "few"), "--out", str(tmp_path / "r2"),
                  "data_mode=stream", "workers=500", "batch_size=2"]) == 2
     assert "more than 4 per core" in _err_line(capsys)
+
+
+def test_killed_data_worker_stops_a_run_with_one_line(tmp_path):
+    """kill -9 of a streamed run's data worker: exit 2, one line, no traceback; the run resumes."""
+    import os
+    import signal
+    import time
+
+    _images(tmp_path / "imgs", 40, size=28)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ganforge", "train", "default", "--data", str(tmp_path / "imgs"), "--out",
+         str(run), "--steps", "100000", "base_filters=4", "batch_size=8", "data_mode=stream", "workers=1",
+         "checkpoint_every=5", "threads=1", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list((run / "checkpoints").glob("step-*")) and time.time() < deadline:
+            time.sleep(0.2)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert children, "no data worker found"
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "data-loading worker died" in lines[0] and "--resume" in lines[0], err
+    last = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
+    assert main(["train", "--resume", str(run), "--steps", str(last + 2), "workers=1", "--quiet"]) == 0

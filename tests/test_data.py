@@ -583,26 +583,3 @@ def test_stream_worker_errors_arrive_as_one_line(tmp_path):
     with pytest.raises(DataError, match="could not be decoded") as err:
         batches.get(0)
     assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
-
-
-def test_stream_worker_death_stops_the_loader(tmp_path):
-    """PyTorch reports a killed worker from its SIGCHLD handler (anywhere in the main process) or
-    from the next batch; `get` turns the latter into a one-line DataError, and the CLI turns the
-    former into one line too (test_cli)."""
-    import signal
-
-    from ganforge.data.stream import StreamBatches
-
-    write_images(tmp_path / "f", 40, size=(8, 8))
-    stream = load_dataset(str(tmp_path / "f"), quiet=True, stream=True)
-    batches = StreamBatches(stream, BatchSampler(40, 2, seed=0), workers=1, pin_memory=False)
-    batches.get(0)
-    with pytest.raises((DataError, RuntimeError)) as err:
-        for pid in [w.pid for w in batches._batches._workers]:
-            os.kill(pid, signal.SIGKILL)
-        for draw in range(1, 200):
-            batches.get(draw)
-    assert "DataLoader worker" in str(err.value)
-    if isinstance(err.value, DataError):
-        assert "\n" not in str(err.value) and "--resume" in str(err.value)
-    batches.close()

@@ -155,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)
         return 130
-    except (RuntimeError, ConnectionError) as err:
-        # PyTorch reports a dead DataLoader worker from wherever the main process happens to be.
-        if isinstance(err, ConnectionError) or "DataLoader worker" in str(err):
+    except (RuntimeError, ConnectionError, EOFError) as err:
+        # PyTorch reports a dead DataLoader worker from wherever the main process happens to be
+        # (its SIGCHLD handler), or as a broken or closed result queue.
+        if not isinstance(err, RuntimeError) or "DataLoader worker" in str(err):
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             print(f"ganforge: error: a data-loading worker died ({first.rstrip('. ')}): the last checkpoint "
                   "is intact; resume with --resume (workers=1 if workers keep dying)", file=sys.stderr)

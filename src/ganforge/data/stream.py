@@ -69,10 +69,11 @@ class StreamBatches:
             batch = next(self._batches)
         except DataError as err:  # raised in a worker: keep its message, drop the worker traceback
             raise DataError(_original_message(err)) from None
-        except RuntimeError as err:  # a worker died (killed, out of memory) or could not start
-            if "DataLoader worker" not in str(err):
+        except (RuntimeError, ConnectionError, EOFError) as err:  # a worker died (killed, out of memory)
+            if isinstance(err, RuntimeError) and "DataLoader worker" not in str(err):
                 raise
-            first = str(err).strip().splitlines()[0]
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = f"a data-loading worker died ({first.rstrip('. ')})"
             raise DataError(f"{first.rstrip('. ')}: the last checkpoint is intact; resume with "
                             "--resume (workers=1 if workers keep dying)") from None
         self._next += 1
