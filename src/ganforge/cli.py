@@ -156,14 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         print("ganforge: interrupted", file=sys.stderr)
         return 130
     except (RuntimeError, ConnectionError, EOFError) as err:
-        # PyTorch reports a dead DataLoader worker from wherever the main process happens to be
-        # (its SIGCHLD handler), or as a broken or closed result queue.
-        if not isinstance(err, RuntimeError) or "DataLoader worker" in str(err):
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            print(f"ganforge: error: a data-loading worker died ({first.rstrip('. ')}): the last checkpoint "
-                  "is intact; resume with --resume (workers=1 if workers keep dying)", file=sys.stderr)
-            return 2
-        raise
+        from .data.stream import worker_died
+
+        died = worker_died(err)  # PyTorch may raise it from anywhere in the main process
+        if died is None:
+            raise
+        print(f"ganforge: error: {died}; the last checkpoint is intact: continue with --resume",
+              file=sys.stderr)
+        return 2
     except OSError as err:
         # A full disk or a permission problem outside the checkpoint writer: still one line.
         print(f"ganforge: error: {err.strerror or err} ({getattr(err, 'filename', '') or ''}): "

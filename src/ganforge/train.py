@@ -632,10 +632,8 @@ def _loop(run: Run, metrics_path: Path, log) -> Path:
                 # is the last finished step's: keep it (when no step's fault flag is still unread).
                 if run.step > 0 and not faults.pending:
                     _checkpoint(run, False)
-                    if "--resume" in str(err):
-                        raise
-                    raise DataError(f"{err}; the run is checkpointed at step {run.step}: fix the data, "
-                                    "then continue with --resume") from None
+                    raise DataError(f"{err}; the run is checkpointed at step {run.step}: continue "
+                                    "with --resume") from None
                 raise
             run.step += 1
             run.images_seen += images

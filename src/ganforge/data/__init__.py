@@ -216,10 +216,9 @@ def load_dataset(
             raise ConfigError(f"a folder of images has no test split: use split 'train' or 'all' for {path}")
         images, source = load_folder(path, image_size=image_size, channels=channels, quiet=quiet,
                                      stream=stream)
-        name = f"{FOLDER_PREFIX}{Path(path).expanduser().resolve()}"
         if isinstance(images, FolderStream):
-            images.name, images.source = name, source
             return images
+        name = f"{FOLDER_PREFIX}{Path(path).expanduser().resolve()}"
         return ImageDataset(name, images, None, None, source)
 
     if os.sep in name_or_path or name_or_path.startswith((".", "~")):

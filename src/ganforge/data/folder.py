@@ -125,12 +125,10 @@ def _check_bad(folder: Path, bad: list[Path], total: int) -> None:
         )
 
 
-def _scan(folder: Path, image_size: int | None, channels: int | None
-          ) -> tuple[list[Path], list[Path], list[Path], int, int]:
-    """Headers only: (all image files, readable ones, bad ones, channels, image_size)."""
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder: give a folder of images or a dataset name")
-    files = list_images(folder)
+def _scan(folder: Path, files: list[Path], image_size: int | None, channels: int | None
+          ) -> tuple[list[Path], list[Path], int, int]:
+    """Headers only, of the image `files` listed in `folder`: (readable ones, bad ones, channels,
+    image_size)."""
     other = _non_images(folder)
     if other:
         print(f"warning: ignored {len(other)} files that are not images (first: "
@@ -153,7 +151,7 @@ def _scan(folder: Path, image_size: int | None, channels: int | None
         channels = 1 if all(probes[f][0] for f in good) else 3
     if image_size is None:
         image_size = min(probes[good[0]][1], DEFAULT_MAX_SIZE)
-    return files, good, bad, channels, image_size
+    return good, bad, channels, image_size
 
 
 class FolderStream(torch.utils.data.Dataset):
@@ -172,7 +170,7 @@ class FolderStream(torch.utils.data.Dataset):
     def __init__(self, folder: Path, files: list[Path], channels: int, image_size: int) -> None:
         self.folder, self.files = folder, files
         self.channels, self.image_size = channels, image_size
-        self.name, self.source = f"folder:{folder}", str(folder)
+        self.name, self.source = f"folder:{folder}", f"{folder} (streamed from disk)"
 
     def __len__(self) -> int:
         return len(self.files)
@@ -213,21 +211,21 @@ def load_folder(
     otherwise; True always streams (a FolderStream comes back instead of a tensor); False never does,
     and refuses a folder over the limit."""
     folder = Path(folder).expanduser().resolve()
-    cache = None
-    if not stream and folder.is_dir():
-        listed = list_images(folder)
-        cache = _cache_path(folder, listed, image_size, channels) if listed else None
-        if cache is not None and cache.is_file():
-            try:
-                with safe_open(str(cache), framework="pt") as f:
-                    meta = f.metadata() or {}
-                images = load_file(str(cache))["images"]
-                _warn_skipped(int(meta.get("skipped", 0)), len(listed), meta.get("first_bad", ""))
-                return images, f"{folder} (cached {cache.name})"
-            except (SafetensorError, OSError, KeyError, ValueError):
-                pass  # an unreadable cache is rebuilt below
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder: give a folder of images or a dataset name")
+    files = list_images(folder)
+    cache = _cache_path(folder, files, image_size, channels) if files and not stream else None
+    if cache is not None and cache.is_file():
+        try:
+            with safe_open(str(cache), framework="pt") as f:
+                meta = f.metadata() or {}
+            images = load_file(str(cache))["images"]
+            _warn_skipped(int(meta.get("skipped", 0)), len(files), meta.get("first_bad", ""))
+            return images, f"{folder} (cached {cache.name})"
+        except (SafetensorError, OSError, KeyError, ValueError):
+            pass  # an unreadable cache is rebuilt below
 
-    files, good, bad, channels, image_size = _scan(folder, image_size, channels)
+    good, bad, channels, image_size = _scan(folder, files, image_size, channels)
     decoded_bytes = len(good) * channels * image_size * image_size
     if stream is None and decoded_bytes > MAX_DECODED_BYTES:
         stream = True
@@ -238,7 +236,8 @@ def load_folder(
     if stream:
         if bad:
             _warn_skipped(len(bad), len(files), str(min(bad).relative_to(folder)))
-        return FolderStream(folder, good, channels, image_size), f"{folder} (streamed from disk)"
+        streamed = FolderStream(folder, good, channels, image_size)
+        return streamed, streamed.source
     if decoded_bytes > MAX_DECODED_BYTES:
         raise DataError(
             f"{folder} would take {decoded_bytes / 2**30:.1f} GiB decoded at "

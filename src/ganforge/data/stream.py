@@ -69,13 +69,11 @@ class StreamBatches:
             batch = next(self._batches)
         except DataError as err:  # raised in a worker: keep its message, drop the worker traceback
             raise DataError(_original_message(err)) from None
-        except (RuntimeError, ConnectionError, EOFError) as err:  # a worker died (killed, out of memory)
-            if isinstance(err, RuntimeError) and "DataLoader worker" not in str(err):
+        except (RuntimeError, ConnectionError, EOFError) as err:
+            died = worker_died(err)
+            if died is None:
                 raise
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            first = f"a data-loading worker died ({first.rstrip('. ')})"
-            raise DataError(f"{first.rstrip('. ')}: the last checkpoint is intact; resume with "
-                            "--resume (workers=1 if workers keep dying)") from None
+            raise DataError(died) from None
         self._next += 1
         return batch
 
@@ -85,6 +83,17 @@ class StreamBatches:
         if shutdown is not None:
             shutdown()
         self._batches = None
+
+
+def worker_died(err: BaseException) -> str | None:
+    """The one-line message for an exception that means a DataLoader worker died (PyTorch raises it
+    from its SIGCHLD handler, or as a broken or closed result queue), else None."""
+    if isinstance(err, RuntimeError) and "DataLoader worker" not in str(err):
+        return None
+    if not isinstance(err, (RuntimeError, ConnectionError, EOFError)):
+        return None
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(". ")
+    return f"a data-loading worker died ({first}); use workers=1 if workers keep dying"
 
 
 def _original_message(err: Exception) -> str:

@@ -72,8 +72,7 @@ def evaluate_images(
     real = load_dataset(data, split=split, quiet=quiet, stream=None, channels=channels, image_size=size)
     if not real.in_memory:  # a folder too big to hold: a fixed random subset of it is the reference
         n_real = min(n_real or STREAM_REFERENCE, len(real))
-        pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(REAL_SUBSET_SEED))[:n_real]
-        real_images = real.decode(sorted(pick.tolist()))
+        real_images = real.decode(reference_subset(len(real), n_real).tolist())
     else:
         real_images = real.images
     check_compatible(fake, real_images, real.name)
@@ -156,6 +155,12 @@ def check_compatible(fake: torch.Tensor, real_images: torch.Tensor, reference: s
         )
 
 
+def reference_subset(n: int, n_real: int) -> torch.Tensor:
+    """Sorted indices of the fixed `n_real` of `n` reference images (independent of any seed)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(REAL_SUBSET_SEED))
+    return order[:n_real].sort().values
+
+
 def real_features(
     extractor: FeatureExtractor, images: torch.Tensor, reference: str, split: str, n_real: int | None
 ) -> torch.Tensor:
@@ -165,8 +170,7 @@ def real_features(
     if n_real is not None and n_real < 2:
         raise ConfigError(f"n_real must be at least 2, got {n_real}")
     if n_real is not None and n_real < len(images):
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(REAL_SUBSET_SEED))
-        images = images[order[:n_real].sort().values]
+        images = images[reference_subset(len(images), n_real)]
     key = hashlib.sha256()
     key.update(
         json.dumps(
