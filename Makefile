@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo detect-demo test test-all bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/ganforge train default --data mnist5k --out runs/demo --force --device cpu
+
+# The detector on its offline data: yolov1-s, the `adam` recipe, a short budget on the CPU.
+detect-demo: $(STAMP)
+	$(VENV)/bin/ganforge detect train adam --data digits-det --out runs/detect-demo --epochs 2 --force device=cpu
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -n 2 --timeout 600

@@ -18,10 +18,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from ganforge.config import apply_overrides, get_recipe, recipe_names
+from ganforge.config import apply_overrides
+from ganforge.gan.recipes import get_recipe, recipe_names
 from ganforge.metrics.evaluate import evaluate_images
-from ganforge.sampling import generate, load_generator
-from ganforge.train import train
+from ganforge.gan.latents import LatentSpec
+from ganforge.gan.sampling import generate, load_generator
+from ganforge.gan.train import train
 
 
 def one_run(recipe: str, speed: str, seed: int, args, workdir: Path) -> dict:

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ganforge.config import RECIPES, apply_overrides, get_recipe
+from ganforge.config import apply_overrides
+from ganforge.gan.recipes import RECIPES, get_recipe
 from ganforge.metrics.evaluate import evaluate_images
-from ganforge.sampling import generate, load_generator
-from ganforge.train import train
+from ganforge.gan.latents import LatentSpec
+from ganforge.gan.sampling import generate, load_generator
+from ganforge.gan.train import train
 from ganforge.viz import save_grid
 
 GRAY_VARIANTS = {  # recipes whose source data is colour: their 1-channel variants for MNIST-family data

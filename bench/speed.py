@@ -34,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baseline import PlainGAN  # noqa: E402
 
-from ganforge.config import apply_overrides, get_recipe, recipe_names  # noqa: E402
+from ganforge.config import apply_overrides  # noqa: E402
+from ganforge.gan.recipes import get_recipe, recipe_names  # noqa: E402
 from ganforge.data import ImageDataset, load_dataset  # noqa: E402
 from ganforge.errors import GanforgeError  # noqa: E402
-from ganforge.train import Run  # noqa: E402
+from ganforge.gan.run import GANRun as Run  # noqa: E402
 
 # Images in one epoch of each registered dataset's train split (+ test where a recipe merges it).
 EPOCH_IMAGES = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000,

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from ganforge.config import apply_overrides, get_recipe, recipe_names
+from ganforge.config import apply_overrides
+from ganforge.gan.recipes import get_recipe, recipe_names
 from ganforge.data import load_dataset
-from ganforge.train import train
+from ganforge.gan.train import train
 
 
 def write_pngs(folder: Path) -> None:

@@ -297,12 +297,12 @@ def _rewrite(path: Path, file_name: str, edit) -> None:
     (path / file_name).write_bytes(data)
     if file_name != ck.MANIFEST_FILE:
         manifest = json.loads((path / ck.MANIFEST_FILE).read_text())
-        manifest["files"][file_name] = {"sha256": ck._sha256(data), "bytes": len(data)}
+        manifest["files"][file_name] = {"sha256": ck.sha256_hex(data), "bytes": len(data)}
         (path / ck.MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
 def test_bad_manifests_and_versions_are_refused(tmp_path: Path) -> None:
-    newer = r"made by a newer ganforge \(format 99 > 1\): upgrade ganforge"
+    newer = rf"made by a newer ganforge \(format 99 > {ck.FORMAT_VERSION}\): upgrade ganforge"
     cases = {
         "hash": (ck.MANIFEST_FILE, lambda d: d["files"][ck.META_FILE].update(sha256="0" * 64), "checksum"),
         "newer manifest": (ck.MANIFEST_FILE, lambda d: d.update(version=99), newer),
@@ -349,7 +349,7 @@ def test_malicious_pickles_never_run(tmp_path: Path) -> None:
     data = zipped.read_bytes()
     (path / ck.TENSORS_FILE).write_bytes(data)
     manifest = json.loads((path / ck.MANIFEST_FILE).read_text())
-    manifest["files"][ck.TENSORS_FILE] = {"sha256": ck._sha256(data), "bytes": len(data)}
+    manifest["files"][ck.TENSORS_FILE] = {"sha256": ck.sha256_hex(data), "bytes": len(data)}
     (path / ck.MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="corrupt"):
         ck.load_checkpoint(path)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from ganforge.cli import main
-from ganforge.config import RECIPES
+from ganforge.gan.recipes import RECIPES
 
 TINY = ["data=digits", "batch_size=8", "--quiet", "--device", "cpu"]
 
@@ -141,20 +141,28 @@ def test_resume_may_change_learning_rates_but_not_the_run(tmp_path, capsys):
     assert "batch_size cannot change when resuming" in _err_line(capsys)
     assert main(["train", "--resume", str(run), "g_lr=1e-5", "--steps", "3", "--quiet"]) == 0
     _, meta = load_checkpoint(list_checkpoints(run / "checkpoints")[-1])
-    assert meta["lr"]["g"] == 1e-5 and meta["config"]["g_lr"] == 1e-5 and meta["step"] == 3
+    assert meta["lr"]["G"] == 1e-5 and meta["config"]["g_lr"] == 1e-5 and meta["step"] == 3
 
 
-def test_dead_data_worker_is_one_line(monkeypatch, capsys):
+def test_dead_data_worker_is_one_line(monkeypatch, capsys, tmp_path):
     import ganforge.cli as cli
+
+    run = tmp_path / "run"
+    assert main(["train", "seed004-mlp-mnist", "--out", str(run), "--steps", "1", *TINY]) == 0
+    capsys.readouterr()
 
     def dies(args):
         raise RuntimeError("DataLoader worker (pid 4203) is killed by signal: Killed. ")
 
     monkeypatch.setitem(cli.COMMANDS, "train", dies)
-    assert main(["train", "default"]) == 2
+    assert main(["train", "default", "--out", str(run)]) == 2
     line = _err_line(capsys)
     assert "data-loading worker died (DataLoader worker (pid 4203) is killed by signal: Killed)" in line
-    assert "--resume" in line
+    assert f"ganforge train --resume {run}" in line  # a checkpoint exists: resuming works
+    # Before the first checkpoint there is nothing to resume: the advice says what does work.
+    assert main(["train", "default", "--out", str(tmp_path / "new")]) == 2
+    line = _err_line(capsys)
+    assert "--resume" not in line and "--force" in line
 
 
 def test_resume_refuses_data_and_seed_flags_and_takes_device(tmp_path, capsys):

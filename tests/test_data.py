@@ -6,16 +6,12 @@ wrote in the official formats; nothing else is ever contacted.
 
 from __future__ import annotations
 
-import functools
 import gzip
-import hashlib
-import http.server
 import io
 import os
 import pickle
 import socket
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -40,106 +36,10 @@ from ganforge.errors import ConfigError, DataError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
+from conftest import cifar_batch, idx_bytes, md5, write_cifar10, write_cifar100, write_images, write_mnist  # noqa: E402
+
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def mirror(tmp_path, monkeypatch):
-    """A folder served on 127.0.0.1 and installed as $GANFORGE_MIRROR; yields the folder."""
-    served = tmp_path / "mirror"
-    served.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("GANFORGE_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/")
-    yield served
-    server.shutdown()
-    server.server_close()
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def idx_bytes(array: np.ndarray, magic: int) -> bytes:
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_mnist(folder: Path, n_train: int = 12, n_test: int = 6, gz: bool = True) -> dict[str, np.ndarray]:
-    """The four MNIST files in the official IDX format, with known random contents."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    for stem, array in arrays.items():
-        payload = idx_bytes(array, 0x801 if array.ndim == 1 else 0x803)
-        if gz:
-            (folder / f"{stem}.gz").write_bytes(gzip.compress(payload))
-        else:
-            (folder / stem).write_bytes(payload)
-    return arrays
-
-
-def cifar_batch(n: int, label_key: str, num_classes: int, seed: int, protocol: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    entry = {
-        "batch_label": f"batch {seed}",
-        "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-        label_key: [int(x) for x in rng.integers(0, num_classes, n)],
-        "filenames": [f"img_{seed}_{i}.png" for i in range(n)],
-    }
-    return pickle.dumps(entry, protocol=protocol)
-
-
-def write_tar(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return path
-
-
-def write_cifar10(path: Path, per_batch: int = 3) -> Path:
-    members = {
-        f"cifar-10-batches-py/data_batch_{i}": cifar_batch(per_batch, "labels", 10, i, 2) for i in range(1, 6)
-    }
-    members["cifar-10-batches-py/test_batch"] = cifar_batch(per_batch, "labels", 10, 9, 2)
-    return write_tar(path, members)
-
-
-def write_cifar100(path: Path, n_train: int = 7, n_test: int = 4) -> Path:
-    return write_tar(
-        path,
-        {
-            "cifar-100-python/train": cifar_batch(n_train, "fine_labels", 100, 1, 5),
-            "cifar-100-python/test": cifar_batch(n_test, "fine_labels", 100, 2, 5),
-        },
-    )
-
-
-def write_images(root: Path, count: int, size=(12, 10), mode: str = "RGB", ext: str = ".png") -> list[Path]:
-    rng = np.random.default_rng(count)
-    written = []
-    for i in range(count):
-        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
-        path = root / f"img_{i:04d}{ext}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
-        written.append(path)
-    return written
 
 
 # --------------------------------------------------------------------------- registry and embedded data
@@ -583,3 +483,32 @@ def test_stream_worker_errors_arrive_as_one_line(tmp_path):
     with pytest.raises(DataError, match="could not be decoded") as err:
         batches.get(0)
     assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_datasets_is_a_registry_whose_entries_load_themselves():
+    from ganforge.registry import Registry
+
+    assert isinstance(DATASETS, Registry) and DATASETS.kind == "dataset"
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'; valid datasets: mnist, fashion-mnist"):
+        DATASETS.get("nope")
+    info = DATASETS["digits"]
+    images, labels, source = info.load_split("test", Path("unused"), download=False, quiet=True)
+    assert images.shape == (359, 1, 8, 8) and labels.shape == (359,) and "test split" in source
+    assert torch.equal(images, load_dataset("digits", split="test").images)
+    for name, entry in DATASETS.items():
+        assert callable(entry.loader) and entry.num_classes in (10, 100), name
+
+
+def test_each_data_mode_reads_a_folder_its_way(tmp_path, monkeypatch):
+    from ganforge.data import DATA_MODES
+
+    write_images(tmp_path / "f", 3, size=(8, 8))
+    kinds = {mode: load_dataset(str(tmp_path / "f"), quiet=True, stream=stream).in_memory
+             for mode, stream in DATA_MODES.items()}
+    assert kinds == {"auto": True, "memory": True, "stream": False}
+    write_images(tmp_path / "g", 3, size=(8, 8))
+    monkeypatch.setattr(folder, "MAX_DECODED_BYTES", 100)  # too big to hold: auto streams
+    assert not load_dataset(str(tmp_path / "g"), quiet=True, stream=DATA_MODES["auto"]).in_memory

@@ -8,8 +8,9 @@ import pytest
 
 from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
-from ganforge.config import apply_overrides, get_recipe
-from ganforge.train import train
+from ganforge.config import apply_overrides
+from ganforge.gan.recipes import get_recipe
+from ganforge.gan.train import train
 pytestmark = pytest.mark.usefixtures("shared_metrics_cache", "no_network")
 
 
@@ -33,8 +34,17 @@ def test_training_logs_metrics_and_keeps_best_checkpoint(digits_run):
 def test_eval_command_writes_protocol(digits_run, capsys):
     assert main(["eval", str(digits_run), "--n", "300", "--seed", "1"]) == 0
     out = capsys.readouterr().out
-    assert "FID" in out or "fid" in out
     result = json.loads((digits_run / "eval.json").read_text())
+    # The printed table shows the very numbers eval.json holds.
+    assert f"FID  {result['fid']:.4f}" in " ".join(out.split()).replace("FID ", "FID  ")
+    assert f"{result['precision']:.4f}" in out and f"{result['recall']:.4f}" in out
+    # Beside each score: real training images scored the same way, and the untrained generator.
+    real, untrained = result["baselines"]["real_images"], result["baselines"]["untrained_generator"]
+    assert real["fid"] < 0.2 * result["fid"] and real["precision"] > result["precision"]
+    assert untrained["fid"] > 0 and untrained["n_images"] == 300
+    header = out.splitlines()[0]
+    assert "real images" in header and "untrained G" in header and f"{real['fid']:.4f}" in out
+    assert (digits_run / "eval_baselines.json").is_file()  # cached in the run folder
     proto = result["protocol"]
     assert proto["n_fake"] == 300 and proto["reference"] == "digits:test" and proto["seed"] == 1
     for key in ("features", "feature_hash", "feature_test_accuracy", "n_real", "ganforge_version", "run",
@@ -59,13 +69,14 @@ def test_eval_errors_are_one_line(digits_run, capsys):
     assert main(["eval", str(digits_run), "--checkpoint", "no-such-checkpoint"]) == 2
     assert "no checkpoint" in _one_line(capsys)
     assert main(["eval", str(digits_run), "--n", "50", "--features", "inception"]) == 2
-    assert "Inception" in _one_line(capsys) or "inception" in capsys.readouterr().err
+    line = _one_line(capsys)
+    assert "Inception-v3 FID weights are not on this machine" in line and "never downloads" in line
     assert main(["eval", "--images", str(digits_run / "samples")]) == 2
     assert "--data" in _one_line(capsys)
 
 
 def test_eval_mismatched_dataset_is_refused(tmp_path, capsys):
-    from test_data import write_cifar10
+    from conftest import write_cifar10
 
     root = tmp_path / "data" / "cifar10"
     root.mkdir(parents=True)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ganforge.config import RECIPES, get_recipe
+from ganforge.gan.recipes import RECIPES, get_recipe
 from ganforge.models import MODELS, build_models, count_params
 from ganforge.models.layers import he_normal_
 
@@ -67,7 +67,7 @@ def test_forward_backward_every_recipe(name):
 
 
 def test_registry_covers_every_recipe_model():
-    assert {cfg.model for cfg in RECIPES.values()} <= set(MODELS)
+    assert {r.config.model for r in RECIPES.values()} <= set(MODELS)
 
 
 def test_keras_batchnorm_and_slopes():
@@ -93,7 +93,7 @@ def test_keras_init_is_glorot_uniform_with_zero_bias():
 def test_dcgan_init_is_normal_002():
     torch.manual_seed(0)
     g, d = build_models(get_recipe("dcgan"))
-    w = d.net[0].weight.detach()
+    w = d.trunk[0].weight.detach()
     assert abs(float(w.std()) - 0.02) < 0.002 and abs(float(w.mean())) < 0.002
     gammas = torch.cat([m.weight.detach() for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)])
     assert abs(float(gammas.mean()) - 1) < 0.01

@@ -25,9 +25,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent / "soak"))
 import reliability_harness as h  # noqa: E402
 
-from ganforge import checkpoint as ck, losses  # noqa: E402
+from ganforge import checkpoint as ck  # noqa: E402
+from ganforge.gan import losses  # noqa: E402
 from ganforge.cli import main  # noqa: E402
-from test_data import write_images, write_mnist, write_tar  # noqa: E402
+from conftest import write_images, write_mnist, write_tar  # noqa: E402
 
 STEPS = 20  # every compared run ends here; the reference keeps a checkpoint of each step
 needs_fork = pytest.mark.skipif(sys.platform != "linux", reason="needs fork and SIGKILL")
@@ -309,17 +310,19 @@ class _NanGrad(torch.autograd.Function):
 
 
 def _poison(monkeypatch, loss_name: str, calls: set[int] | None, kind: str = "nan") -> None:
-    """Make the `losses.<loss_name>` results of the given (1-based) calls non-finite (None: all)."""
-    real, count = getattr(losses, loss_name), [0]
+    """Make the results of the non-saturating loss's term `loss_name` (g_loss: G's term,
+    d_loss_fake: D's term on fakes) non-finite at the given (1-based) calls (None: all)."""
+    method = {"g_loss": "g", "d_loss_fake": "d_fake", "d_loss_real": "d_real"}[loss_name]
+    real, count = getattr(losses.NonSaturating, method), [0]
 
-    def poisoned(*args, **kwargs):
+    def poisoned(self, *args, **kwargs):
         count[0] += 1
-        value = real(*args, **kwargs)
+        value = real(self, *args, **kwargs)
         if calls is None or count[0] in calls:
             return _NanGrad.apply(value) if kind == "grad" else value * float("nan")
         return value
 
-    monkeypatch.setattr(losses, loss_name, poisoned)
+    monkeypatch.setattr(losses.NonSaturating, method, poisoned)
 
 
 def _rows(run: Path) -> list[dict]:
@@ -338,7 +341,7 @@ def test_nonfinite_steps_are_skipped_counted_and_never_saved(tmp_path, capsys, m
     # A skipped G step leaves G and its EMA untouched.
     (t2, _), (t4, meta4) = h.checkpoint_at(run, 2), h.checkpoint_at(run, 4)
     for key in t2:
-        if key.startswith(("G.", "EMA.", "opt_g.")):
+        if key.startswith(("module.G.", "module.G_ema.", "optim.G.")):
             assert torch.equal(t2[key], t4[key]), key
     assert meta4["skipped_steps"] == 2
 
@@ -353,8 +356,8 @@ def test_nan_rollback_lowers_learning_rates_and_completes(tmp_path, capsys, monk
     summary = json.loads((run / "summary.json").read_text())
     assert summary["finished"] and summary["steps"] == 10 and summary["skipped_steps"] == 2
     tensors, meta = ck.load_checkpoint(h.checkpoint_dir(run, 10))
-    assert meta["lr"] == {"g": 1e-4, "d": 2e-4}
-    for name, lr in (("opt_g", 1e-4), ("opt_d", 2e-4)):
+    assert meta["lr"] == {"G": 1e-4, "D": 2e-4}
+    for name, lr in (("G", 1e-4), ("D", 2e-4)):
         assert [g["lr"] for g in meta["optimizers"][name]["param_groups"]] == [lr]
     assert h.check_checkpoints(run) == [2, 4, 6, 8, 10]
 
@@ -389,7 +392,7 @@ def test_collapse_alarm_on_d_accuracy(tmp_path, capsys):
 
 
 def test_collapse_alarm_on_grid_diversity(tmp_path, capsys, monkeypatch):
-    from ganforge.train import Run
+    from ganforge.gan.run import GANRun as Run
 
     # A collapsed G: every fixed latent gives the same image.
     monkeypatch.setattr(Run, "fixed_samples", lambda self: torch.full((16, 1, 8, 8), 128, dtype=torch.uint8))

@@ -17,11 +17,16 @@ import pytest
 import torch
 from torch.utils import _pytree as pytree
 
-from ganforge import accel, losses
+from ganforge import speed as accel
+from ganforge.gan import losses
 from ganforge.checkpoint import list_checkpoints, load_checkpoint
-from ganforge.config import apply_overrides, get_recipe
+from ganforge.config import apply_overrides
+from ganforge.gan.recipes import get_recipe
 from ganforge.errors import ConfigError
-from ganforge.train import Faults, Run, TrainingDiverged, train
+from ganforge.gan.run import GANRun as Run
+from ganforge.gan.train import train
+from ganforge.runs import TrainingDiverged
+from ganforge.speed import Faults
 
 TOY = {  # small batches of offline data; every recipe keeps its loop
     "default": ["data=digits", "base_filters=8", "batch_size=16"],
@@ -322,14 +327,14 @@ def test_failed_capture_restores_and_runs_uncaptured(tmp_path, monkeypatch, caps
 # ---- the sync-free guard ------------------------------------------------------------------------
 
 def _nan_g_loss_from(monkeypatch, first_call: int) -> None:
-    real, calls = losses.g_loss, [0]
+    real, calls = losses.NonSaturating.g, [0]
 
-    def g_loss(*args, **kwargs):
+    def g_loss(self, *args, **kwargs):
         calls[0] += 1
-        out = real(*args, **kwargs)
+        out = real(self, *args, **kwargs)
         return out * float("nan") if calls[0] >= first_call else out
 
-    monkeypatch.setattr(losses, "g_loss", g_loss)
+    monkeypatch.setattr(losses.NonSaturating, "g", g_loss)
 
 
 def test_sync_free_skip_changes_nothing_and_matches_the_host_guard(tmp_path, monkeypatch):

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from ganforge.checkpoint import list_checkpoints, load_checkpoint
-from ganforge.config import RECIPES, apply_overrides, get_recipe
+from ganforge.config import apply_overrides
+from ganforge.gan.recipes import RECIPES, get_recipe
 from ganforge.errors import ConfigError
-from ganforge.train import train
-from test_data import write_cifar10, write_cifar100
+from ganforge.gan.train import train
+from conftest import write_cifar10, write_cifar100
 
 TOY = {  # recipe -> overrides that keep a CPU test short while keeping the recipe's loop
     "default": ["data=mnist5k", "base_filters=8", "batch_size=16"],
@@ -21,6 +22,9 @@ TOY = {  # recipe -> overrides that keep a CPU test short while keeping the reci
     "tf-dcgan-mnist": ["data=digits", "batch_size=16"],
     "seed000-dcgan-cifar100": ["batch_size=4"],
     "dcgan": ["batch_size=4", "base_filters=8"],
+    "cgan-mnist": ["data=mnist5k", "base_filters=8", "batch_size=16"],
+    "cdcgan": ["batch_size=4", "base_filters=8"],
+    "infogan-mnist": ["data=digits", "batch_size=8"],
 }
 
 
@@ -65,7 +69,7 @@ def test_step_recipe_grid_cadence_and_names(tmp_path):
 
 
 def test_epoch_recipe_grids_and_milestones(tmp_path):
-    from test_data import write_images
+    from conftest import write_images
 
     write_images(tmp_path / "gray", 40, size=(28, 28), mode="L")  # 40 images, batch 16: 3 steps/epoch
     cfg = apply_overrides(get_recipe("tf-dcgan-mnist"), [f"data={tmp_path / 'gray'}", "batch_size=16",
@@ -122,11 +126,11 @@ def test_loop_semantics_k_steps_and_minimax(tmp_path):
 
 
 def test_nonfinite_steps_are_skipped_counted_and_stop(tmp_path, monkeypatch):
-    from ganforge import losses
-    from ganforge.train import TrainingDiverged
+    from ganforge.gan import losses
+    from ganforge.runs import TrainingDiverged
 
-    real_g_loss = losses.g_loss
-    monkeypatch.setattr(losses, "g_loss", lambda *a, **k: real_g_loss(*a, **k) * float("nan"))
+    real_g_loss = losses.NonSaturating.g
+    monkeypatch.setattr(losses.NonSaturating, "g", lambda self, *a, **k: real_g_loss(self, *a, **k) * float("nan"))
     cfg = apply_overrides(get_recipe("seed004-mlp-mnist"), ["data=digits", "batch_size=8", "max_skips=3"])
     with pytest.raises(TrainingDiverged, match="non-finite"):
         train(cfg, tmp_path / "run", steps=10, quiet=True)
@@ -135,7 +139,7 @@ def test_nonfinite_steps_are_skipped_counted_and_stop(tmp_path, monkeypatch):
 
 
 def test_ema_warms_up_and_copies_batchnorm_statistics():
-    from ganforge.ema import make_ema, update_ema
+    from ganforge.gan.ema import make_ema, update_ema
 
     torch.manual_seed(0)
     g = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
@@ -154,7 +158,7 @@ def test_ema_warms_up_and_copies_batchnorm_statistics():
 def test_streamed_folder_trains_like_the_in_memory_one_and_resumes_exactly(tmp_path):
     """data_mode=stream (DataLoader workers decoding ahead) draws the same batches as the in-memory
     path, so the weights come out identical; a streamed run resumed midway ends identical too."""
-    from test_data import write_images
+    from conftest import write_images
 
     write_images(tmp_path / "gray", 40, size=(28, 28), mode="L")
     base = apply_overrides(get_recipe("default"), [f"data={tmp_path / 'gray'}", "base_filters=8",
@@ -173,7 +177,7 @@ def test_streamed_folder_trains_like_the_in_memory_one_and_resumes_exactly(tmp_p
 
 def test_streamed_file_that_breaks_mid_run_is_counted_and_reported(tmp_path, monkeypatch, capsys):
     from ganforge.data import folder
-    from test_data import write_images
+    from conftest import write_images
 
     write_images(tmp_path / "gray", 20, size=(28, 28), mode="L")
     original = folder._decode

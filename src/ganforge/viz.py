@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
+import io
 import re
 from pathlib import Path
 
@@ -11,12 +10,9 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
+from ganforge.io import atomic_write_bytes, atomic_writer, read_metrics
 
-def to_uint8(images: torch.Tensor, pixel_range: str = "pm1") -> torch.Tensor:
-    """Model output -> uint8 N x C x H x W. `pm1` maps [-1, 1]; `01` maps [0, 1]; values are clipped."""
-    x = images.detach().float().cpu()
-    x = (x + 1) * 127.5 if pixel_range == "pm1" else x * 255.0
-    return x.round().clamp(0, 255).to(torch.uint8)
+
 
 
 def grid_array(images_u8: torch.Tensor, nrow: int) -> np.ndarray:
@@ -26,20 +22,8 @@ def grid_array(images_u8: torch.Tensor, nrow: int) -> np.ndarray:
     return arr[..., 0] if images_u8.shape[1] == 1 else arr
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save_grid(images_u8: torch.Tensor, path: Path, nrow: int) -> Path:
     """Save a PNG grid atomically."""
-    import io
-
     from PIL import Image
 
     buf = io.BytesIO()
@@ -62,22 +46,9 @@ def make_gif(frames_dir: Path, out: Path, fps: float = 5.0) -> Path | None:
         return None
     images = [iio.imread(p) for p in frames]
     images += [images[-1]] * int(fps)  # hold the last frame for a second
-    tmp = out.with_name(f".{out.name}.tmp.gif")
-    iio.imwrite(tmp, np.stack(images), duration=1000.0 / fps, loop=0)
-    os.replace(tmp, out)
+    with atomic_writer(out, suffix=".gif") as tmp:
+        iio.imwrite(tmp, np.stack(images), duration=1000.0 / fps, loop=0)
     return out
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash is skipped, not fatal
-    return rows
 
 
 def plot_curves(metrics_path: Path, out: Path) -> Path | None:
@@ -87,10 +58,10 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in read_metrics(metrics_path) if "g_loss" in r]
+    rows = [r for r in read_metrics(metrics_path, kind="train") if "g_loss" in r]
     if not rows:
         return None
-    evals = [r for r in read_metrics(metrics_path) if "fid" in r]
+    evals = [r for r in read_metrics(metrics_path, kind="eval") if "fid" in r]
     steps = [r["step"] for r in rows]
     panels = 3 if evals else 2
     style = "o-" if len(rows) < 3 else "-"  # a line needs two points: mark a short run's few
@@ -114,8 +85,9 @@ def plot_curves(metrics_path: Path, out: Path) -> Path | None:
         axes[2].set_title("FID (lower is better)")
         axes[2].legend()
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_writer(out, suffix=".png") as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return out

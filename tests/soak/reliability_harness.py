@@ -101,8 +101,8 @@ def warm_up() -> None:
     import imageio.v3  # noqa: F401
     import matplotlib.pyplot  # noqa: F401
 
-    import ganforge.sampling  # noqa: F401
-    import ganforge.train  # noqa: F401
+    import ganforge.gan.sampling  # noqa: F401
+    import ganforge.gan.train  # noqa: F401
     from ganforge.data.embedded import LOADERS
 
     LOADERS["digits"]()  # memoised: children inherit the decoded arrays
@@ -429,13 +429,14 @@ def second_signal_trial(root: Path, reference: Path, steps: int, *, mode: str = 
 # ---- fault injection inside checkpoint writes (fork mode) ---------------------------------------------
 
 class FaultyOS:
-    """Stands in for `os` inside ganforge.checkpoint only: after `arm_after` completed saves, the
+    """Stands in for `os` during checkpoint saves only: after `arm_after` completed saves, the
     `fail_at`-th write/fsync/replace raises `error` (a write first lands half its bytes, as a torn
     write does); with `sticky` every later one fails too (a disk that stays full)."""
 
     def __init__(self, arm_after: int, fail_at: int, error: OSError, sticky: bool = False) -> None:
         self.arm_after, self.fail_at, self.error, self.sticky = arm_after, fail_at, error, sticky
         self.calls = 0
+        self.saving = False  # set while a checkpoint save runs
 
     def __getattr__(self, name):
         real = getattr(os, name)
@@ -443,7 +444,7 @@ class FaultyOS:
             return real
 
         def call(*args):
-            if _saves_done[0] >= self.arm_after:
+            if self.saving and _saves_done[0] >= self.arm_after:
                 self.calls += 1
                 if self.calls == self.fail_at + 1 or (self.sticky and self.calls > self.fail_at):
                     if name == "write":
@@ -458,19 +459,28 @@ _saves_done = [0]
 
 
 def install_faults(faulty: FaultyOS) -> None:
-    """Route ganforge.checkpoint's os calls through `faulty` and count completed saves."""
-    real_save = ck.save_checkpoint
+    """Route the os calls of checkpoint saves (the store and its atomic writes) through `faulty`,
+    and count completed saves."""
+    import ganforge.checkpoint.store as store
+    import ganforge.gan.train
+    import ganforge.io
+    import ganforge.runs.state
+
+    real_save = store.save_checkpoint
 
     def counting_save(*args, **kwargs):
-        path = real_save(*args, **kwargs)
+        faulty.saving = True
+        try:
+            path = real_save(*args, **kwargs)
+        finally:
+            faulty.saving = False
         _saves_done[0] += 1
         return path
 
-    ck.os = faulty
-    ck.save_checkpoint = counting_save
-    import ganforge.train
-
-    ganforge.train.save_checkpoint = counting_save
+    store.os = faulty
+    ganforge.io.os = faulty
+    ganforge.runs.state.save_checkpoint = counting_save
+    ganforge.gan.train.save_checkpoint = counting_save
 
 
 @dataclass

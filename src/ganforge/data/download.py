@@ -1,7 +1,8 @@
 """Checksummed downloads of the official dataset files.
 
-A file is streamed to `<name>.<pid>.part`, its MD5 is checked, and only then is it renamed to its final
-name, so an interrupted or corrupted download never looks like a usable file.
+A file is streamed to a hidden temporary name beside its final one (`ganforge.io.atomic_writer`), its
+MD5 is checked, and only then is it renamed to its final name, so an interrupted or corrupted
+download never looks like a usable file and leaves nothing behind.
 
 The base URL of every dataset can be overridden with the environment variable ``GANFORGE_MIRROR``
 (a local mirror, or a test server on 127.0.0.1). A ``{name}`` in it is replaced by the dataset's
@@ -22,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ganforge.errors import DataError
+from ganforge.io import atomic_writer, display_path, first_line
 
 MIRROR_ENV = "GANFORGE_MIRROR"
 TIMEOUT_S = 30.0  # per socket operation: long enough for a slow mirror, short enough to fail offline
@@ -32,6 +34,8 @@ MIRRORS: dict[str, str] = {
     "fashion-mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     "cifar10": "https://www.cs.toronto.edu/~kriz/",
     "cifar100": "https://www.cs.toronto.edu/~kriz/",
+    "voc2007": "https://thor.robots.ox.ac.uk/pascal/VOC/voc2007/",
+    "voc2012": "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/",
 }
 
 # MD5 of each official file, keyed by (dataset, file name). Tests replace entries to serve their own
@@ -47,6 +51,9 @@ CHECKSUMS: dict[tuple[str, str], str] = {
     ("fashion-mnist", "t10k-labels-idx1-ubyte.gz"): "bb300cfdad3c16e7a12a480ee83cd310",
     ("cifar10", "cifar-10-python.tar.gz"): "c58f30108f718f92721af3b95e74349a",
     ("cifar100", "cifar-100-python.tar.gz"): "eb9058c3a382ffc7106e4002c42a8d85",
+    ("voc2007", "VOCtrainval_06-Nov-2007.tar"): "c52e279531787c972589f7e41ab4ae64",
+    ("voc2007", "VOCtest_06-Nov-2007.tar"): "b6e924de25625d8de591ea690078ad9f",
+    ("voc2012", "VOCtrainval_11-May-2012.tar"): "6cd6e144f989b92b3379bac3b3de84fd",
 }
 
 
@@ -67,37 +74,37 @@ def md5_of(path: Path) -> str:
 
 
 def fetch(
-    dataset: str, filename: str, root: Path, *, quiet: bool = False, needed: Sequence[str] = ()
+    dataset: str, filename: str, root: Path, *, quiet: bool = False, needed: Sequence[str] = (),
+    offline: str = "mnist5k or digits",
 ) -> Path:
     """Download `filename` of `dataset` into `root`, verify its MD5 and return its final path.
 
     `needed` lists every file the caller is missing, so the offline error can say exactly what to
-    put where. Raises DataError when the mirror is unreachable or the checksum does not match.
+    put where; `offline` names the offline datasets to suggest instead. Raises DataError when the
+    mirror is unreachable or the checksum does not match.
     """
     expected = CHECKSUMS[(dataset, filename)]
     url = mirror_url(dataset) + filename
-    final = root / filename
-    part = root / f"{filename}.{os.getpid()}.part"  # per process: concurrent runs do not collide
     root.mkdir(parents=True, exist_ok=True)
-    try:
-        _stream(url, part, label=filename, quiet=quiet)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        part.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc
-        files = ", ".join(needed or [filename])
-        raise DataError(
-            f"{dataset}: cannot download {url} ({reason}); put {files} in {root} yourself, "
-            "or use the offline datasets mnist5k or digits"
-        ) from None
-    actual = md5_of(part)
-    if actual != expected:
-        part.unlink(missing_ok=True)
-        raise DataError(
-            f"{dataset}: {filename} from {url} has MD5 {actual}, expected {expected}; the file was "
-            f"deleted: retry, or check ${MIRROR_ENV}"
-        )
-    os.replace(part, final)
-    return final
+    # Streamed into a hidden temporary file that becomes `filename` only once its MD5 is right: an
+    # interrupted or corrupted download is removed, never left looking like a usable file.
+    with atomic_writer(root / filename) as part:
+        try:
+            _stream(url, part, label=filename, quiet=quiet)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = getattr(exc, "reason", None) or first_line(exc)
+            files = ", ".join(needed or [filename])
+            raise DataError(
+                f"{dataset}: cannot download {url} ({reason}); put {files} in {display_path(root)} "
+                f"yourself, or use the offline datasets {offline}"
+            ) from None
+        actual = md5_of(part)
+        if actual != expected:
+            raise DataError(
+                f"{dataset}: {filename} from {url} has MD5 {actual}, expected {expected}; the file was "
+                f"deleted: retry, or check ${MIRROR_ENV}"
+            )
+    return root / filename
 
 
 def _stream(url: str, dest: Path, *, label: str, quiet: bool) -> None:

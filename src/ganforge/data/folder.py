@@ -1,12 +1,18 @@
-"""A folder of images (searched recursively) as an unlabelled dataset.
+"""A folder of images (searched recursively) as a dataset: unlabelled, or labelled by class folders.
 
 A folder that fits (MAX_DECODED_BYTES decoded) is decoded once into one uint8 tensor held in
-memory and cached on disk, so a second run starts instantly. A bigger one (or any, with
-`stream=True`) becomes a :class:`FolderStream`: files are decoded on access, by DataLoader workers
-during training (see `ganforge.data.stream`). Files that are not readable images (truncated,
-corrupt, decompression bombs) are skipped and reported on one line; if more than MAX_BAD_FRACTION
-of the files are bad, the folder is refused before anything trains, because that is rarely an
-accident.
+memory and cached on disk (when the cache can be written), so a second run starts instantly. A
+bigger one (or any, with `stream=True`) becomes a :class:`FolderStream`: files are decoded on
+access, by DataLoader workers during training (see `ganforge.data.stream`). Pixels are decoded by
+`ganforge.data.decode` (every Pillow mode; alpha onto white). Files that are not readable images
+(truncated, corrupt, decompression bombs, dangling symlinks, symlink loops) are skipped and reported
+on one line; if more than MAX_BAD_FRACTION of the files are bad, the folder is refused before
+anything trains, because that is rarely an accident.
+
+Labels, as torchvision's ImageFolder assigns them: when every image sits under a first-level
+subfolder, there are at least two such subfolders and nothing else is visible at the top level,
+the subfolder names, sorted, are the classes and each image's label is the index of its subfolder.
+Any other folder is unlabelled.
 
 Shape rules, when the caller does not fix them:
 - channels: 1 if every image is grayscale, else 3 (grayscale images are repeated to RGB).
@@ -20,27 +26,29 @@ import hashlib
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ganforge import paths
+from ganforge.data.decode import decode_file, probe
 from ganforge.errors import DataError
+from ganforge.io import display_path
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
-GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 DEFAULT_MAX_SIZE = 64
 MAX_BAD_FRACTION = 0.01
 MAX_DECODED_BYTES = 4 * 2**30
-CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+CACHE_VERSION = 2  # bump when decoding changes, so old caches are not reused (2: every mode, labels)
+
+# Module-level names, looked up at call time, so tests can make a file fail after the scan.
+_decode = decode_file
+_probe = probe
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -64,37 +72,43 @@ def _non_images(folder: Path) -> list[Path]:
     return sorted(other)
 
 
-def _open(path: Path) -> Image.Image:
-    """Open lazily; PIL only warns between MAX_IMAGE_PIXELS and twice that, we refuse."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return Image.open(path)
+def _shown(folder: Path, file: Path) -> str:
+    return display_path(file.relative_to(folder))
 
 
-def _probe(path: Path) -> tuple[bool, int]:
-    """(is grayscale, shorter side) from the file's header, without decoding pixels."""
-    with _open(path) as image:
-        return image.mode in GRAY_MODES, min(image.size)
+def class_names(folder: Path, files: list[Path], *, quiet: bool = True) -> list[str] | None:
+    """The sorted class-subfolder names if `folder` is laid out one subfolder per class, else None."""
+    tops = [f.relative_to(folder).parts for f in files]
+    if not tops or any(len(parts) == 1 for parts in tops):
+        return None  # an image at the top level: not a class layout
+    classes = sorted({parts[0] for parts in tops})
+    if len(classes) < 2:
+        return None
+    strays = sorted(e.name for e in os.scandir(folder) if not e.name.startswith(".") and not e.is_dir())
+    if strays:
+        if not quiet:
+            print(f"note: {display_path(folder)} is read without labels: {display_path(strays[0])} sits "
+                  f"beside its {len(classes)} subfolders; move it away to label the images by subfolder",
+                  file=sys.stderr)
+        return None
+    return classes
 
 
-def _decode(path: Path, channels: int, image_size: int) -> np.ndarray:
-    """Decode one file to uint8 H x W x C: EXIF-upright, converted, shorter side resized, centre-cropped."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as image:
-            image.draft(None, (image_size, image_size))  # JPEG: decode at a reduced scale, much faster
-            image = ImageOps.exif_transpose(image)
-            image = image.convert("L" if channels == 1 else "RGB")
-            image = ImageOps.fit(image, (image_size, image_size), method=Image.Resampling.BICUBIC)
-            array = np.asarray(image, dtype=np.uint8)
-    return array.reshape(image_size, image_size, channels)
+def _labels_of(folder: Path, files: list[Path], classes: list[str] | None) -> torch.Tensor | None:
+    if classes is None:
+        return None
+    index = {name: i for i, name in enumerate(classes)}
+    return torch.tensor([index[f.relative_to(folder).parts[0]] for f in files], dtype=torch.int64)
 
 
 def _cache_path(folder: Path, files: list[Path], image_size: int | None, channels: int | None) -> Path:
     listing = []
     for f in files:
-        st = f.stat()
-        listing.append([str(f.relative_to(folder)), st.st_size, st.st_mtime_ns])
+        try:
+            st = f.stat()
+            listing.append([str(f.relative_to(folder)), st.st_size, st.st_mtime_ns])
+        except OSError:  # a dangling link or a link loop: unreadable, and listed as such
+            listing.append([str(f.relative_to(folder)), None, None])
     key = json.dumps(
         {
             "version": CACHE_VERSION,
@@ -104,7 +118,7 @@ def _cache_path(folder: Path, files: list[Path], image_size: int | None, channel
             "channels": channels,
         },
         separators=(",", ":"),
-    )
+    )  # json escapes every non-ASCII character, so names that are not UTF-8 encode too
     return paths.cache_dir() / "folders" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".safetensors")
 
 
@@ -118,10 +132,9 @@ def _warn_skipped(skipped: int, total: int, first: str) -> None:
 
 def _check_bad(folder: Path, bad: list[Path], total: int) -> None:
     if len(bad) > MAX_BAD_FRACTION * total:
-        first = min(bad).relative_to(folder)
         raise DataError(
-            f"{len(bad)} of {total} files in {folder} are not readable images (first: {first}); "
-            f"more than {MAX_BAD_FRACTION:.0%} is refused: fix or remove them"
+            f"{len(bad)} of {total} files in {display_path(folder)} are not readable images (first: "
+            f"{_shown(folder, min(bad))}); more than {MAX_BAD_FRACTION:.0%} is refused: fix or remove them"
         )
 
 
@@ -132,10 +145,10 @@ def _scan(folder: Path, files: list[Path], image_size: int | None, channels: int
     other = _non_images(folder)
     if other:
         print(f"warning: ignored {len(other)} files that are not images (first: "
-              f"{other[0].relative_to(folder)})", file=sys.stderr)
+              f"{_shown(folder, other[0])})", file=sys.stderr)
     if not files:
         raise DataError(
-            f"{folder} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
+            f"{display_path(folder)} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
             "add some or pick another folder"
         )
     bad: list[Path] = []
@@ -144,7 +157,7 @@ def _scan(folder: Path, files: list[Path], image_size: int | None, channels: int
         try:
             probes[f] = _probe(f)
         except Exception:  # PIL's format plugins raise many exception types on hostile input
-            bad.append(f)
+            bad.append(f)  # (and a dangling link or a link loop raises OSError here)
     _check_bad(folder, bad, len(files))
     good = [f for f in files if f in probes]
     if channels is None:
@@ -160,24 +173,27 @@ class FolderStream(torch.utils.data.Dataset):
     The files were listed and their headers read up front (so unreadable headers are already
     skipped). A file that fails only now (truncated, deleted or replaced mid-run) is replaced by the
     next file that decodes, and the item says so, so the caller can count and report it: a
-    long run never dies on one bad file, and batches keep their shape.
+    long run never dies on one bad file, and batches keep their shape. A class folder streams with
+    its labels (`labels[i]` is file i's class; :meth:`load` says which file stood in).
     """
 
     in_memory = False
-    labels = None
-    num_classes = None
 
-    def __init__(self, folder: Path, files: list[Path], channels: int, image_size: int) -> None:
+    def __init__(self, folder: Path, files: list[Path], channels: int, image_size: int,
+                 labels: torch.Tensor | None = None, class_names: list[str] | None = None) -> None:
         self.folder, self.files = folder, files
         self.channels, self.image_size = channels, image_size
-        self.name, self.source = f"folder:{folder}", f"{folder} (streamed from disk)"
+        self.labels, self.class_names = labels, class_names
+        self.num_classes = len(class_names) if class_names else None
+        self.name = f"folder:{folder}"
+        self.source = f"{display_path(folder)} (streamed from disk)"
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """(uint8 C x S x S image, the indices of the unreadable files tried before it: () when file
-        i itself decoded)."""
+    def load(self, i: int) -> tuple[torch.Tensor, int, tuple[int, ...]]:
+        """(uint8 C x S x S image, the index of the file it came from, the indices of the unreadable
+        files tried before it: () when file i itself decoded)."""
         bad: list[int] = []
         for k in range(min(len(self.files), 100)):
             j = (i + k) % len(self.files)
@@ -186,15 +202,39 @@ class FolderStream(torch.utils.data.Dataset):
             except Exception:  # as in load_folder: any decoder failure means "not a readable image"
                 bad.append(j)
                 continue
-            return torch.tensor(array).permute(2, 0, 1).contiguous(), tuple(bad)
-        raise DataError(f"100 files in a row from {self.files[i].relative_to(self.folder)} on could not "
-                        f"be decoded: check {self.folder} (was it changed during the run?)")
+            return torch.tensor(array).permute(2, 0, 1).contiguous(), j, tuple(bad)
+        raise DataError(f"100 files in a row from {_shown(self.folder, self.files[i])} on could not be "
+                        f"decoded: check {display_path(self.folder)} (was it changed during the run?)")
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """(uint8 C x S x S image, the indices of the unreadable files tried before it)."""
+        image, _, bad = self.load(i)
+        return image, bad
 
     def decode(self, indices: list[int]) -> torch.Tensor:
         """uint8 N x C x S x S of the given items, decoded here (for a few images: grids, metrics)."""
         if not indices:
             return torch.empty((0, self.channels, self.image_size, self.image_size), dtype=torch.uint8)
         return torch.stack([self[i][0] for i in indices])
+
+
+class DecodedFolder(NamedTuple):
+    """A folder decoded into memory."""
+
+    images: torch.Tensor  # uint8 N x C x S x S
+    labels: torch.Tensor | None  # int64 N (class folders), else None
+    class_names: list[str] | None
+    source: str
+
+
+def _read_cache(cache: Path, folder: Path, total: int, classes: list[str] | None) -> DecodedFolder | None:
+    entry = paths.read_tensors(cache)
+    if entry is None or "images" not in entry[0] or (classes is not None and "labels" not in entry[0]):
+        return None  # missing or unreadable: rebuilt
+    tensors, meta = entry
+    _warn_skipped(int(meta.get("skipped", 0)), total, meta.get("first_bad", ""))
+    return DecodedFolder(tensors["images"], tensors.get("labels") if classes else None, classes,
+                         f"{display_path(folder)} (cached {cache.name})")
 
 
 def load_folder(
@@ -204,71 +244,61 @@ def load_folder(
     channels: int | None = None,
     quiet: bool = False,
     stream: bool | None = None,
-) -> tuple[torch.Tensor | FolderStream, str]:
-    """Decode every image under `folder` into uint8 N x C x S x S; returns it and a source string.
+) -> DecodedFolder | FolderStream:
+    """Decode every image under `folder` into uint8 N x C x S x S (with class labels for a class
+    folder).
 
     stream: None decodes into memory when the folder fits in MAX_DECODED_BYTES and streams it
-    otherwise; True always streams (a FolderStream comes back instead of a tensor); False never does,
-    and refuses a folder over the limit."""
+    otherwise; True always streams (a FolderStream comes back instead); False never does, and
+    refuses a folder over the limit."""
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder: give a folder of images or a dataset name")
+        raise DataError(f"{display_path(folder)} is not a folder: give a folder of images or a dataset name")
     files = list_images(folder)
+    classes = class_names(folder, files, quiet=quiet)
     cache = _cache_path(folder, files, image_size, channels) if files and not stream else None
-    if cache is not None and cache.is_file():
-        try:
-            with safe_open(str(cache), framework="pt") as f:
-                meta = f.metadata() or {}
-            images = load_file(str(cache))["images"]
-            _warn_skipped(int(meta.get("skipped", 0)), len(files), meta.get("first_bad", ""))
-            return images, f"{folder} (cached {cache.name})"
-        except (SafetensorError, OSError, KeyError, ValueError):
-            pass  # an unreadable cache is rebuilt below
+    cached = _read_cache(cache, folder, len(files), classes) if cache is not None else None
+    if cached is not None:
+        return cached
 
     good, bad, channels, image_size = _scan(folder, files, image_size, channels)
     decoded_bytes = len(good) * channels * image_size * image_size
     if stream is None and decoded_bytes > MAX_DECODED_BYTES:
         stream = True
         if not quiet:
-            print(f"note: {folder} takes {decoded_bytes / 2**30:.1f} GiB decoded, over the "
+            print(f"note: {display_path(folder)} takes {decoded_bytes / 2**30:.1f} GiB decoded, over the "
                   f"{MAX_DECODED_BYTES / 2**30:g} GiB in-memory limit: images are decoded as training "
                   "reads them", file=sys.stderr)
     if stream:
         if bad:
-            _warn_skipped(len(bad), len(files), str(min(bad).relative_to(folder)))
-        streamed = FolderStream(folder, good, channels, image_size)
-        return streamed, streamed.source
+            _warn_skipped(len(bad), len(files), _shown(folder, min(bad)))
+        return FolderStream(folder, good, channels, image_size, _labels_of(folder, good, classes), classes)
     if decoded_bytes > MAX_DECODED_BYTES:
         raise DataError(
-            f"{folder} would take {decoded_bytes / 2**30:.1f} GiB decoded at "
+            f"{display_path(folder)} would take {decoded_bytes / 2**30:.1f} GiB decoded at "
             f"{image_size}x{image_size}x{channels}, over the {MAX_DECODED_BYTES / 2**30:g} GiB "
             "in-memory limit: use a smaller image size, a subset, or data_mode=stream"
         )
 
     # Full decode; truncated files are often only detected here.
     array = np.empty((len(good), image_size, image_size, channels), dtype=np.uint8)
-    kept = 0
-    for f in tqdm(
-        good, desc=f"decoding {folder.name}", unit="img", disable=quiet, file=sys.stderr, leave=False
-    ):
+    kept: list[Path] = []
+    for f in tqdm(good, desc=f"decoding {display_path(folder.name)}", unit="img", disable=quiet,
+                  file=sys.stderr, leave=False):
         try:
-            array[kept] = _decode(f, channels, image_size)
-            kept += 1
+            array[len(kept)] = _decode(f, channels, image_size)
+            kept.append(f)
         except Exception:  # as above: any decoder failure means "not a readable image"
             bad.append(f)
     bad.sort()
     _check_bad(folder, bad, len(files))
-    images = torch.from_numpy(array[:kept]).permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy(array[: len(kept)]).permute(0, 3, 1, 2).contiguous()
+    labels = _labels_of(folder, kept, classes)
 
-    first_bad = str(bad[0].relative_to(folder)) if bad else ""
+    first_bad = _shown(folder, bad[0]) if bad else ""
     _warn_skipped(len(bad), len(files), first_bad)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        part = cache.with_name(cache.name + f".{os.getpid()}.part")
-        save_file(
-            {"images": images},
-            str(part),
-            metadata={"folder": str(folder), "skipped": str(len(bad)), "first_bad": first_bad},
-        )
-        os.replace(part, cache)  # atomic: a concurrent or interrupted run never sees half a cache
-    return images, str(folder)
+        tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
+        meta = {"folder": display_path(folder), "skipped": str(len(bad)), "first_bad": first_bad}
+        paths.save_tensors(cache, tensors, meta)
+    return DecodedFolder(images, labels, classes, display_path(folder))

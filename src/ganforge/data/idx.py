@@ -15,8 +15,10 @@ import torch
 
 from ganforge.data import download
 from ganforge.errors import DataError
+from ganforge.io import display_path, first_line
 
 IMAGES_MAGIC = 0x00000803  # uint8, 3 dimensions: N x rows x cols
+IMAGE_SHAPE = (28, 28)  # rows x cols of every MNIST-family image
 LABELS_MAGIC = 0x00000801  # uint8, 1 dimension: N
 
 # The four official files, by split: (images, labels).
@@ -39,24 +41,27 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         if raw[:2] == b"\x1f\x8b":  # the gzip signature: accept either form whatever the name says
             raw = gzip.decompress(raw)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"cannot read {path} ({exc}): delete it and download it again") from None
+        raise DataError(f"cannot read {display_path(path)} ({first_line(exc)}): delete it and download it "
+                        "again") from None
     if len(raw) < 4:
-        raise DataError(f"{path} is too short to be an IDX file: delete it and download it again")
+        raise DataError(f"{display_path(path)} is too short to be an IDX file: delete it and download it "
+                        "again")
     found = int.from_bytes(raw[:4], "big")
     if found != magic:
         raise DataError(
-            f"{path} has IDX magic number 0x{found:08x}, expected 0x{magic:08x}: "
+            f"{display_path(path)} has IDX magic number 0x{found:08x}, expected 0x{magic:08x}: "
             "delete it and download it again"
         )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"{path} has a truncated IDX header: delete it and download it again")
+        raise DataError(f"{display_path(path)} has a truncated IDX header: delete it and download it again")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape))
     if len(raw) - header != expected:
         raise DataError(
-            f"{path} holds {len(raw) - header} bytes of data but its header {shape} needs {expected}: "
+            f"{display_path(path)} holds {len(raw) - header} bytes of data but its header {shape} needs "
+            f"{expected}: "
             "delete it and download it again"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
@@ -81,9 +86,10 @@ def load_idx_split(
     paths = {stem: find_file(stem, dirs) for stem in stems}
     missing = [stem + ".gz" for stem, path in paths.items() if path is None]
     if missing and not download_missing:
-        searched = ", ".join(str(d) for d in dirs)
+        searched = ", ".join(display_path(d) for d in dirs)
         raise DataError(
-            f"{dataset}: {', '.join(missing)} not found in {searched}; put the files in {root} or "
+            f"{dataset}: {', '.join(missing)} not found in {searched}; put the files in "
+            f"{display_path(root)} or "
             "allow downloading, or use the offline datasets mnist5k or digits"
         )
     for name in missing:
@@ -93,15 +99,24 @@ def load_idx_split(
     images_path, labels_path = (paths[stem] for stem in stems)
     assert images_path is not None and labels_path is not None
     images = read_idx(images_path, IMAGES_MAGIC)
+    if images.shape[1:] != IMAGE_SHAPE:
+        # A consistent header with another image shape (14 x 56 holds as many bytes as 28 x 28) is
+        # another dataset or a damaged file, never something to resize.
+        raise DataError(
+            f"{display_path(images_path)} holds {images.shape[1]}x{images.shape[2]} images, but {dataset} "
+            f"images are {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}: delete it and download it again"
+        )
     labels = read_idx(labels_path, LABELS_MAGIC)
     if len(images) != len(labels):
         raise DataError(
-            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels: "
+            f"{display_path(images_path)} has {len(images)} images but {display_path(labels_path)} has "
+            f"{len(labels)} labels: "
             "delete both and download them again"
         )
     if labels.size and labels.max() > 9:
         raise DataError(
-            f"{labels_path} has label {labels.max()}, expected 0..9: delete it and download it again"
+            f"{display_path(labels_path)} has label {labels.max()}, expected 0..9: delete it and download "
+            "it again"
         )
     # frombuffer arrays are read-only views: copy once into an owned, contiguous tensor.
     images_t = torch.from_numpy(images.copy()).unsqueeze(1)

@@ -6,7 +6,8 @@ block naming all of them, and :func:`format_table` prints it under the scores.
 
 Real-data features depend only on (feature network, reference images), so they are cached on disk
 under ``cache_dir()/metric_stats/`` keyed by a hash of both: evaluating the next checkpoint costs
-only the fake images' features.
+only the fake images' features. That cache is optional: when it cannot be written, the features
+are computed each time (one warning).
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 
 import torch
 
 import ganforge
 from ganforge import paths
 from ganforge.errors import ConfigError, DataError, GanforgeError
+from ganforge.io import display_path
 from ganforge.metrics import scores
+from ganforge.metrics.registry import IS_SPLITS, METRICS, Features
 from ganforge.metrics.feature_nets import FeatureExtractor, cache_slug
 
 FEATURE_CHOICES = ("auto", "classifier", "inception")
 REAL_SUBSET_SEED = 0  # the reference subset is fixed, whatever the evaluation seed, so its cache is reused
-IS_SPLITS = 10
 # A 3-channel fake image counts as grayscale when its channels differ by at most this much on average
 # (out of 255): generators trained on gray data replicated to RGB never output exactly equal channels.
 GRAY_TOLERANCE = 16.0
@@ -48,7 +49,8 @@ def evaluate_images(
     kid_subset_size: int = 1000,
     quiet: bool = False,
     folder_shape: tuple[int, int] | None = None,
-) -> dict:
+    sharded: bool = False,
+) -> dict | None:
     """FID, KID, precision/recall (k=3) and Inception Score of uint8 `fake` images against `data`.
 
     fake: uint8 N x C x H x W from a generator; converted to the feature space's channels and size.
@@ -59,8 +61,12 @@ def evaluate_images(
     seed: drives KID's subsets and the Inception Score's shuffling.
     folder_shape: (channels, image_size) to read a folder reference at, as the run trained on it
         (None: the folder's own shape).
+    sharded: under torchrun, `fake` is this process's share of the images and every process calls
+        this: rank 0 prepares the reference first, each rank extracts its share's features, and
+        rank 0 gathers them and scores (the other ranks get None).
     Returns a JSON-able dict of scores plus a "protocol" dict that says how they were measured.
     """
+    from ganforge import distributed as dist
     from ganforge.data import DATASETS, load_dataset
 
     _check_fake(fake)
@@ -75,34 +81,38 @@ def evaluate_images(
         real_images = real.decode(reference_subset(len(real), n_real).tolist())
     else:
         real_images = real.images
-    check_compatible(fake, real_images, real.name)
-    extractor = select_extractor(real, features, inception_path=inception_path, quiet=quiet)
+    check_compatible(fake, real_images, display_path(real.name))
+    if sharded and dist.active():
+        # Rank 0 first: it may train and cache the feature network and the reference features.
+        real_feats = dist.main_decides(
+            lambda: real_features(select_extractor(real, features, inception_path=inception_path, quiet=quiet),
+                                  real_images, real.name, split, n_real))
+        extractor = select_extractor(real, features, inception_path=inception_path, quiet=True)
+        fake_feats, fake_logits = extractor.extract(fake)
+        fake_feats, fake_logits = dist.gather_rows(fake_feats), dist.gather_rows(fake_logits)
+        if not dist.is_main():
+            return None
+        fake = torch.empty(fake_feats.shape[0], 0)  # only its count is read below
+    else:
+        extractor = select_extractor(real, features, inception_path=inception_path, quiet=quiet)
+        real_feats = real_features(extractor, real_images, real.name, split, n_real)
+        fake_feats, fake_logits = extractor.extract(fake)
 
-    real_feats = real_features(extractor, real_images, real.name, split, n_real)
-    fake_feats, fake_logits = extractor.extract(fake)
-
-    fid = scores.fid(fake_feats, real_feats)
-    kid_mean, kid_std = scores.kid(
-        fake_feats, real_feats, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
-    )
-    precision, recall = scores.precision_recall(fake_feats, real_feats, k=scores.PR_NEIGHBOURHOOD)
-    is_mean, is_std = scores.inception_score(fake_logits, splits=IS_SPLITS, seed=seed)
+    feats = Features(fake_feats, real_feats, fake_logits, seed, kid_subsets, kid_subset_size)
+    values: dict[str, float] = {}
+    for metric in METRICS.values():
+        values.update(metric.compute(feats))
     return {
-        "fid": fid,
-        "kid_mean": kid_mean,
-        "kid_std": kid_std,
-        "precision": precision,
-        "recall": recall,
-        "inception_score": is_mean,
-        "inception_score_std": is_std,
+        **values,
         "protocol": {
+            "metrics": {m.name: m.protocol for m in METRICS.values()},
             "features": extractor.id,
             "feature_hash": extractor.hash,
             "feature_test_accuracy": extractor.test_accuracy,
             "feature_dim": int(fake_feats.shape[1]),
             "n_fake": int(fake.shape[0]),
             "n_real": int(real_feats.shape[0]),
-            "reference": f"{real.name}:{split}",
+            "reference": f"{display_path(real.name)}:{split}",
             "seed": seed,
             "kid_subsets": kid_subsets,
             "kid_subset_size": scores.effective_kid_subset_size(
@@ -124,13 +134,13 @@ def select_extractor(real, features: str, *, inception_path=None, quiet: bool = 
     if features == "classifier" or (features == "auto" and labelled):
         if not labelled:
             raise ConfigError(
-                f"{real.name} has no labels to train a classifier feature network on: "
+                f"{display_path(real.name)} has no labels to train a classifier feature network on: "
                 "use --features inception, or a labelled --data such as mnist"
             )
-        return get_feature_net(real.name, quiet=quiet)
+        return get_feature_net(real.name, quiet=quiet, dataset=real)
     if features == "auto" and find_inception_weights(inception_path) is None:
         raise GanforgeError(
-            f"{real.name} has no labels for a classifier feature network and the Inception-v3 "
+            f"{display_path(real.name)} has no labels for a classifier feature network and the Inception-v3 "
             f"FID weights are absent: {missing_weights_hint()}, or score against a labelled --data "
             "(mnist, fashion-mnist, cifar10, ...)"
         )
@@ -165,8 +175,6 @@ def real_features(
     extractor: FeatureExtractor, images: torch.Tensor, reference: str, split: str, n_real: int | None
 ) -> torch.Tensor:
     """Features of the reference images (a fixed subset of `n_real`), from the disk cache when possible."""
-    from safetensors.torch import load_file, save_file
-
     if n_real is not None and n_real < 2:
         raise ConfigError(f"n_real must be at least 2, got {n_real}")
     if n_real is not None and n_real < len(images):
@@ -183,31 +191,40 @@ def real_features(
         / "metric_stats"
         / f"{cache_slug(reference)}-{split}-{len(images)}-{key.hexdigest()[:16]}.safetensors"
     )
-    if path.is_file():
-        try:
-            return load_file(str(path))["features"].double()
-        except Exception:  # noqa: BLE001 - safetensors raises its own error type
-            pass  # a damaged cache entry is recomputed and overwritten
+    cached = paths.read_tensors(path)
+    if cached is not None and "features" in cached[0]:
+        return cached[0]["features"].double()
     feats, _ = extractor.extract(images)
-    _atomic_save(path, {"features": feats.to(torch.float32)}, save_file)
+    paths.save_tensors(path, {"features": feats.to(torch.float32)})  # optional: warns once on failure
     return feats
 
 
 def format_table(result: dict) -> str:
     """A small aligned text table of the scores, with the protocol underneath."""
     p = result["protocol"]
+    # Subsets as large as the sets themselves all hold the same images: KID then has no spread.
+    whole = p.get("kid_subset_size", 0) >= min(p.get("n_fake", 0), p.get("n_real", 0))
+    kid_spread = "(no spread: one subset)" if whole else f"± {result['kid_std']:.6f}"
     rows = [
-        ("FID", f"{result['fid']:.4f}"),
-        ("KID", f"{result['kid_mean']:.6f} ± {result['kid_std']:.6f}"),
-        ("precision", f"{result['precision']:.4f}"),
-        ("recall", f"{result['recall']:.4f}"),
-        (
-            "Inception Score",
-            f"{result['inception_score']:.3f} ± {result.get('inception_score_std', 0.0):.3f}",
-        ),
+        ("FID", f"{result['fid']:.4f}", "fid", ".4f"),
+        ("KID", f"{result['kid_mean']:.6f} {kid_spread}", "kid_mean", ".6f"),
+        ("precision", f"{result['precision']:.4f}", "precision", ".4f"),
+        ("recall", f"{result['recall']:.4f}", "recall", ".4f"),
+        ("Inception Score", f"{result['inception_score']:.3f} ± {result.get('inception_score_std', 0.0):.3f}",
+         "inception_score", ".3f"),
     ]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{'metric':<{width}}  value"] + [f"{name:<{width}}  {value}" for name, value in rows]
+    baselines = {k: v for k, v in (result.get("baselines") or {}).items() if v}
+    titles = {"real_images": "real images", "untrained_generator": "untrained G"}
+    width = max(len(name) for name, *_ in rows)
+    vwidth = max(len(value) for _, value, *_ in rows)
+    head = f"{'metric':<{width}}  {'value':<{vwidth}}" + "".join(f"  {titles.get(k, k):>12}" for k in baselines)
+    lines = [head.rstrip()]
+    for name, value, key, fmt in rows:
+        extra = "".join(f"  {format(b[key], fmt) if key in b else 'n/a':>12}" for b in baselines.values())
+        lines.append(f"{name:<{width}}  {value:<{vwidth}}{extra}".rstrip())
+    if baselines:
+        lines.append("real images: as many real training images, scored the same way (the best a generator "
+                     "can expect); untrained G: the run's generator at its initial weights")
     accuracy = p.get("feature_test_accuracy")
     accuracy_text = f", test accuracy {accuracy:.2%}" if accuracy is not None else ""
     lines.append(
@@ -232,10 +249,3 @@ def _check_fake(fake: torch.Tensor) -> None:
         raise DataError(
             f"need more than {scores.PR_NEIGHBOURHOOD} generated images to score, got {fake.shape[0]}"
         )
-
-
-def _atomic_save(path: Path, tensors: dict, save_file) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)

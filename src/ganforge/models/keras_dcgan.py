@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Reshape, batch_norm, conv_same, convt_same, he
+from .layers import Discriminator, Reshape, batch_norm, conv_same, convt_same, he
+from .registry import register
 
 
 # ---- R2 seed001-dcgan-mnist: UpSampling + Conv generator -----------------------------------------
@@ -32,21 +33,18 @@ class UpConvGenerator(nn.Module):
         return self.net(z)
 
 
-class UpConvDiscriminator(nn.Module):
+class UpConvDiscriminator(Discriminator):
     def __init__(self, channels: int = 1, bn_momentum: float = 0.01, bn_eps: float = 1e-3) -> None:
-        super().__init__()
         bn = lambda c: batch_norm(c, bn_momentum, bn_eps)  # noqa: E731
         act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
-        self.net = nn.Sequential(
+        super().__init__([
             conv_same(channels, 32, 3, 2), act(), nn.Dropout(0.25),          # 32 x 14 x 14
             conv_same(32, 64, 3, 2), bn(64), act(), nn.Dropout(0.25),        # 64 x 7 x 7
             conv_same(64, 128, 3, 2), bn(128), act(), nn.Dropout(0.25),      # 128 x 4 x 4
             conv_same(128, 256, 3, 2), bn(256), act(), nn.Dropout(0.25),     # 256 x 2 x 2
-            nn.Flatten(), nn.Linear(2 * 2 * 256, 1),                         # 1 logit
-        )
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).squeeze(1)
+            nn.Flatten(),                                                    # 1,024 features
+            nn.Linear(2 * 2 * 256, 1),                                       # 1 logit
+        ])
 
 
 # ---- R3 tf-dcgan-mnist: the TensorFlow DCGAN tutorial ----------------------------------------------
@@ -69,18 +67,15 @@ class TFGenerator(nn.Module):
         return self.net(z)
 
 
-class TFDiscriminator(nn.Module):
+class TFDiscriminator(Discriminator):
     def __init__(self, channels: int = 1) -> None:
-        super().__init__()
         act = lambda: nn.LeakyReLU(0.3)  # noqa: E731
-        self.net = nn.Sequential(
+        super().__init__([
             conv_same(channels, 64, 5, 2), act(), nn.Dropout(0.3),   # 64 x 14 x 14
             conv_same(64, 128, 5, 2), act(), nn.Dropout(0.3),        # 128 x 7 x 7
-            nn.Flatten(), nn.Linear(7 * 7 * 128, 1),                 # 1 logit
-        )
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).squeeze(1)
+            nn.Flatten(),                                            # 6,272 features
+            nn.Linear(7 * 7 * 128, 1),                               # 1 logit
+        ])
 
 
 # ---- R4 seed000-dcgan-cifar100: colour DCGAN (Hands-On ML adaptation) -----------------------------
@@ -103,17 +98,34 @@ class CifarGenerator(nn.Module):
         return self.net(z)
 
 
-class CifarDiscriminator(nn.Module):
+class CifarDiscriminator(Discriminator):
     def __init__(self, channels: int = 3, bn_momentum: float = 0.01, bn_eps: float = 1e-3) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
+        super().__init__([
             he(conv_same(channels, 128, 5, 2)), nn.LeakyReLU(0.3),               # 128 x 16 x 16
             nn.Dropout(0.5), batch_norm(128, bn_momentum, bn_eps),
             he(conv_same(128, 256, 5, 2)), nn.LeakyReLU(0.3),                    # 256 x 8 x 8
             nn.Dropout(0.4),
-            nn.Flatten(), batch_norm(8 * 8 * 256, bn_momentum, bn_eps, dims=1),  # 16,384
+            nn.Flatten(), batch_norm(8 * 8 * 256, bn_momentum, bn_eps, dims=1),  # 16,384 features
             nn.Linear(8 * 8 * 256, 1),                                           # 1 logit
-        )
+        ])
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).squeeze(1)
+
+# ---- registry entries -------------------------------------------------------------------------------
+
+@register("upconv", "seed 001: Dense + 2 x (UpSampling, Conv, BN) G; 4 strided-conv D", sizes=(28,),
+          cpu_channels_last=True)
+def build_upconv(c) -> tuple[nn.Module, nn.Module]:
+    return (UpConvGenerator(c.latent_dim, c.channels, c.bn_momentum, c.bn_eps),
+            UpConvDiscriminator(c.channels, c.bn_momentum, c.bn_eps))
+
+
+@register("tf-dcgan", "TensorFlow DCGAN tutorial: Dense + 3 ConvT G; 2 strided-conv D", sizes=(28,))
+def build_tf_dcgan(c) -> tuple[nn.Module, nn.Module]:
+    return TFGenerator(c.latent_dim, c.channels, c.bn_momentum, c.bn_eps), TFDiscriminator(c.channels)
+
+
+@register("cifar-dcgan", "seed 000 (Hands-On ML): Dense + 3 ConvT G with ELU output; 2-conv D",
+          sizes=(32,))
+def build_cifar_dcgan(c) -> tuple[nn.Module, nn.Module]:
+    return (CifarGenerator(c.latent_dim, c.channels, c.bn_momentum, c.bn_eps),
+            CifarDiscriminator(c.channels, c.bn_momentum, c.bn_eps))

@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import Discriminator
+from .registry import register
+
 
 class MLPGenerator(nn.Module):
     def __init__(self, latent_dim: int = 100, hidden: int = 128, channels: int = 1,
@@ -27,15 +30,17 @@ class MLPGenerator(nn.Module):
         return self.net(z).view(z.shape[0], *self.shape)  # B x C x H x W
 
 
-class MLPDiscriminator(nn.Module):
+class MLPDiscriminator(Discriminator):
     def __init__(self, hidden: int = 128, channels: int = 1, image_size: int = 28) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
+        super().__init__([
             nn.Flatten(),  # B x C*H*W
             nn.Linear(channels * image_size * image_size, hidden),
-            nn.LeakyReLU(0.2),
+            nn.LeakyReLU(0.2),  # B x hidden: the features
             nn.Linear(hidden, 1),  # B x 1 logit (the source's sigmoid lives in the loss)
-        )
+        ])
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).squeeze(1)
+
+@register("mlp", "fully connected G 100->hidden->C*H*W and D C*H*W->hidden->1 (seed 004)")
+def build_mlp(c) -> tuple[nn.Module, nn.Module]:
+    return (MLPGenerator(c.latent_dim, c.g_hidden, c.channels, c.image_size),
+            MLPDiscriminator(c.d_hidden, c.channels, c.image_size))

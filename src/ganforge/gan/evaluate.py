@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .errors import ConfigError, GanforgeError
+from ganforge.errors import ConfigError, GanforgeError
+from ganforge.gan.baselines import real_ceiling, untrained_generator
+from ganforge.io import write_json
 
 
 def evaluate_run(run_dir: str | Path | None = None, *, images: str | Path | None = None,
@@ -13,18 +14,18 @@ def evaluate_run(run_dir: str | Path | None = None, *, images: str | Path | None
                  features: str = "auto", inception_path: str | None = None, split: str = "test",
                  seed: int = 0, device: str = "cpu", quiet: bool = False) -> dict:
     """Generate `n` images from a run (or read a folder) and score them; returns eval.json's dict."""
-    from .metrics.evaluate import evaluate_images
+    from ganforge.metrics.evaluate import evaluate_images
 
     if n <= 0:
         raise ConfigError(f"bad value --n {n}: must be greater than zero")
     source: dict = {}
     shape = None  # (channels, size) to read a folder reference at
     if images is not None:
-        from .data import load_dataset
+        from ganforge.data import load_dataset
 
         if not data:
             raise ConfigError("--images needs --data NAME: the reference dataset to compare against")
-        from .data.folder import list_images
+        from ganforge.data.folder import list_images
 
         fake = load_dataset(str(images), split="all", quiet=True).images
         # `ganforge sample` writes grid.png beside the samples: it is a picture of samples, not one.
@@ -35,24 +36,37 @@ def evaluate_run(run_dir: str | Path | None = None, *, images: str | Path | None
             fake = fake[keep]
         source = {"images": str(images)}
     elif run_dir is not None:
-        from .sampling import generate, load_generator
+        from ganforge.gan.latents import LatentSpec
+        from ganforge.gan.sampling import generate, load_generator
 
         generator, cfg, meta = load_generator(run_dir, checkpoint, device=device, log=print)
         if not data:  # the run's own data, read the way the run read it
             data, shape = cfg.data, (cfg.channels, cfg.image_size)
-        fake = generate(generator, n, cfg.latent_dim, seed=seed, device=device, pixel_range=cfg.pixel_range)
+        fake = generate(generator, n, LatentSpec.from_config(cfg), seed=seed, device=device,
+                        pixel_range=cfg.pixel_range, progress=not quiet)
         source = {"run": str(run_dir), "checkpoint_step": meta.get("step"), "recipe": cfg.recipe,
                   "weights": "ema" if cfg.ema > 0 else "generator"}
     else:
         raise ConfigError("give a RUN_DIR or --images DIR")
-    result = evaluate_images(fake, data, features=features, split=split, seed=seed,
-                             inception_path=inception_path, quiet=quiet, folder_shape=shape)
+    def score(images):
+        return evaluate_images(images, data, features=features, split=split, seed=seed,
+                               inception_path=inception_path, quiet=quiet, folder_shape=shape)
+
+    result = score(fake)
     result.setdefault("protocol", {}).update(source)
+    result["baselines"] = {"real_images": real_ceiling(data, result["protocol"], score)}
+    if run_dir is not None:
+        result["baselines"]["untrained_generator"] = untrained_generator(
+            Path(run_dir), cfg, result["protocol"], n, seed, score)
+    if run_dir is not None:  # a conditional or InfoGAN run: is its latent space what it claims?
+        from ganforge.gan.latent_metrics import latent_measurements
+
+        result.update(latent_measurements(generator, cfg, n=n, seed=seed, device=device, quiet=quiet))
     return result
 
 
 def evaluate_command(args) -> int:
-    from .metrics.evaluate import format_table
+    from ganforge.metrics.evaluate import format_table
 
     result = evaluate_run(args.run_dir, images=args.images, data=args.data, n=args.n,
                           checkpoint=args.checkpoint, features=args.features,
@@ -63,9 +77,11 @@ def evaluate_command(args) -> int:
         out = out / "eval.json"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        write_json(out, result)
     except OSError as err:
         raise GanforgeError(f"cannot write {out}: {err.strerror}; pass --out to write elsewhere") from None
-    print(format_table(result))
+    from ganforge.gan.latent_metrics import format_latent
+
+    print("\n".join([format_table(result), *format_latent(result)]))
     print(f"wrote {out}")
     return 0

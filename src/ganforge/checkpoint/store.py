@@ -20,7 +20,6 @@ import errno
 import hashlib
 import json
 import os
-import random
 import re
 import secrets
 import shutil
@@ -29,13 +28,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors.torch
 import torch
 
 from ganforge.errors import CheckpointError, ConfigError
+from ganforge.io import atomic_write_bytes, fsync_dir
 
-FORMAT_VERSION = 1
+# 2: named-module state (checkpoint/state.py); version-1 checkpoints still load and resume.
+FORMAT_VERSION = 2
 FORMAT_NAME = "ganforge-checkpoint"
 TENSORS_FILE = "tensors.safetensors"
 META_FILE = "meta.json"
@@ -45,52 +45,19 @@ _STEP_RE = re.compile(r"^step-(\d+)$")
 # Hidden siblings: tmp = being built (or built, not yet swapped in), old = previous version being
 # swapped out, del = being pruned. Only tmp/old can hold the one findable copy of a checkpoint.
 _HIDDEN_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old|del)-[0-9a-f]+$")
-_PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"}
-_WRITE_CHUNK = 1 << 24
-_RESUME_HINT = "resume with `ganforge train --resume RUN`"
+_RESUME_HINT = "continue the run from its last checkpoint with --resume"
+_SETTLE_TRIES = 3  # looks at a checkpoints folder before a failing checkpoint is called corrupt
+_SETTLE_SECONDS = 0.2
 
 
 # ----------------------------------------------------------------------------------------------
-# Low-level atomic file operations
+# Disk errors and test hooks
 
 
-def _fsync_dir(path: Path) -> None:
-    """Persist a directory's entries (renames, creations); a no-op where the OS cannot do it."""
-    if os.name == "nt":  # Windows cannot open a directory for fsync; NTFS renames are journaled.
-        return
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    # Raw os.write (not a buffered file) so that ENOSPC/EIO surface here as OSError with an errno.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view[:_WRITE_CHUNK])
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _os_error_message(err: OSError, where: Path) -> str:
-    """One line naming what went wrong on disk and how to continue."""
-    # A training run keeps its checkpoints in RUN/checkpoints: name the run to resume.
-    hint = (f"resume with `ganforge train --resume {where.parent.parent}`"
-            if where.parent.name == "checkpoints" else _RESUME_HINT)
+def _os_error_message(err: OSError, where: Path, hint: str | None) -> str:
+    """One line naming what went wrong on disk and how to continue (`hint`: what the caller knows
+    will work, e.g. the resume command of its run)."""
+    hint = hint or _RESUME_HINT  # the run layer passes the exact command
     if err.errno == errno.ENOSPC:
         return f"disk full while saving checkpoint to {where}: free some space and {hint}"
     if err.errno == getattr(errno, "EDQUOT", None):
@@ -110,7 +77,7 @@ def _test_pause() -> None:
         time.sleep(float(delay))
 
 
-def _sha256(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -159,17 +126,17 @@ def _write_checkpoint_dir(directory: Path, blobs: dict[str, bytes], step: int | 
     """Fill an empty directory with the blobs and, last, the manifest that commits them."""
     for file_name, data in blobs.items():
         _test_pause()
-        _write_bytes(directory / file_name, data)
+        atomic_write_bytes(directory / file_name, data)
     manifest = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "files": {n: {"sha256": _sha256(d), "bytes": len(d)} for n, d in blobs.items()},
+        "files": {n: {"sha256": sha256_hex(d), "bytes": len(d)} for n, d in blobs.items()},
         "step": step,
         "milestone": milestone,
     }
     _test_pause()
-    _write_bytes(directory / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
-    _fsync_dir(directory)
+    atomic_write_bytes(directory / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+    fsync_dir(directory)
     _test_pause()  # committed under the hidden name, not yet renamed into place
 
 
@@ -177,7 +144,7 @@ def _swap_in(new: Path, final: Path) -> None:
     """Rename a committed ``new`` directory to ``final``, replacing any previous one."""
     if not os.path.lexists(final):
         os.replace(new, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return
     old = final.with_name(f".{final.name}.old-{secrets.token_hex(4)}")
     os.replace(final, old)
@@ -189,13 +156,14 @@ def _swap_in(new: Path, final: Path) -> None:
         except OSError:
             pass  # Half-swapped: readers and the next save resolve `old`/`new` by name.
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(root: str | Path, name: str, tensors: dict[str, torch.Tensor], meta: dict,
-                    *, keep_last: int = 2, milestone: bool = False) -> Path:
+                    *, keep_last: int = 2, milestone: bool = False, hint: str | None = None) -> Path:
     """Atomically write checkpoint ``root/name`` (e.g. ``step-000000120`` or ``best``), then prune.
+    `hint` ends a disk error's message: how to continue.
 
     Tensors are copied to contiguous CPU tensors; a floating tensor holding NaN/Inf is refused.
     An existing checkpoint of the same name is replaced so that the old or the new one is always
@@ -224,7 +192,7 @@ def save_checkpoint(root: str | Path, name: str, tensors: dict[str, torch.Tensor
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, OSError):
-            raise CheckpointError(_os_error_message(err, final)) from err
+            raise CheckpointError(_os_error_message(err, final, hint)) from err
         raise
     _prune(root, keep_last, protect=final, protect_counts=bool(match) and not milestone)
     return final
@@ -255,7 +223,7 @@ def _recover(root: Path) -> None:
         final = root / match["name"]
         if match["kind"] != "del" and not os.path.lexists(final) and _is_committed(path):
             os.replace(path, final)
-            _fsync_dir(root)
+            fsync_dir(root)
         else:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -337,6 +305,8 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu"
                 f"no checkpoint at {path}: check the path or list the run's checkpoints folder")
         path = resolved
     if not path.is_dir():
+        from ganforge.checkpoint.pickles import refuse_pickle
+
         refuse_pickle(path)
         raise CheckpointError(
             f"{path} is not a ganforge checkpoint: pass the checkpoint folder that holds {MANIFEST_FILE}")
@@ -367,7 +337,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu"
         except OSError as err:
             raise CheckpointError(f"checkpoint {path} is corrupt ({file_name}: {err.strerror or err}): "
                                   "use an earlier checkpoint") from None
-        if len(data) != record.get("bytes") or _sha256(data) != record.get("sha256"):
+        if len(data) != record.get("bytes") or sha256_hex(data) != record.get("sha256"):
             raise CheckpointError(f"checkpoint {path} is corrupt ({file_name} does not match its checksum): "
                                   "use an earlier checkpoint")
         blobs[file_name] = data
@@ -386,143 +356,43 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu"
     return tensors, doc["meta"]
 
 
-def load_latest(root: str | Path, *, device: str | torch.device = "cpu",
-                log: Callable[[str], Any] = print) -> tuple[Path, dict[str, torch.Tensor], dict]:
-    """Load the newest step checkpoint that verifies, logging one line if newer ones are corrupt."""
-    candidates = list_checkpoints(root)
+def load_latest(root: str | Path, *, device: str | torch.device = "cpu", log: Callable[[str], Any] = print,
+                check: Callable[[dict], None] | None = None, purpose: str = "resuming from"
+                ) -> tuple[Path, dict[str, torch.Tensor], dict]:
+    """Load the newest step checkpoint that verifies (and whose meta passes `check`, which raises
+    CheckpointError for a malformed one), logging one line if newer ones are corrupt.
+
+    Readers take no lock, so a checkpoint may be renamed into place or pruned while they read: a
+    checkpoint that failed is only called corrupt when it still fails after the folder has
+    settled, and one that vanished meanwhile was pruned, not corrupt. `purpose` words the message
+    ("resuming from" for training, "using" for sample and eval)."""
+    for attempt in range(_SETTLE_TRIES):
+        candidates, skipped = list_checkpoints(root), []
+        found = None
+        for path in reversed(candidates):
+            try:
+                tensors, meta = load_checkpoint(path, device=device)
+                if check is not None:
+                    check(meta)
+            except CheckpointError as err:
+                if os.path.lexists(path):  # else it was pruned while we read it: not corrupt
+                    skipped.append((path, err))
+                continue
+            found = (path, tensors, meta)
+            break
+        last = attempt + 1 == _SETTLE_TRIES
+        if found is not None and (not skipped or last):
+            if skipped:
+                names = ", ".join(p.name for p, _ in skipped)
+                log(f"skipping corrupt checkpoint {names} ({skipped[0][1]}); {purpose} {found[0].name}")
+            return found
+        if not candidates or last:
+            break
+        time.sleep(_SETTLE_SECONDS)  # a save or a prune in flight: look again before calling anything corrupt
     if not candidates:
-        raise CheckpointError(f"no checkpoint in {root}: the run cannot be resumed; start a new run")
-    skipped: list[tuple[Path, CheckpointError]] = []
-    for path in reversed(candidates):
-        try:
-            tensors, meta = load_checkpoint(path, device=device)
-        except CheckpointError as err:
-            skipped.append((path, err))
-            continue
-        if skipped:
-            names = ", ".join(p.name for p, _ in skipped)
-            log(f"skipping corrupt checkpoint {names} ({skipped[0][1]}); resuming from {path.name}")
-        return path, tensors, meta
+        what = ("the run cannot be resumed; start a new run" if purpose.startswith("resuming")
+                else "the run has not saved one yet: wait for its first checkpoint")
+        raise CheckpointError(f"no checkpoint in {root}: {what}")
+    use = "resumed" if purpose.startswith("resuming") else "used"
     raise CheckpointError(f"none of the {len(candidates)} checkpoints in {root} verifies (newest: "
-                          f"{skipped[0][1]}); the run cannot be resumed")
-
-
-# ----------------------------------------------------------------------------------------------
-# Refusing pickles
-
-
-def refuse_pickle(path: str | Path) -> None:
-    """Raise :class:`CheckpointError` if ``path`` is a pickle-based checkpoint (torch zip or raw pickle).
-
-    Only the first bytes and the suffix are inspected; the file is never unpickled. Returns quietly
-    for files that look like neither, so the caller can report them in its own words.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as err:
-        raise CheckpointError(f"cannot read {path} ({err.strerror or err}): check the path") from None
-    is_zip = head.startswith(b"PK\x03\x04")  # torch.save's default container
-    is_pickle = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # PROTO opcode
-    if is_zip or is_pickle or path.suffix.lower() in _PICKLE_SUFFIXES:
-        raise CheckpointError(
-            f"{path} is a pickle-based checkpoint, which can run code when loaded; ganforge only loads "
-            f"safetensors checkpoints (a folder with {MANIFEST_FILE}): convert it where you trust its origin")
-
-
-def torch_load_weights_only(path: str | Path) -> Any:
-    """Import plain weights saved with ``torch.save``, refusing anything beyond tensors and containers."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no weights file at {path}: check the path")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - the restricted unpickler raises several types
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{path} holds more than plain weights, and loading it could run code "
-                              f"({first_line[:160]}): refusing to load it") from None
-
-
-# ----------------------------------------------------------------------------------------------
-# Optimizer and RNG state <-> (tensors, JSON)
-
-
-def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """JSON-able form of ``value``; tensors go to ``tensors[key]``, tuples are tagged to come back."""
-    if isinstance(value, torch.Tensor):
-        tensors[key] = value
-        return {"__tensor__": key}
-    if isinstance(value, tuple):
-        return {"__tuple__": [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]}
-    if isinstance(value, list):
-        return [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise CheckpointError(f"cannot store {key} in a checkpoint: dict keys must be strings")
-        return {k: _encode(v, f"{key}.{k}", tensors) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise CheckpointError(f"cannot store {key} ({type(value).__name__}) in a checkpoint")
-
-
-def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(value, list):
-        return [_decode(v, tensors) for v in value]
-    if isinstance(value, dict):
-        if set(value) == {"__tensor__"}:
-            if value["__tensor__"] not in tensors:
-                raise CheckpointError(
-                    f"checkpoint is missing tensor {value['__tensor__']!r}: use an earlier checkpoint")
-            return tensors[value["__tensor__"]]
-        if set(value) == {"__tuple__"}:
-            return tuple(_decode(v, tensors) for v in value["__tuple__"])
-        return {k: _decode(v, tensors) for k, v in value.items()}
-    return value
-
-
-def pack_optimizer(state_dict: dict, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer ``state_dict`` into tensors named ``prefix.state.<idx>.<key>`` and JSON."""
-    tensors: dict[str, torch.Tensor] = {}
-    state = {str(idx): _encode(per_param, f"{prefix}.state.{idx}", tensors)
-             for idx, per_param in state_dict["state"].items()}
-    groups = _encode(state_dict["param_groups"], f"{prefix}.param_groups", tensors)
-    return tensors, {"state": state, "param_groups": groups}
-
-
-def unpack_optimizer(tensors: dict[str, torch.Tensor], meta_part: dict, prefix: str) -> dict:
-    """Inverse of :func:`pack_optimizer`: a dict for ``optimizer.load_state_dict``."""
-    del prefix  # Tensor names are recorded in meta_part; the prefix only shaped them when packing.
-    # JSON turned the integer parameter ids into strings; torch matches them as ints.
-    state = {int(idx): _decode(per_param, tensors) for idx, per_param in meta_part["state"].items()}
-    return {"state": state, "param_groups": _decode(meta_part["param_groups"], tensors)}
-
-
-def capture_rng(cuda: bool | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """Python, NumPy, torch CPU and (if ``cuda``, default: when available) CUDA RNG states."""
-    version, internal, gauss_next = random.getstate()
-    bit_generator, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
-    tensors = {"rng.torch": torch.get_rng_state()}
-    use_cuda = torch.cuda.is_available() if cuda is None else cuda and torch.cuda.is_available()
-    cuda_states = torch.cuda.get_rng_state_all() if use_cuda else []
-    for i, device_state in enumerate(cuda_states):
-        tensors[f"rng.cuda.{i}"] = device_state
-    meta = {
-        "python": [version, list(internal), gauss_next],
-        "numpy": [bit_generator, keys.tolist(), pos, has_gauss, cached_gaussian],
-        "cuda_devices": len(cuda_states),
-    }
-    return tensors, meta
-
-
-def restore_rng(tensors: dict[str, torch.Tensor], meta_part: dict) -> None:
-    """Restore what :func:`capture_rng` captured (CUDA: as many devices as both runs have)."""
-    version, internal, gauss_next = meta_part["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    bit_generator, keys, pos, has_gauss, cached_gaussian = meta_part["numpy"]
-    np.random.set_state((bit_generator, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
-    torch.set_rng_state(tensors["rng.torch"].to("cpu", torch.uint8))
-    saved = meta_part.get("cuda_devices", 0)
-    if saved and torch.cuda.is_available():
-        for i in range(min(saved, torch.cuda.device_count())):
-            torch.cuda.set_rng_state(tensors[f"rng.cuda.{i}"].to("cpu", torch.uint8), i)
+                          f"{skipped[0][1] if skipped else 'unreadable'}); the run cannot be {use}")

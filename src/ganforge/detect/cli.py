@@ -1,0 +1,295 @@
+"""The ``ganforge detect`` command group: ``train``, ``val``, ``predict``, ``recipes`` and ``map``.
+
+`add_detect_parser(subparsers)` adds the group to the main parser; each subcommand sets ``func``
+to a function of the parsed arguments that returns the exit code. Bad input raises a
+:class:`~ganforge.errors.GanforgeError`, which the main CLI prints as one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ganforge.detect.odm import BOX_FORMATS, load_pair
+from ganforge.detect.voc_eval import METRICS, APResult, evaluate
+from ganforge.errors import GanforgeError
+from ganforge.io import display_path, write_json
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a recipe into a run folder, or continue one with --resume; with --nproc N, on N
+    processes (torchrun's launcher, as `ganforge train --nproc`)."""
+    from ganforge.cli import launch_or_train
+
+    return launch_or_train(args, _launch, _train)
+
+
+def _recipe_config(args: argparse.Namespace):
+    from ganforge.config import apply_overrides
+    from ganforge.detect.recipes import get_recipe
+
+    if not args.recipe or "=" in args.recipe:
+        raise GanforgeError("name a recipe (see `ganforge detect recipes`) or use --resume RUN")
+    overrides = list(args.overrides)
+    if args.data is not None:
+        overrides.append(f"data={args.data}")
+    return apply_overrides(get_recipe(args.recipe), overrides)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """`--nproc N`: the device and the global batch are checked before the processes start."""
+    from ganforge.cli import launch_train
+
+    if args.resume:
+        # The run's own device (unless an override changes it), read from its config.json.
+        device = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("device=")), None)
+        if device is None:
+            try:
+                device = json.loads((Path(args.resume) / "config.json").read_text()).get("device")
+            except (OSError, ValueError, AttributeError):
+                device = None
+        return launch_train(args, device if isinstance(device, str) else None, None)
+    cfg = _recipe_config(args)
+    return launch_train(args, cfg.device, cfg.batch_size)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ganforge import distributed as dist
+    from ganforge.checkpoint import list_checkpoints
+    from ganforge.detect.train import train
+
+    overrides = list(args.overrides)
+    if not args.resume and dist.restart_count() > 0:
+        # torchrun restarted the processes after a failure: continue the run they were writing.
+        run_dir = args.out or f"runs/detect-{args.recipe}"
+        if list_checkpoints(Path(run_dir) / "checkpoints"):
+            return _report(train(None, run_dir, resume=True, steps=args.steps, epochs=args.epochs,
+                                 quiet=args.quiet))
+        args.force = True  # its first attempt made the folder and stopped before any checkpoint
+    if args.resume:
+        if args.recipe and "=" in args.recipe:
+            overrides.insert(0, args.recipe)
+        elif args.recipe:
+            raise GanforgeError("--resume continues a run with its saved config: drop the recipe name")
+        for flag in ("data", "out", "force"):
+            if getattr(args, flag):
+                raise GanforgeError(f"--{flag} cannot be given with --resume (the run keeps its own): drop it")
+        out = train(None, args.resume, resume=True, steps=args.steps, epochs=args.epochs, quiet=args.quiet,
+                    resume_overrides=overrides)
+    else:
+        cfg = _recipe_config(args)
+        dist.check_divides(cfg.batch_size, "the global batch_size", f"choose a batch_size that is a multiple of "
+                           f"{dist.env_world_size()}, or another number of processes")
+        out = train(cfg, args.out or f"runs/detect-{args.recipe}", force=args.force, steps=args.steps,
+                    epochs=args.epochs, quiet=args.quiet)
+    return _report(out)
+
+
+def _report(out) -> int:
+    from ganforge import distributed as dist
+
+    if not dist.is_main():
+        return 0
+    print(f"run folder: {display_path(out)}")
+    for name in ("report.html", "predictions/", "predictions.gif", "metrics.jsonl", "summary.json",
+                 "checkpoints/"):
+        print(f"  {display_path(Path(out) / name)}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    """The training presets: model, data, optimizer, batch and budget, and where each comes from."""
+    from ganforge.detect.recipes import RECIPES
+
+    rows = []
+    for name, entry in RECIPES.items():
+        cfg = entry.config
+        budget = f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs:g} epochs"
+        rows.append({"name": name, "source": entry.source, "about": entry.about, "model": cfg.model,
+                     "data": cfg.data, "optimizer": cfg.optimizer, "lr": cfg.lr, "schedule": cfg.schedule,
+                     "batch_size": cfg.batch_size, "budget": budget})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'recipe':<10}{'model':<13}{'data':<12}{'optimizer':<10}{'lr':>8}  {'schedule':<9}{'batch':>6}  budget")
+    for r in rows:
+        print(f"{r['name']:<10}{r['model']:<13}{r['data']:<12}{r['optimizer']:<10}{r['lr']:>8g}  "
+              f"{r['schedule']:<9}{r['batch_size']:>6}  {r['budget']}")
+    print()
+    for r in rows:
+        print(f"{r['name']}: {r['about']}. Source: {r['source']}.")
+    return 0
+
+
+def _print_ap(result: APResult, names: list[str], images: int) -> None:
+    width = max([len(n) for n in names] + [5])
+    print(f"{'class':<{width}}  {'truth':>6}  AP ({METRICS[result.metric]}, IoU > {result.iou:g})")
+    for c, name in enumerate(names):
+        ap = result.ap.get(c)
+        print(f"{name:<{width}}  {result.n_truth.get(c, 0):>6}  " + ("-  (no truth: not in the mean)" if ap is None
+                                                                    else f"{ap:.4f}"))
+    shown = "-" if result.map is None else f"{result.map:.4f}"
+    print(f"{result.label}: {shown}  ({images} images)")
+
+
+def cmd_val(args: argparse.Namespace) -> int:
+    """Per-class AP and mAP of a trained run on a split; also written to JSON."""
+    from ganforge.detect.datasets import open_detection_data
+    from ganforge.detect.evaluate import evaluate_model
+    from ganforge.detect.use import load_detector, val_json_path
+
+    model = load_detector(args.run, args.checkpoint, args.device)
+    data = open_detection_data(args.data or model.cfg.data, args.split)
+    if data.names != model.names:
+        raise GanforgeError(f"{args.data or model.cfg.data} has classes {', '.join(data.names)}, the run was trained "
+                            f"on {', '.join(model.names)}: evaluate it on data with the same class names")
+    if len(data) == 0:
+        raise GanforgeError(f"the {args.split} split of {args.data or model.cfg.data} has no images")
+    if data.issues:
+        print(f"warning: {data.issues.summary()}", file=sys.stderr)
+    result = evaluate_model(model.net, data, metric=args.metric, iou=args.iou, channels_last=model.channels_last)
+    _print_ap(result, data.names, len(data))
+    out = Path(args.json) if args.json else val_json_path(Path(args.run), args.split, args.metric)
+    write_json(out, {**result.to_json(data.names), "split": args.split, "data": args.data or model.cfg.data,
+                     "images": len(data), "checkpoint": model.checkpoint.name, "step": model.step})
+    print(f"wrote {display_path(out)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Detect objects in image files; draw them and write YOLO txt and JSON per image."""
+    from ganforge.detect.use import image_files, load_detector, predict_files
+
+    files = image_files(args.source)
+    model = load_detector(args.run, args.checkpoint, args.device)
+    counts = predict_files(model, files, Path(args.out), conf=args.conf, iou=args.iou)
+    print(f"{counts['boxes']} boxes in {counts['images']} images (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
+          f"wrote <name>.png, .txt and .json per image to {display_path(args.out)}")
+    return 2 if counts["images"] == 0 else 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    """Score detection files against truth files and print per-class AP and the mAP."""
+    preds, truths, names = load_pair(args.gt, args.pred, args.format)
+    result = evaluate(preds, truths, len(names), metric=args.metric, iou=args.iou)
+    if args.json:
+        print(json.dumps(result.to_json(names), sort_keys=True))
+        return 0
+    width = max([len(n) for n in names] + [5])
+    print(f"{'class':<{width}}  {'truth':>6}  AP ({METRICS[args.metric]}, IoU > {args.iou:g})")
+    for c, name in enumerate(names):
+        ap = result.ap[c]
+        print(f"{name:<{width}}  {result.n_truth[c]:>6}  " + ("-  (no truth: not in the mean)" if ap is None
+                                                             else f"{ap:.4f}"))
+    shown = "-" if result.map is None else f"{result.map:.4f}"
+    print(f"{result.label}: {shown}  ({len(truths)} images)")
+    return 0
+
+
+def _fraction(flag: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number between 0 and 1, got {text}") from None
+        if not 0 < value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be between 0 and 1, got {text}")
+        return value
+    return parse
+
+
+_iou = _fraction("--iou")
+
+
+def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``detect`` and its subcommands to `subparsers`; returns the ``detect`` parser."""
+    from ganforge.detect.infer import DRAW_CONF, NMS_IOU
+
+    detect = subparsers.add_parser("detect", help="YOLO v1 detection: train, val, predict, recipes, map")
+    sub = detect.add_subparsers(dest="detect_command", required=True)
+
+    t = sub.add_parser("train", help="train a detector recipe (or resume a run)",
+                       description="Train RECIPE on --data into --out; key=value pairs override the recipe "
+                                   "(see `ganforge detect recipes`, docs/DETECTION.md).")
+    t.add_argument("recipe", nargs="?", help="recipe name: paper or adam")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (e.g. lr=5e-4)")
+    t.add_argument("--data", help="digits-det, voc2007, voc2012, voc07+12, a data YAML, a COCO JSON or a folder")
+    t.add_argument("--out", help="run folder (default runs/detect-<recipe>)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="total steps of the whole run")
+    budget.add_argument("--epochs", type=float, help="total epochs of the whole run")
+    t.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
+    t.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--nproc", type=int, metavar="N", help="train on N processes of this machine (torchrun, "
+                                                          "DDP; one per GPU or CPU core); batch_size stays global")
+    t.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                   help="with --nproc: restart the processes up to K times after a failure (torchrun's elastic "
+                        "restart); each restart continues from the latest checkpoint")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("recipes", help="list the detector training presets")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(func=cmd_recipes)
+
+    v = sub.add_parser("val", help="per-class AP and mAP of a trained run on a split")
+    v.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
+    v.add_argument("--data", help="another dataset with the same classes (default: the run's)")
+    v.add_argument("--split", default="val", help="split to score: val (default) or test")
+    v.add_argument("--metric", choices=list(METRICS), default="voc07",
+                   help="voc07 11-point (default), voc12 all-point, coco50 101-point")
+    v.add_argument("--iou", type=_iou, default=0.5, help="IoU a match must exceed (default 0.5)")
+    v.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best) or a checkpoint folder; "
+                                        "default: the latest")
+    v.add_argument("--json", metavar="FILE", help="write the result here (default RUN/val-SPLIT-METRIC.json)")
+    v.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    v.set_defaults(func=cmd_val)
+
+    p = sub.add_parser("predict", help="draw detected boxes on images; YOLO txt and JSON per image")
+    p.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
+    p.add_argument("--source", required=True, help="an image file or a folder of images")
+    p.add_argument("--out", required=True, help="folder for <name>.png, <name>.txt and <name>.json")
+    p.add_argument("--conf", type=_fraction("--conf"), default=DRAW_CONF,
+                   help=f"score threshold (default {DRAW_CONF:g})")
+    p.add_argument("--iou", type=_iou, default=NMS_IOU, help=f"per-class NMS IoU (default {NMS_IOU:g})")
+    p.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best) or a checkpoint folder; "
+                                        "default: the latest")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    p.set_defaults(func=cmd_predict)
+    m = sub.add_parser(
+        "map", help="mAP of per-image detection files against truth files",
+        description="Truth lines: 'class left top width height [difficult]'; detection lines: "
+                    "'class confidence left top width height'; pixels, one .txt per image.")
+    m.add_argument("--gt", required=True, help="folder of truth .txt files")
+    m.add_argument("--pred", required=True, help="folder of detection .txt files")
+    m.add_argument("--iou", type=_iou, default=0.5, help="IoU a match must exceed (default 0.5)")
+    m.add_argument("--metric", choices=list(METRICS), default="voc07",
+                   help="voc07 11-point (default), voc12 all-point, coco50 101-point")
+    m.add_argument("--format", choices=BOX_FORMATS, default="xywh",
+                   help="last four numbers: left top width height (xywh, default) or corners (xyxy)")
+    m.add_argument("--json", action="store_true", help="print one JSON object (map, per-class ap)")
+    m.set_defaults(func=cmd_map)
+    return detect
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``detect`` alone (``python -m ganforge.detect.cli map ...``), with one-line errors."""
+    parser = argparse.ArgumentParser(prog="ganforge")
+    add_detect_parser(parser.add_subparsers(dest="command", required=True))
+    args, extra = parser.parse_known_args(["detect", *(sys.argv[1:] if argv is None else argv)])
+    args.argv = ["detect", *(sys.argv[1:] if argv is None else argv)]
+    if extra:
+        if args.detect_command != "train" or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
+    try:
+        return args.func(args)
+    except GanforgeError as err:
+        print(f"ganforge: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""`DetectRun`: everything one detector training run holds, set up from a `DetectConfig`.
+
+The train and val splits, the network (`net`) and its optimizer and LR scheduler, the batches, the
+fixed val images that are drawn over time, and the checkpointed state (runs.RunState). The loop
+that drives it is detect/train.py.
+
+Exact resume: every random choice of a step is a function of (seed, step) or lives in a checkpointed
+state. Batch `s` holds positions ``s*B .. s*B+B-1`` of a stream of epoch permutations, each drawn
+from its own generator seeded by (seed, epoch); the augmentation of the k-th image of batch `s` runs
+under the global generator seeded by (seed, s, k) inside `torch.random.fork_rng`, so it is the
+same in a worker process, in the training process and after a resume. Dropout draws from the global
+generator of the training process, which checkpoints save and restore; the LR scheduler's state
+goes into the checkpoint's meta.
+
+Several processes (torchrun, `--nproc`): `batch_size` stays the global batch. Every rank knows the
+global batch's indices and makes only its contiguous part of them (`distributed.global_slice`),
+the k-th image under the same (seed, s, k) generator as in one process, so each rank's rows are
+exactly the rows one process would make. The net is wrapped in DistributedDataParallel, with its
+BatchNorm over the global batch (`sync_bn`). Equation 3 is divided by the rank's own batch
+(B / world) and DDP averages the gradients over the world ranks: (1/world) * sum_r grad(L_r) *
+world / B = grad(sum_r L_r) / B, the gradient of one process on the global batch. Dropout draws
+from a stream of each rank's own (rank 0's is one process's), so with dropout the ranks' masks are
+not those of one process.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganforge import distributed as dist
+from ganforge import speed as sp
+from ganforge.checkpoint import save_checkpoint
+from ganforge.config import validate
+from ganforge.detect.augment import collate, detection_transform, unwrap, wrap
+from ganforge.detect.boxes import encode_targets
+from ganforge.detect.config import SCHEDULES, DetectConfig
+from ganforge.detect.data import DetectionSet
+from ganforge.detect.datasets import open_detection_data
+from ganforge.detect.evaluate import predict_dataset, to_input
+from ganforge.detect.infer import DRAW_CONF
+from ganforge.detect.loss import yolo_loss
+from ganforge.detect.model import DETECTORS
+from ganforge.errors import ConfigError, GanforgeError
+from ganforge.optim import build_optimizer
+from ganforge.runs import RunState, Window, warn
+
+SWITCH = {"on": True, "off": False}
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed from integers (no collisions for seeds, steps and indices below 2^20)."""
+    value = 0
+    for part in parts:
+        value = (value * 1_000_003 + int(part)) % (2 ** 63)
+    return value
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item `s` is training batch `s`: (uint8 images B x 3 x size x size, list of targets).
+
+    A pure function of (seed, s), so DataLoader workers, the training process and a resumed run all
+    make the same batches (see the module docstring)."""
+
+    def __init__(self, dataset: DetectionSet, input_size: int, batch_size: int, seed: int, *,
+                 augment: bool, flip: bool, part: slice | None = None) -> None:
+        """`part`: the positions of each global batch this process makes (default: all of them)."""
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.part = part if part is not None else slice(0, batch_size)
+        self.transform = detection_transform(input_size, train=augment, flip=flip)
+
+    def __len__(self) -> int:
+        return 2 ** 62  # indexed by step; the sampler says which steps
+
+    @functools.lru_cache(maxsize=4)
+    def permutation(self, epoch: int) -> list[int]:
+        gen = torch.Generator().manual_seed(_seed(self.seed, 7, epoch))
+        return torch.randperm(len(self.dataset), generator=gen).tolist()
+
+    def indices(self, step: int) -> list[int]:
+        n = len(self.dataset)
+        start = step * self.batch_size
+        return [self.permutation(p // n)[p % n] for p in range(start, start + self.batch_size)]
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, list[dict]]:
+        items = []
+        indices = self.indices(step)
+        for k in range(self.part.start, self.part.stop):  # k: the position in the global batch
+            image, target = self.dataset[indices[k]]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_seed(self.seed, 11, step, k))
+                items.append(unwrap(*self.transform(*wrap(image, target))))
+        return collate(items)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def total_steps(cfg: DetectConfig, n_images: int) -> int:
+    if cfg.steps is not None:
+        return cfg.steps
+    return max(1, round(cfg.epochs * n_images / cfg.batch_size))
+
+
+class DetectRun(RunState):
+    """Data, network, optimizer, scheduler, counters and outputs of one detector run."""
+
+    lr_keys = {"net": "lr"}
+    resume_command = "ganforge detect train --resume"
+
+    def __init__(self, cfg: DetectConfig, run_dir: Path, quiet: bool = False) -> None:
+        self.cfg = cfg = validate(cfg)
+        self.dir = Path(run_dir)
+        self.world, self.rank = dist.world_size(), dist.rank()
+        self.quiet = quiet or not dist.is_main()  # one process speaks for all
+        self.device = sp.resolve_device(cfg.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU
+        threads = cfg.threads or (max(1, sp.cores() // dist.local_world_size()) if self.world > 1 else 0)
+        self.threads = sp.set_threads(threads) if self.device.type == "cpu" else torch.get_num_threads()
+        torch.manual_seed(cfg.seed)
+        # Rank 0 opens the data first (it may fill the caches); then the others, and every rank
+        # learns whether any failed, so bad input stops all of them with one line.
+        error = self._try(self._open_data) if dist.is_main() else None
+        dist.agree_outcome(error)
+        error = None if dist.is_main() else self._try(self._open_data)
+        dist.agree_outcome(error)
+        self.names = list(self.train_set.names)
+        info = DETECTORS.get(cfg.model)
+        self.info = info
+        net = info.build(len(self.names), batchnorm=SWITCH.get(cfg.batchnorm), fc_width=cfg.fc_width or None,
+                         dropout=cfg.dropout)
+        if self.world > 1 and cfg.sync_bn:
+            net = dist.convert_sync_batchnorm(net, self.device)
+        self.channels_last = SWITCH.get(cfg.channels_last, info.cpu_channels_last or self.device.type == "cuda")
+        net.to(self.device)
+        if self.channels_last:
+            net.to(memory_format=torch.channels_last)
+        self.input_size = net.input_size
+        self.optimizers = {"net": build_optimizer(cfg.optimizer, net.parameters(), cfg.lr, cfg)}
+        self.modules = {"net": net}
+        # The training forward goes through DDP (its backward averages the gradients over the ranks);
+        # evaluation, drawings and checkpoints use the plain module.
+        self.ddp: torch.nn.Module | None = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(net, device_ids=ids, **dist.no_buffer_sync())
+            if self.rank:  # dropout: a stream of each rank's own
+                torch.manual_seed(cfg.seed + 7919 * self.rank)
+        self.total_steps = total_steps(cfg, len(self.train_set))
+        self.steps_per_epoch = len(self.train_set) / cfg.batch_size
+        self.scheduler = self._make_scheduler()
+        self.flip = SWITCH.get(cfg.flip, self.train_set.flip)
+        self.batches = StepBatches(self.train_set, self.input_size, cfg.batch_size, cfg.seed,
+                                   augment=cfg.augment, flip=self.flip,
+                                   part=dist.global_slice(cfg.batch_size) if self.world > 1 else None)
+        # The images drawn over time: the first val images, the same in every snapshot.
+        self.shown = self.val_set.subset(list(range(min(cfg.predict_images, len(self.val_set)))))
+        self.init_counters()
+        self.best = math.inf  # unused: the best checkpoint goes by mAP (best_map, higher is better)
+        self.best_map: float | None = None
+        self.pretrained = cfg.pretrain_steps == 0
+        self.pretrain_accuracy: float | None = None
+        self.window = Window()
+        self.last_prediction = -1
+        self.warned: set[str] = set()
+        self.issues_reported = 0
+
+    @staticmethod
+    def _try(fn) -> BaseException | None:
+        try:
+            fn()
+        except GanforgeError as err:
+            return err
+        return None
+
+    def _open_data(self) -> None:
+        cfg = self.cfg
+        self.train_set = open_detection_data(cfg.data, "train")
+        self.val_set = open_detection_data(cfg.data, "val")
+        if len(self.train_set) == 0:
+            raise ConfigError(f"{cfg.data} has no usable training image: check its train split and labels")
+        if len(self.val_set) == 0:
+            raise ConfigError(f"{cfg.data} has no usable val image: add a val split to evaluate on")
+        if self.val_set.names != self.train_set.names:
+            raise ConfigError(f"{cfg.data}: the val split has other class names than the train split")
+        if self.world > 1:
+            dist.check_divides(cfg.batch_size, "the global batch_size", f"choose a batch_size that is a multiple "
+                               f"of {self.world}, or another number of processes")
+
+    net = property(lambda self: self.modules["net"])
+    optimizer = property(lambda self: self.optimizers["net"])
+
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        schedule = SCHEDULES.get(self.cfg.schedule)
+        total, warmup = self.total_steps, self.cfg.warmup_steps(self.total_steps)
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: schedule(s, total, warmup))
+
+    def loader(self, workers: int) -> torch.utils.data.DataLoader:
+        """The batches of steps step+1 .. total_steps, made ahead by `workers` processes."""
+        return torch.utils.data.DataLoader(
+            self.batches, batch_size=None, sampler=range(self.step, self.total_steps), num_workers=workers,
+            worker_init_fn=_one_thread if workers else None, generator=torch.Generator().manual_seed(0),
+            prefetch_factor=2 if workers else None, persistent_workers=False)
+
+    # -- one training step --
+    def train_step(self, batch: tuple[torch.Tensor, list[dict]]) -> tuple[dict[str, torch.Tensor], bool]:
+        """Forward, equation 3, backward and the optimizer step (skipped when the loss or a gradient
+        is not finite). Returns the loss parts and whether the step was taken."""
+        images, targets = batch
+        net = self.net
+        net.train()
+        x = to_input(images.to(self.device), self.channels_last)
+        grid = encode_targets(targets, (self.input_size, self.input_size), net.grid).to(self.device)
+        # Under DDP: this rank's rows, equation 3 over them divided by their number; see the module
+        # docstring for why DDP's average of these gradients is one process's on the global batch.
+        forward = self.ddp if self.ddp is not None else net
+        parts = yolo_loss(forward(x), grid, net.boxes, rescore=self.cfg.rescore)
+        self.optimizer.zero_grad(set_to_none=True)
+        # Every rank takes the backward (DDP's all-reduce) or every rank skips it.
+        ok = bool(dist.all_true(bool(torch.isfinite(parts.total))))
+        if ok:
+            parts.total.backward()  # the gradients are the ranks' average: the same on every rank
+            grads = [p.grad for p in net.parameters() if p.grad is not None]
+            ok = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+        if ok:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()  # the schedule is a function of the step, taken or skipped
+        stats = {"loss": parts.total, "loss_coord": parts.coord, "loss_obj": parts.obj,
+                 "loss_noobj": parts.noobj, "loss_cls": parts.cls}
+        return {k: v.detach() for k, v in stats.items()}, ok
+
+    # -- pictures --
+    @torch.no_grad()
+    def drawn_predictions(self) -> torch.Tensor:
+        """The fixed val images with their predicted boxes (at the drawing threshold), uint8."""
+        from ganforge.detect.draw import draw_detections
+
+        preds = predict_dataset(self.net, self.shown, conf=DRAW_CONF, channels_last=self.channels_last)
+        return torch.stack([draw_detections(self.shown.image(i), preds[i], self.names)
+                            for i in range(len(self.shown))])
+
+    # -- the best checkpoint --
+    def save_best(self, score: float) -> None:
+        tensors, meta = self.state()  # every rank: each gives its RNG state
+        meta["map"] = score
+        dist.main_decides(lambda: save_checkpoint(self.dir / "checkpoints", "best", tensors, meta))
+
+    # -- checkpoint state: the detector's own parts --
+    def extra_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        # The window's sums averaged over the ranks (every rank saves together): a resumed rank
+        # continues from the global partial sums, and the ranks' mean of them stays the global one.
+        window = self.window
+        window_tensors, window_meta = Window(dist.mean_across(window.sums), window.count, window.images).state()
+        meta = {"epoch": round(self.step / self.steps_per_epoch, 4), "best_map": self.best_map,
+                "scheduler": self.scheduler.state_dict(), "window": window_meta,
+                "last_prediction": self.last_prediction, "pretrained": self.pretrained,
+                "pretrain_accuracy": self.pretrain_accuracy, "names": self.names,
+                "data_size": len(self.train_set), "issues_reported": self.issues_reported,
+                "total_steps": self.total_steps, "input_size": self.input_size,
+                "channels_last": self.channels_last}
+        return window_tensors, meta
+
+    def load_extra(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        self.scheduler.load_state_dict(meta["scheduler"])
+        self.window = Window.restore(tensors, meta.get("window"), self.device)
+        self.best_map = meta.get("best_map")
+        self.last_prediction = int(meta.get("last_prediction", -1))
+        self.pretrained = bool(meta.get("pretrained", True))
+        self.pretrain_accuracy = meta.get("pretrain_accuracy")
+        self.issues_reported = int(meta.get("issues_reported", 0))
+        if meta.get("names") not in (None, self.names):
+            raise ConfigError(f"{self.cfg.data} has other class names now than when this run started "
+                              f"({', '.join(meta['names'])}): it cannot be resumed on this data")
+        size = meta.get("data_size")
+        if size is not None and size != len(self.train_set):
+            warn(f"{self.cfg.data} has {len(self.train_set)} training images now and had {size} when this "
+                 "checkpoint was written: from here the batches differ from an uninterrupted run", self.quiet)
+
+
+def pretrain_batches(run: DetectRun, size: int = 56, batch: int = 64):
+    """The batches of the trunk pretraining: single digits of the train split's own source digits
+    for digits-det; for other data, crops of the training boxes (with a quarter of their size as
+    margin), resized to `size`. Deterministic from the run's seed."""
+    rng = np.random.RandomState(run.cfg.seed)
+    data = run.train_set
+    if data.name == "digits-det":
+        from ganforge.detect.digits import classification_batch
+
+        return lambda step: classification_batch(rng, batch, "train", size)
+    pairs = [(i, k) for i, r in enumerate(data.records) for k in range(len(r.labels)) if not r.difficult[k]]
+    if not pairs:
+        raise ConfigError(f"pretrain_steps={run.cfg.pretrain_steps} needs labelled boxes in the train split "
+                          f"of {run.cfg.data}: it has none; set pretrain_steps=0")
+
+    def crops(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision.transforms.v2.functional import resized_crop
+
+        images, labels = [], []
+        for j in rng.randint(len(pairs), size=batch):
+            i, k = pairs[j]
+            image = data.image(i)
+            x1, y1, x2, y2 = data.records[i].boxes[k].tolist()
+            mx, my = (x2 - x1) / 4, (y2 - y1) / 4
+            top, left = max(0, int(y1 - my)), max(0, int(x1 - mx))
+            height = max(1, min(image.shape[1], int(math.ceil(y2 + my))) - top)
+            width = max(1, min(image.shape[2], int(math.ceil(x2 + mx))) - left)
+            images.append(resized_crop(image, top, left, height, width, [size, size], antialias=True))
+            labels.append(int(data.records[i].labels[k]))
+        return torch.stack(images), torch.tensor(labels)
+
+    return crops

@@ -1,0 +1,214 @@
+"""`ganforge explore RUN`: walk a trained generator's latent space and write what it shows.
+
+Each exploration is a folder of PNG frames, the same frames as a GIF, and one still that lays the
+frames side by side (one row per sample, one column per frame):
+
+- `interpolation`: from one random latent to another, spherically (slerp, the path a Gaussian z
+  keeps its norm along) or linearly (`--lerp`); classes and categories stay fixed along a path;
+- `traversal`: chosen z dimensions (`--dims`) set to each value of `--range` in turn, the rest fixed
+  (the first four dimensions unless `--dims` or `--codes` say otherwise);
+- `classes` (a conditional run): one class per frame over the same noise: content against style;
+- `code-cat`, `code-c1`, ... (an InfoGAN run): each code traversed with the others held fixed: the
+  categorical code over its values, a continuous code over `--range` (or `--codes` picks some).
+
+Everything is drawn from a generator seeded by `--seed` alone, and the run's EMA weights are used
+when it kept them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ganforge.device import resolve_device
+from ganforge.errors import ConfigError
+from ganforge.gan.latents import Latent, LatentSpec
+from ganforge.gan.sampling import generate_latent, load_generator
+from ganforge.viz import make_gif, save_grid
+
+DEFAULT_DIMS = 4
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between rows of `a` and `b` (linear where they are parallel)."""
+    na, nb = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    omega = torch.arccos((na * nb).sum(1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    out = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so
+    return torch.where(so.abs() < 1e-6, (1 - t) * a + t * b, out)
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"bad value --range {text!r}: write two numbers, e.g. -2,2") from None
+    return low, high
+
+
+def parse_dims(text: str | None, latent_dim: int) -> list[int]:
+    if text is None:
+        return []
+    try:
+        dims = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"bad value --dims {text!r}: write z dimensions separated by commas, e.g. 0,5") from None
+    bad = [d for d in dims if not 0 <= d < latent_dim]
+    if bad:
+        raise ConfigError(f"--dims {bad[0]} is beyond the latent size: this run's z has {latent_dim} "
+                          f"dimensions, 0 to {latent_dim - 1}")
+    return dims
+
+
+def code_names(spec: LatentSpec) -> list[str]:
+    """InfoGAN codes by name: `cat` (the categorical code), then `c1`, `c2`, ..."""
+    return (["cat"] if spec.categorical else []) + [f"c{j + 1}" for j in range(spec.continuous)]
+
+
+def parse_codes(text: str | None, spec: LatentSpec) -> list[str]:
+    names = code_names(spec)
+    if text is None:
+        return names
+    if not names:
+        raise ConfigError("--codes is for InfoGAN runs; this run has no codes: use --dims")
+    wanted = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [w for w in wanted if w not in names]
+    if bad:
+        raise ConfigError(f"unknown code {bad[0]!r}: this run's codes are {', '.join(names)}")
+    return wanted
+
+
+class Explorer:
+    """One run's generator, its latent spec, and a seeded random source for the base latents."""
+
+    def __init__(self, generator, spec: LatentSpec, pixel_range: str, seed: int, n: int, frames: int,
+                 device: str = "cpu") -> None:
+        self.generator, self.spec, self.pixel_range, self.device = generator, spec, pixel_range, device
+        self.rng = torch.Generator().manual_seed(seed)
+        self.n, self.frames = n, frames
+
+    def base(self) -> Latent:
+        """n random latents (classes and categories random; continuous codes drawn from U(-1, 1))."""
+        return self.spec.sample(self.n, self.rng, "cpu")
+
+    def images(self, latent: Latent) -> torch.Tensor:
+        return generate_latent(self.generator, latent, device=self.device, pixel_range=self.pixel_range)
+
+    def write(self, out: Path, name: str, frames: list[Latent]) -> list[Path]:
+        """Frames as PNGs in out/name/, the GIF out/name.gif, and the still out/name.png."""
+        shots = [self.images(f) for f in frames]
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("frame_*.png"):
+            old.unlink()
+        width = len(str(len(shots) - 1))
+        for i, shot in enumerate(shots):
+            save_grid(shot, folder / f"frame_{i:0{width}d}.png", nrow=self.n)
+        still = torch.stack(shots, 1).flatten(0, 1)  # sample-major: one row per sample
+        save_grid(still, out / f"{name}.png", nrow=len(shots))
+        make_gif(folder, out / f"{name}.gif")
+        return [folder, out / f"{name}.gif", out / f"{name}.png"]
+
+    def values(self, low: float, high: float) -> list[float]:
+        return torch.linspace(low, high, self.frames).tolist()
+
+    def interpolation(self, spherical: bool) -> list[Latent]:
+        a, b = self.base(), self.base()
+        out = []
+        for t in torch.linspace(0, 1, self.frames).tolist():
+            f = dict(a)
+            f["z"] = slerp(a["z"], b["z"], t) if spherical else (1 - t) * a["z"] + t * b["z"]
+            if "codes" in a:  # the category stays; the continuous codes move in a straight line
+                k = self.spec.categorical
+                f["codes"] = torch.cat([a["codes"][:, :k], (1 - t) * a["codes"][:, k:] + t * b["codes"][:, k:]], 1)
+            out.append(f)
+        return out
+
+    def traversal(self, dims: list[int], low: float, high: float) -> list[Latent]:
+        """One frame per value; each frame holds every chosen dimension's row of n samples."""
+        base = self.base()
+        out = []
+        for v in self.values(low, high):
+            rows = []
+            for d in dims:
+                f = {k: t.clone() for k, t in base.items()}
+                f["z"][:, d] = v
+                rows.append(f)
+            out.append({k: torch.cat([r[k] for r in rows]) for k in base})
+        return out
+
+    def classes(self) -> list[Latent]:
+        base = self.base()
+        return [{**base, "labels": torch.full((self.n,), k)} for k in range(self.spec.num_classes)]
+
+    def code(self, name: str, low: float, high: float) -> list[Latent]:
+        base, k = self.base(), self.spec.categorical
+        if k:  # the other codes held fixed: continuous ones at 0 while one moves
+            base["codes"][:, k:] = 0
+        out = []
+        if name == "cat":
+            for c in range(k):
+                f = dict(base)
+                f["codes"] = torch.cat([torch.nn.functional.one_hot(torch.full((self.n,), c), k).float(),
+                                        base["codes"][:, k:]], 1)
+                out.append(f)
+            return out
+        j = k + int(name[1:]) - 1
+        for v in self.values(low, high):
+            f = dict(base)
+            f["codes"] = base["codes"].clone()
+            f["codes"][:, j] = v
+            out.append(f)
+        return out
+
+
+def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int = 0, n: int = 8,
+                frames: int = 16, lerp: bool = False, dims: str | None = None, codes: str | None = None,
+                value_range: str = "-2,2", checkpoint: str | None = None, device: str = "cpu") -> list[Path]:
+    """Write every exploration this run supports into `out` (default RUN/explore); the paths written."""
+    if n <= 0 or frames < 2:
+        raise ConfigError(f"bad value --n {n} / --frames {frames}: need at least 1 sample and 2 frames")
+    low, high = parse_range(value_range)
+    generator, cfg, _ = load_generator(run_dir, checkpoint, device=device)
+    spec = LatentSpec.from_config(cfg)
+    chosen_dims = parse_dims(dims, spec.latent_dim)
+    chosen_codes = parse_codes(codes, spec)
+    if not chosen_dims and codes is None:
+        chosen_dims = list(range(min(DEFAULT_DIMS, spec.latent_dim)))
+    out = Path(out) if out is not None else Path(run_dir) / "explore"
+    out.mkdir(parents=True, exist_ok=True)
+    ex = Explorer(generator, spec, cfg.pixel_range, seed, n, frames, resolve_device(device))
+    written = ex.write(out, "interpolation", ex.interpolation(spherical=not lerp))
+    if chosen_dims:
+        written += ex.write(out, "traversal", ex.traversal(chosen_dims, low, high))
+    if spec.conditional:
+        written += ex.write(out, "classes", ex.classes())
+    for name in chosen_codes:
+        written += ex.write(out, f"code-{name}", ex.code(name, low, high))
+    return written
+
+
+def add_explore_parser(sub) -> None:
+    x = sub.add_parser("explore", help="interpolate, traverse latent dimensions and codes, show classes")
+    x.add_argument("run_dir")
+    x.add_argument("--out", help="output folder (default RUN/explore)")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--n", type=int, default=8, help="samples per frame")
+    x.add_argument("--frames", type=int, default=16, help="frames per interpolation or traversal")
+    x.add_argument("--lerp", action="store_true", help="interpolate linearly (default: spherical, slerp)")
+    x.add_argument("--dims", help="z dimensions to traverse, e.g. 0,5,7")
+    x.add_argument("--codes", help="InfoGAN codes to traverse, e.g. c1,c2,cat (default: all)")
+    x.add_argument("--range", default="-2,2", help="values a traversal sweeps (default -2,2)")
+    x.add_argument("--checkpoint", help="checkpoint folder (default: the latest)")
+    x.add_argument("--device", default="cpu")
+    x.set_defaults(func=explore_command)
+
+
+def explore_command(args) -> int:
+    written = explore_run(args.run_dir, args.out, seed=args.seed, n=args.n, frames=args.frames, lerp=args.lerp,
+                          dims=args.dims, codes=args.codes, value_range=args.range, checkpoint=args.checkpoint,
+                          device=args.device)
+    gifs = [p for p in written if p.suffix == ".gif"]
+    print(f"wrote {len(gifs)} explorations to {gifs[0].parent}: " + ", ".join(p.stem for p in gifs))
+    return 0

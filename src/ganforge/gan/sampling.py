@@ -1,0 +1,109 @@
+"""Use a trained generator: load it from a run, generate images, write PNGs and a grid."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ganforge.checkpoint import check_state_meta, load_checkpoint, load_latest, module_state, upgrade_state
+from ganforge.data.pixels import to_uint8
+from ganforge.device import resolve_device
+from ganforge.errors import CheckpointError, ConfigError
+from ganforge.gan.config import GANConfig
+from ganforge.gan.labels import parse_labels
+from ganforge.gan.latents import LatentSpec, apply_generator
+from ganforge.io import first_line
+from ganforge.models import build_models
+from ganforge.viz import save_grid
+
+
+@torch.no_grad()
+def generate(model: nn.Module, n: int, latents: LatentSpec, *, seed: int = 0, device="cpu",
+             pixel_range: str = "pm1", batch_size: int = 500, labels: list[int] | None = None,
+             progress: bool = False) -> torch.Tensor:
+    """`n` images from `model` in eval mode as uint8 N x C x H x W (CPU). Uses its own RNG only:
+    the latents depend on `seed` alone. A conditional model draws classes 0, 1, 2, ... in turn, or
+    cycles through `labels`. `progress` shows a bar on a terminal."""
+    latent = latents.fixed(n, seed)
+    if labels is not None:
+        latent["labels"] = torch.tensor(labels)[torch.arange(n) % len(labels)]
+    return generate_latent(model, latent, device=device, pixel_range=pixel_range, batch_size=batch_size,
+                           progress=progress)
+
+
+@torch.no_grad()
+def generate_latent(model: nn.Module, latent: dict[str, torch.Tensor], *, device="cpu", pixel_range: str = "pm1",
+                    batch_size: int = 500, progress: bool = False) -> torch.Tensor:
+    """`model`'s images (eval mode) for a latent batch, as uint8 N x C x H x W on the CPU."""
+    from tqdm import tqdm
+
+    n = latent["z"].shape[0]
+    was_training = model.training
+    model.eval()
+    starts = tqdm(range(0, n, batch_size), desc="generating", unit="batch", leave=False,
+                  disable=not (progress and sys.stderr.isatty()))
+    try:
+        chunks = [to_uint8(apply_generator(model, LatentSpec.chunk(latent, i, i + batch_size, device)), pixel_range)
+                  for i in starts]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks)
+
+
+def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None, *, device="cpu",
+                   use_ema: bool = True, log=print) -> tuple[nn.Module, GANConfig, dict]:
+    """The generator of a run (its EMA weights when the run kept them), its config and the
+    checkpoint's meta. `checkpoint` may be a checkpoint folder or a name inside `checkpoints/`."""
+    run_dir = Path(run_dir)
+    device = resolve_device(str(device))
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.exists() and (run_dir / "checkpoints" / str(checkpoint)).exists():
+            path = run_dir / "checkpoints" / str(checkpoint)
+        if not path.exists():
+            raise CheckpointError(f"no checkpoint at {checkpoint}: list {run_dir / 'checkpoints'} for valid ones")
+        tensors, meta = load_checkpoint(path)
+    else:
+        if not (run_dir / "checkpoints").is_dir():
+            raise CheckpointError(f"{run_dir} has no checkpoints/ folder: is it a ganforge run folder?")
+        _, tensors, meta = load_latest(run_dir / "checkpoints", log=log, check=check_state_meta, purpose="using")
+    tensors, meta = upgrade_state(tensors, meta)
+    cfg = GANConfig.from_dict(meta["config"])
+    generator, _ = build_models(cfg)
+    name = "G_ema" if use_ema and "G_ema" in meta.get("modules", []) else "G"
+    state = module_state(tensors, name)
+    if name == "G_ema":  # an AveragedModel: the generator's own weights sit under `module.`
+        state = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
+    try:
+        generator.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint does not match model {cfg.model!r}: {first_line(err)}") from None
+    return generator.to(device).eval(), cfg, meta
+
+
+def sample_to_dir(run_dir: str | Path, n: int, out: str | Path, *, seed: int = 0,
+                  checkpoint: str | Path | None = None, device="cpu", label: int | None = None,
+                  labels: str | None = None) -> Path:
+    """Write `n` PNG images and `grid.png` to `out`; a conditional run's of class `label`, or
+    cycling through the comma-separated `labels`."""
+    if n <= 0:
+        raise ConfigError(f"bad value --n {n}: must be greater than zero")
+    generator, cfg, _ = load_generator(run_dir, checkpoint, device=device)
+    spec = LatentSpec.from_config(cfg)
+    wanted = parse_labels(labels, label, spec.num_classes, run_dir)
+    images = generate(generator, n, spec, seed=seed, device=resolve_device(str(device)),
+                      pixel_range=cfg.pixel_range, labels=wanted, progress=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    width = len(str(n - 1))
+    for i, img in enumerate(images):
+        arr = img.permute(1, 2, 0).numpy()
+        Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(out / f"{i:0{width}d}.png")
+    save_grid(images[:min(n, 64)], out / "grid.png", nrow=max(1, int(math.sqrt(min(n, 64)))))
+    return out

@@ -1,0 +1,261 @@
+"""The detector trainer end to end on real digits-det canvases at toy scale: the run folder, exact
+resume, signals, `detect val` / `detect predict` / `detect recipes`, bad data and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import assert_ok, ganforge, one_error_line
+from ganforge.checkpoint import list_checkpoints, load_checkpoint, module_state
+from ganforge.config import apply_overrides
+from ganforge.detect.config import SCHEDULES
+from ganforge.detect.digits import load_digits_det
+from ganforge.detect.export import write_dataset
+from ganforge.detect.recipes import RECIPES, get_recipe
+from ganforge.detect.train import train
+from ganforge.io import read_metrics
+
+# A small yolov1-s (FC 64) on a few canvases: seconds a run on one core.
+TOY = ["model=yolov1-s", "fc_width=64", "batch_size=4", "threads=1", "workers=0", "pretrain_steps=0",
+       "log_every=2", "eval_every=4", "predict_every=3", "checkpoint_every=4", "predict_images=4",
+       "device=cpu"]
+TIMING = ("seconds", "images_per_second")
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory) -> Path:
+    """digits-det canvases (20 train, 6 val, 4 test) written in the Ultralytics layout."""
+    root = tmp_path_factory.mktemp("digits-yolo")
+    splits = {"train": load_digits_det("train", count=20), "val": load_digits_det("val", count=6),
+              "test": load_digits_det("test", count=4)}
+    return write_dataset(splits, root, "yolo")
+
+
+def _cfg(data: Path, *extra: str):
+    return apply_overrides(get_recipe("adam"), [f"data={data}", *TOY, *extra])
+
+
+def _comparable(rows: list[dict]) -> list[dict]:
+    """Metric rows without wall-clock fields and without resume events."""
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows
+            if r["kind"] in ("train", "eval")]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = load_checkpoint(list_checkpoints(run / "checkpoints")[-1])
+    return module_state(tensors, "net")
+
+
+def test_schedules_follow_the_paper_and_cosine():
+    paper, cosine = SCHEDULES.get("paper"), SCHEDULES.get("cosine")
+    total, warmup = 1000, 100
+    assert paper(0, total, warmup) == pytest.approx(0.1)  # 1e-3 of the 1e-2 peak
+    assert paper(50, total, warmup) == pytest.approx(0.55)
+    # after warm-up: 75 / 30 / 30 shares of the remaining 900 steps at 1, 0.1, 0.01
+    assert paper(100, total, warmup) == 1.0 and paper(599, total, warmup) == 1.0
+    assert paper(601, total, warmup) == 0.1 and paper(799, total, warmup) == 0.1
+    assert paper(801, total, warmup) == 0.01 and paper(999, total, warmup) == 0.01
+    assert cosine(0, total, warmup) == pytest.approx(0.01)
+    assert cosine(100, total, warmup) == 1.0 and cosine(1000, total, warmup) == pytest.approx(0.0)
+    cfg = RECIPES.get("paper").config
+    assert (cfg.model, cfg.optimizer, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.lr, cfg.schedule) == (
+        "yolov1", "sgd", 0.9, 5e-4, 64, 1e-2, "paper")
+    assert RECIPES.get("paper").source.startswith("Redmon et al. 2016")
+
+
+def test_train_writes_the_run_folder_with_best_checkpoint(toy_data, tmp_path):
+    run = tmp_path / "run"
+    err = assert_ok(ganforge("detect", "train", "adam", "--data", toy_data, "--out", run, "--steps", "8",
+                             *TOY))
+    assert "Traceback" not in err
+    rows = read_metrics(run / "metrics.jsonl")
+    trains = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in trains] == [2, 4, 6, 8]
+    for r in trains:
+        assert {"loss", "loss_coord", "loss_obj", "loss_noobj", "loss_cls", "lr"} <= set(r)
+        assert r["loss"] == pytest.approx(r["loss_coord"] + r["loss_obj"] + r["loss_noobj"] + r["loss_cls"],
+                                          rel=1e-4)
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [4, 8]
+    assert all(r["metric"] == "VOC07 11-point mAP@0.5" and 0 <= r["map"] <= 1 for r in evals)
+    assert set(evals[-1]["ap"]) <= {str(d) for d in range(10)} and evals[-1]["ap"]
+    preds = sorted(p.name for p in (run / "predictions").glob("*.png"))
+    assert preds == ["step_000001.png", "step_000003.png", "step_000006.png", "step_000008.png"]
+    assert Image.open(run / "predictions" / "step_000008.png").size == (2 * 128 + 3 * 2,) * 2  # 2 x 2 grid
+    gif = Image.open(run / "predictions.gif")
+    assert gif.format == "GIF" and gif.size == (262, 262)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == "detect" and summary["status"] == "finished" and summary["steps"] == 8
+    best_tensors, best_meta = load_checkpoint(run / "checkpoints" / "best")
+    assert best_meta["map"] == pytest.approx(max(r["map"] for r in evals), abs=1e-6)
+    assert best_meta["step"] == max(evals, key=lambda r: (r["map"], -r["step"]))["step"]
+    assert any((run / "tb").iterdir())
+    assert "DETECT run" in (run / "report.html").read_text()
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "detect" and config["data"] == str(toy_data.resolve())
+
+
+def test_resume_after_a_stop_is_bit_identical(toy_data, tmp_path):
+    # augmentation, dropout and a second worker process all draw random numbers
+    extra = ["dropout=0.3", "workers=1", "log_every=3", "eval_every=5"]
+    ref = train(_cfg(toy_data, *extra), tmp_path / "ref", steps=10, quiet=True, log=lambda *a: None)
+    stopped = train(_cfg(toy_data, *extra, "max_seconds=0.01"), tmp_path / "cut", steps=10, quiet=True,
+                    log=lambda *a: None)
+    first = json.loads((stopped / "summary.json").read_text())
+    assert first["status"] == "stopped" and first["steps"] < 10
+    train(None, stopped, resume=True, quiet=True, log=lambda *a: None, resume_overrides=["max_seconds=0"])
+    a, b = _weights(ref), _weights(stopped)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _comparable(read_metrics(ref / "metrics.jsonl")) == _comparable(read_metrics(stopped / "metrics.jsonl"))
+    assert any(r.get("event") == "resumed" for r in read_metrics(stopped / "metrics.jsonl"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigint_checkpoints_exits_130_and_resume_finishes(toy_data, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ganforge", "detect", "train", "adam", "--data", str(toy_data),
+                             "--out", str(run), "--steps", "400", *TOY, "eval_every=0", "predict_every=100",
+                             "checkpoint_every=100"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(r["kind"] == "train" for r in read_metrics(run / "metrics.jsonl")):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    text = err.decode()
+    assert proc.returncode == 130, text[-2000:]
+    assert "Traceback" not in text
+    assert "ganforge: error: stopped by signal 2 at step" in text and "ganforge detect train --resume" in text
+    stopped = int(text.split("at step ")[1].split(":")[0])
+    assert 2 <= stopped < 400
+    assert int(load_checkpoint(list_checkpoints(run / "checkpoints")[-1])[1]["step"]) == stopped
+    assert_ok(ganforge("detect", "train", "--resume", run, "--steps", str(stopped + 4)))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == stopped + 4
+
+
+@pytest.fixture(scope="module")
+def trained(toy_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "run"
+    return train(_cfg(toy_data), out, steps=6, quiet=True, log=lambda *a: None)
+
+
+def test_val_prints_per_class_ap_and_writes_json(trained, tmp_path):
+    proc = ganforge("detect", "val", trained, "--split", "test", "--metric", "voc12")
+    assert_ok(proc)
+    text = proc.stdout.decode()
+    assert "VOC12 all-point mAP@0.5:" in text and "(4 images)" in text
+    result = json.loads((trained / "val-test-voc12.json").read_text())
+    assert result["metric"] == "voc12" and result["split"] == "test" and result["images"] == 4
+    assert set(result["ap"]) == {str(d) for d in range(10)} and 0 <= result["map"] <= 1
+    own = tmp_path / "val.json"
+    assert_ok(ganforge("detect", "val", trained, "--json", own, "--checkpoint", "best"))
+    assert json.loads(own.read_text())["checkpoint"] == "best"
+
+
+def test_predict_writes_drawn_png_yolo_txt_and_json_in_original_pixels(trained, toy_data, tmp_path):
+    source = tmp_path / "images"
+    source.mkdir()
+    canvas = Image.open(next((toy_data.parent / "images" / "val").glob("*.png")))
+    canvas.resize((200, 150)).save(source / "wide.png")  # not the network's square input
+    canvas.save(source / "square.jpg")
+    (source / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    proc = ganforge("detect", "predict", trained, "--source", source, "--out", out, "--conf", "0.001")
+    assert_ok(proc)
+    assert "broken.png could not be read" in proc.stdout.decode() + proc.stderr.decode()
+    assert sorted(p.name for p in out.iterdir()) == ["square.jpg".replace(".jpg", e) for e in (".json", ".png", ".txt")] + \
+        ["wide.json", "wide.png", "wide.txt"]
+    assert Image.open(out / "wide.png").size == (200, 150)
+    doc = json.loads((out / "wide.json").read_text())
+    assert (doc["width"], doc["height"]) == (200, 150) and doc["detections"]
+    lines = (out / "wide.txt").read_text().splitlines()
+    assert len(lines) == len(doc["detections"])
+    for line, det in zip(lines, doc["detections"]):
+        cls, xc, yc, w, h, score = line.split()
+        x1, y1, x2, y2 = det["box_xyxy"]
+        assert 0 <= x1 <= x2 <= 200 and 0 <= y1 <= y2 <= 150
+        assert int(cls) == det["class"] and det["name"] == str(det["class"])
+        assert float(xc) * 200 == pytest.approx((x1 + x2) / 2, abs=0.05)
+        assert float(h) * 150 == pytest.approx(y2 - y1, abs=0.05)
+        assert float(score) == pytest.approx(det["score"], abs=1e-5)
+
+
+def _in_process(capsys, *args: str) -> tuple[int, str, str]:
+    from ganforge.cli import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_recipes_lists_paper_and_adam(capsys):
+    code, out, _ = _in_process(capsys, "detect", "recipes")
+    assert code == 0
+    assert "paper" in out and "adam" in out and "Redmon et al. 2016" in out
+
+
+def test_bad_data_and_bad_input_are_one_line(toy_data, trained, tmp_path, capsys):
+    no_names = tmp_path / "no-names.yaml"
+    no_names.write_text(f"path: {toy_data.parent}\ntrain: images/train\nval: images/val\n")
+    assert "names" in one_error_line(ganforge("detect", "train", "adam", "--data", no_names, "--out",
+                                              tmp_path / "a", "--steps", "1", *TOY))
+    missing = tmp_path / "missing.yaml"
+    for args, words in [(["train", "adam", "--data", missing, "--out", tmp_path / "b", "--steps", "1", *TOY],
+                         "does not exist"),
+                        (["train", "nope", "--steps", "1"], "unknown detection recipe 'nope'"),
+                        (["train", "adam", "lr=fast", "--steps", "1"], "bad value lr='fast'"),
+                        (["val", tmp_path / "no-such-run"], "no-such-run"),
+                        (["train", "adam", "--data", toy_data, "--out", trained, "--steps", "1"],
+                         "already exists: continue it with `ganforge detect train --resume"),
+                        (["predict", tmp_path, "--source", missing, "--out", tmp_path / "p"], "does not exist")]:
+        code, _, err = _in_process(capsys, "detect", *args)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("ganforge: error: ") and words in lines[0], \
+            (args, err)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_bad_labels_are_reported_once_and_training_goes_on(toy_data, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(toy_data.parent, root)
+    labels = sorted((root / "labels" / "train").glob("*.txt"))
+    labels[0].write_text("99 0.5 0.5 0.2 0.2\n")  # class id out of range
+    labels[1].write_text("3 0.5 0.5\n")  # malformed line
+    run = tmp_path / "run"
+    proc = ganforge("detect", "train", "adam", "--data", root / "data.yaml", "--out", run, "--steps", "3", *TOY,
+                    "eval_every=0", "predict_every=100")
+    err = assert_ok(proc)
+    text = proc.stdout.decode() + err
+    warnings = [line for line in text.splitlines() if line.startswith("warning:") and "annotation problems" in line]
+    assert len(warnings) == 1 and labels[0].name in warnings[0] and labels[1].name in warnings[0]
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "warning"]
+    assert len(rows) == 1 and {Path(f).name for f in rows[0]["files"]} == {labels[0].name, labels[1].name}
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+
+
+def test_trunk_pretraining_on_box_crops_then_detection(toy_data, tmp_path):
+    # Data other than digits-det pretrains on crops of its own training boxes.
+    run = train(_cfg(toy_data, "pretrain_steps=4", "pretrain_lr=1e-3"), tmp_path / "run", steps=2, quiet=True,
+                log=lambda *a: None)
+    rows = read_metrics(run / "metrics.jsonl")
+    pre = [r for r in rows if r.get("event") == "pretrain"]
+    assert [r["pretrain_step"] for r in pre] == [4] and 0 <= pre[0]["pretrain_accuracy"] <= 1
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [2]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["pretrain_accuracy"] == pytest.approx(pre[0]["pretrain_accuracy"], abs=1e-4)

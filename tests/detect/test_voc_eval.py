@@ -1,0 +1,186 @@
+"""VOC AP: hand-made edge cases with their worked values, and agreement with torchmetrics' COCO AP50."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ganforge.detect.voc_eval import _iou_plus_one, average_precision, evaluate
+from ganforge.errors import ConfigError
+
+
+def _truth(boxes, labels, difficult=None):
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels),
+            "difficult": torch.tensor(difficult if difficult is not None else [False] * len(labels))}
+
+
+def _pred(boxes, scores, labels):
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "scores": torch.tensor(scores, dtype=torch.float32), "labels": torch.tensor(labels, dtype=torch.int64)}
+
+
+A, B_ = [10, 10, 50, 50], [100, 100, 160, 150]
+
+
+def test_no_detections_give_zero_ap_for_every_class_with_truth():
+    for metric in ("voc07", "voc12", "coco50"):
+        r = evaluate([_pred([], [], [])], [_truth([A, B_], [0, 1])], 2, metric=metric)
+        assert r.ap == {0: 0.0, 1: 0.0} and r.map == 0.0
+
+
+def test_perfect_detections_give_one():
+    r = evaluate([_pred([A, B_], [0.9, 0.8], [0, 1])], [_truth([A, B_], [0, 1])], 2)
+    assert r.map == 1.0 and r.label == "VOC07 11-point mAP@0.5"
+
+
+def test_a_duplicate_is_a_false_positive_with_the_worked_values():
+    truth = [_truth([A, B_], [0, 0])]
+    pred = [_pred([A, [11, 10, 50, 51], B_], [0.9, 0.8, 0.7], [0, 0, 0])]
+    # recall .5 .5 1, precision 1 .5 2/3
+    assert evaluate(pred, truth, 1, metric="voc12").map == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert evaluate(pred, truth, 1, metric="voc07").map == pytest.approx((6 + 5 * 2 / 3) / 11)
+    assert evaluate(pred, truth, 1, metric="coco50").map == pytest.approx((51 + 50 * 2 / 3) / 101)
+    without = [_pred([A, B_], [0.9, 0.7], [0, 0])]
+    assert evaluate(without, truth, 1, metric="voc12").map == 1.0
+
+
+def test_difficult_objects_are_neither_positive_nor_false_positive():
+    truth = [_truth([A, B_], [0, 0], [True, False])]
+    pred = [_pred([A, B_], [0.9, 0.8], [0, 0])]  # the better score is on the difficult one
+    r = evaluate(pred, truth, 1, metric="voc12")
+    assert r.map == 1.0 and r.n_truth == {0: 1}
+    as_plain = evaluate(pred, [_truth([B_], [0])], 1, metric="voc12")
+    assert as_plain.map == pytest.approx(0.5)  # had the difficult box not been there: an FP first
+
+
+def test_a_class_with_only_difficult_truth_is_left_out_of_the_mean():
+    truth = [_truth([A, B_], [0, 1], [False, True])]
+    pred = [_pred([A, B_], [0.9, 0.8], [0, 1])]
+    r = evaluate(pred, truth, 2)
+    assert r.ap == {0: 1.0, 1: None} and r.map == 1.0
+
+
+def test_a_class_with_no_truth_is_excluded_from_the_mean():
+    truth = [_truth([A], [0]), _truth([B_], [1])]
+    pred = [_pred([A, B_], [0.9, 0.95], [0, 2]), _pred([[100, 100, 125, 150], B_], [0.6, 0.5], [1, 1])]
+    r = evaluate(pred, truth, 3, metric="voc12")
+    assert r.ap[2] is None and r.n_detections[2] == 1
+    assert r.ap[1] == pytest.approx(0.5)  # an FP (IoU 26 / 61) then the TP
+    assert r.map == pytest.approx((1.0 + 0.5) / 2)
+    assert r.to_json(["a", "b", "c"])["ap"] == {"a": 1.0, "b": pytest.approx(0.5), "c": None}
+
+
+def test_no_truth_at_all_gives_no_map():
+    assert evaluate([_pred([A], [0.5], [0])], [_truth([], [])], 2).map is None
+
+
+def test_ties_keep_the_input_order():
+    truth = [_truth([A], [0])]
+    fp_first = [_pred([B_, A], [0.5, 0.5], [0, 0])]
+    tp_first = [_pred([A, B_], [0.5, 0.5], [0, 0])]
+    assert evaluate(fp_first, truth, 1, metric="voc12").map == pytest.approx(0.5)
+    assert evaluate(tp_first, truth, 1, metric="voc12").map == 1.0
+
+
+def test_plus_one_pixel_areas():
+    gt, det = torch.tensor([[0.0, 0, 9, 9]]), torch.tensor([[0.0, 0, 9, 4]])
+    assert float(_iou_plus_one(det, gt, True)) == pytest.approx(50 / 100)
+    assert float(_iou_plus_one(det, gt, False)) == pytest.approx(36 / 81)
+    truth, pred = [_truth([[0, 0, 3, 3]], [0])], [_pred([[1, 0, 3, 3]], [0.9], [0])]
+    assert evaluate(pred, truth, 1, iou=0.7).map == 1.0  # 12 / 16 pixels
+    assert evaluate(pred, truth, 1, iou=0.7, plus_one=False).map == 0.0  # 6 / 9
+    assert evaluate(pred, truth, 1, iou=0.7, metric="coco50").map == 0.0  # COCO: no +1
+
+
+def test_eleven_point_and_all_point_on_a_textbook_curve():
+    recall = np.array([0.2, 0.4, 0.4, 0.6, 0.8])
+    precision = np.array([1.0, 1.0, 0.67, 0.75, 0.8])
+    assert average_precision(recall, precision, "voc07") == pytest.approx((5 * 1.0 + 4 * 0.8 + 2 * 0) / 11)
+    assert average_precision(recall, precision, "voc12") == pytest.approx(0.4 * 1.0 + 0.4 * 0.8)
+    with pytest.raises(ConfigError, match="valid: voc07, voc12, coco50"):
+        evaluate([], [], 1, metric="voc10")
+
+
+def _random_scenes(n_images: int, classes: int, seed: int):
+    """Separated truth boxes (a detection overlaps at most one), jittered hits, misses and FPs."""
+    rng = np.random.default_rng(seed)
+    truths, preds = [], []
+    for _ in range(n_images):
+        slots = rng.permutation(16)[: rng.integers(0, 6)]
+        boxes, labels = [], []
+        for s in slots:
+            x, y = (s % 4) * 100 + rng.uniform(0, 20), (s // 4) * 100 + rng.uniform(0, 20)
+            boxes.append([x, y, x + rng.uniform(30, 60), y + rng.uniform(30, 60)])
+            labels.append(int(rng.integers(classes)))
+        det_boxes, det_scores, det_labels = [], [], []
+        for box, label in zip(boxes, labels):
+            for _ in range(rng.integers(0, 3)):  # 0, 1 or 2 detections (a duplicate) per object
+                jitter = rng.normal(0, 6, size=4)
+                det_boxes.append(list(np.array(box) + jitter))
+                det_scores.append(rng.uniform())
+                det_labels.append(label if rng.uniform() > 0.15 else int(rng.integers(classes)))
+        for _ in range(rng.integers(0, 3)):  # background false positives
+            x, y = rng.uniform(0, 350, size=2)
+            det_boxes.append([x, y, x + 40, y + 40])
+            det_scores.append(rng.uniform())
+            det_labels.append(int(rng.integers(classes)))
+        truths.append(_truth(boxes, labels))
+        preds.append(_pred(det_boxes, det_scores, det_labels))
+    return preds, truths
+
+
+def test_coco50_agrees_with_torchmetrics_where_the_settings_coincide():
+    """No crowds, no +1, separated objects (VOC and COCO matching then coincide), < 100 per image.
+
+    torchmetrics works in float32, which can move a recall that sits exactly on one of the 101
+    thresholds (21/30 = 0.7 against linspace's 0.7000000000000001) to the other side: one threshold
+    in 101, a difference below 1e-3. pycocotools itself, in float64, agrees to 1e-6 (next test)."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    for seed in range(3):
+        preds, truths = _random_scenes(40, 4, seed=seed)
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=[0.5],
+                                      class_metrics=True, backend="pycocotools")
+        metric.update(preds, [{"boxes": t["boxes"], "labels": t["labels"]} for t in truths])
+        ref = metric.compute()
+        ours = evaluate(preds, truths, 4, metric="coco50")
+        assert ours.map == pytest.approx(float(ref["map_50"]), abs=1e-3)
+        for c, value in zip(ref["classes"].tolist(), ref["map_per_class"].tolist()):
+            assert ours.ap[c] == pytest.approx(value, abs=1e-3)
+        assert 0.2 < ours.map < 0.9  # real misses, duplicates and false positives
+
+
+def _pycocotools_ap50(preds, truths, classes):
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, anns, dets = [], [], []
+    for i, (p, t) in enumerate(zip(preds, truths)):
+        images.append({"id": i})
+        for (x1, y1, x2, y2), label in zip(t["boxes"].tolist(), t["labels"].tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": label, "iscrowd": 0,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+        for (x1, y1, x2, y2), score, label in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()):
+            dets.append({"image_id": i, "category_id": label, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(classes)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        coco_eval = COCOeval(gt, gt.loadRes(dets), "bbox")
+        coco_eval.params.iouThrs = np.array([0.5])
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    return coco_eval.eval["precision"][0, :, :, 0, 2].mean(0)  # IoU, recall, class, area all, 100 dets
+
+
+def test_coco50_equals_pycocotools_ap50():
+    pytest.importorskip("pycocotools")
+    for seed in range(3):
+        preds, truths = _random_scenes(40, 4, seed=seed)
+        ours = evaluate(preds, truths, 4, metric="coco50")
+        ref = _pycocotools_ap50(preds, truths, 4)
+        assert [ours.ap[c] for c in range(4)] == pytest.approx(ref.tolist(), abs=1e-6)
