@@ -31,7 +31,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from ganforge import distributed as dist
-from ganforge.config import validate
 from ganforge.detect.config import DetectConfig
 from ganforge.detect.datasets import DETECTION_DATASETS
 from ganforge.detect.evaluate import evaluate_model
@@ -40,7 +39,7 @@ from ganforge.errors import ConfigError, GanforgeError
 from ganforge.io import MetricsLog, read_metrics
 from ganforge.report import write_run_report
 from ganforge.runs import (NoLog, Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due,
-                           resume_config, silent, warn)
+                           resume_config, silent, warn, continue_resumed, with_budget)
 from ganforge.viz import make_gif, save_grid
 
 RESUME = "ganforge detect train --resume"
@@ -64,7 +63,7 @@ def train(cfg: DetectConfig | None = None, run_dir: str | Path = "runs/detect", 
             return _resume(folder, steps, epochs, quiet, log, resume_overrides)
         if cfg is None:
             raise ConfigError("give a recipe or --resume RUN_DIR")
-        cfg = _absolute_data(_budget(cfg, steps, epochs))
+        cfg = _absolute_data(with_budget(cfg, steps, None if epochs is None else float(epochs)))
         protect = _data_folders(cfg)
         dist.main_decides(lambda: folder.check_new(force, protect))
         run = DetectRun(cfg, folder.path, quiet=quiet)
@@ -99,7 +98,7 @@ def _resume(folder: RunFolder, steps, epochs, quiet: bool, log, overrides) -> Pa
     cfg, changed = DetectConfig.from_dict(shared["config"]), shared["changed"]
     tensors, meta = dist.broadcast_state(tensors, meta)
     # A new budget stretches the schedule from the saved state on: the lambda reads the new total.
-    run = DetectRun(_budget(cfg, steps, epochs), folder.path, quiet=quiet)
+    run = DetectRun(with_budget(cfg, steps, None if epochs is None else float(epochs)), folder.path, quiet=quiet)
     cfg = run.cfg
     run.load_state(tensors, meta)
     saved_world = int(meta.get("world_size", 1))
@@ -112,35 +111,7 @@ def _resume(folder: RunFolder, steps, epochs, quiet: bool, log, overrides) -> Pa
         changed = {**changed, "world_size": run.world}
     if "lr" in changed:  # the schedule scales the new peak from the next step on
         run.scheduler.base_lrs = [changed["lr"] for _ in run.scheduler.base_lrs]
-    if run.step > run.total_steps:
-        raise ConfigError(f"the run is at step {run.step}, past the {run.total_steps} asked for: a resumed run "
-                          f"can only be extended (--steps above {run.step})")
-    if run.step == run.total_steps:
-        if not dist.broadcast_json(folder.is_finished() if dist.is_main() else None):
-            log(f"resuming {folder.path} at step {run.step} of {run.total_steps}: training was complete; "
-                "writing the summary, GIF and report that the end of the run did not write")
-            if dist.is_main():
-                _finish(run, folder, "finished", log)
-            dist.barrier()
-            return folder.path
-        log(f"{folder.path} is already at step {run.step} of {run.total_steps}: nothing to train; pass "
-            "--steps or --epochs beyond it to extend the run")
-        return folder.path
-    if dist.is_main():
-        MetricsLog(folder.metrics).truncate_after(run.step, partial=run.step % cfg.log_every != 0)
-        MetricsLog(folder.metrics).event(run.step, "resumed", **({"changed": changed} if changed else {}))
-        folder.write_config(cfg)
-    log(f"resuming {folder.path} at step {run.step} of {run.total_steps}")
-    return _loop(run, folder, log)
-
-
-def _budget(cfg: DetectConfig, steps: int | None, epochs: float | None) -> DetectConfig:
-    """`--steps` / `--epochs` (the whole run's budget) replace the config's."""
-    if steps is not None:
-        cfg = replace(cfg, steps=steps, epochs=None)
-    elif epochs is not None:
-        cfg = replace(cfg, epochs=float(epochs), steps=None)
-    return validate(cfg)
+    return continue_resumed(run, folder, cfg, changed, log, _finish, _loop)
 
 
 def _data_path(cfg: DetectConfig) -> Path | None:

@@ -18,7 +18,6 @@ import torch
 
 from ganforge import distributed as dist
 from ganforge.checkpoint import save_checkpoint
-from ganforge.config import validate
 from ganforge.data import DATASETS, FOLDER_PREFIX
 from ganforge.errors import ConfigError, DataError, GanforgeError
 from ganforge.gan.config import GANConfig
@@ -26,7 +25,8 @@ from ganforge.gan.run import GANRun
 from ganforge.io import MetricsLog, read_metrics
 from ganforge.report import write_run_report
 from ganforge.runs import (NoLog, Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due,
-                           finite_or_none, resume_config, rollback_or_stop, silent, warn)
+                           finite_or_none, resume_config, rollback_or_stop, silent, warn, continue_resumed,
+                           with_budget)
 from ganforge.speed import Faults, buffers_finite
 from ganforge.viz import make_gif, plot_curves, save_grid
 
@@ -50,7 +50,7 @@ def train(cfg: GANConfig | None = None, run_dir: str | Path = "runs/default", *,
             return _resume(folder, steps, epochs, quiet, log, resume_overrides)
         if cfg is None:
             raise ConfigError("give a recipe or --resume RUN_DIR")
-        cfg = _budget(cfg, steps, epochs)
+        cfg = with_budget(cfg, steps, epochs)
         protect = _data_folders(cfg)
         dist.main_decides(lambda: folder.check_new(force, protect))
         run = GANRun(_absolute_data(cfg), folder.path, quiet=quiet)
@@ -82,7 +82,7 @@ def _resume(folder: RunFolder, steps, epochs, quiet: bool, log, overrides) -> Pa
     shared = dist.broadcast_json({"config": cfg.to_dict(), "changed": changed} if dist.is_main() else None)
     cfg, changed = GANConfig.from_dict(shared["config"]), shared["changed"]
     tensors, meta = dist.broadcast_state(tensors, meta)
-    cfg = _budget(cfg, steps, epochs)
+    cfg = with_budget(cfg, steps, epochs)
     run = GANRun(cfg, folder.path, quiet=quiet)
     run.load_state(tensors, meta)
     saved_world = int(meta.get("world_size", 1))
@@ -93,35 +93,7 @@ def _resume(folder: RunFolder, steps, epochs, quiet: bool, log, overrides) -> Pa
                  f"{saved_world} (reductions and per-process random streams differ)", quiet=False)
         changed = {**changed, "world_size": run.world}
     run.set_learning_rates({name: changed[key] for name, key in run.lr_keys.items() if key in changed})
-    if run.step > run.total_steps:
-        raise ConfigError(f"the run is at step {run.step}, past the {run.total_steps} asked for: a resumed run "
-                          f"can only be extended (--steps above {run.step})")
-    if run.step == run.total_steps and not dist.broadcast_json(folder.is_finished() if dist.is_main() else None):
-        # Killed after the last checkpoint but before the summary: write what the end of a run writes.
-        log(f"resuming {folder.path} at step {run.step} of {run.total_steps}: training was complete; "
-            "writing the summary, GIF and report that the end of the run did not write")
-        if dist.is_main():
-            _finish(run, folder, "finished", log)
-        return folder.path
-    if run.step == run.total_steps:
-        log(f"{folder.path} is already at step {run.step} of {run.total_steps}: nothing to train; pass "
-            "--steps or --epochs beyond it to extend the run")
-        return folder.path
-    if dist.is_main():
-        MetricsLog(folder.metrics).truncate_after(run.step, partial=run.step % cfg.log_every != 0)
-        MetricsLog(folder.metrics).event(run.step, "resumed", **({"changed": changed} if changed else {}))
-        folder.write_config(cfg)
-    log(f"resuming {folder.path} at step {run.step} of {run.total_steps}")
-    return _loop(run, folder, log)
-
-
-def _budget(cfg: GANConfig, steps: int | None, epochs: int | None) -> GANConfig:
-    """`--steps` / `--epochs` (the whole run's budget) replace the config's."""
-    if steps is not None:
-        cfg = replace(cfg, steps=steps, epochs=None)
-    elif epochs is not None:
-        cfg = replace(cfg, epochs=epochs, steps=None)
-    return validate(cfg)
+    return continue_resumed(run, folder, cfg, changed, log, _finish, _loop)
 
 
 def _data_folders(cfg: GANConfig) -> tuple[Path, ...]:

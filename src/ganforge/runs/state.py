@@ -23,8 +23,11 @@ from ganforge import __version__
 from ganforge import distributed as dist
 from ganforge.checkpoint import (capture_rng, check_state_meta, list_checkpoints, load_latest, pack_state, restore_rank_rng,
                                  save_checkpoint, unpack_state, upgrade_state)
-from ganforge.config import Config, apply_overrides, resume_keys, split_overrides
+from dataclasses import replace
+
+from ganforge.config import Config, apply_overrides, resume_keys, split_overrides, validate
 from ganforge.errors import CheckpointError, ConfigError
+from ganforge.io import MetricsLog
 from ganforge.runs.loop import TrainingDiverged, finite_or_none
 
 MAX_ROLLBACKS = 3  # rollbacks to one checkpoint (lrs lowered each time) before the run stops
@@ -139,6 +142,42 @@ def resume_config(run_dir: Path, config_cls: type[Config], overrides: list[str] 
         cfg = apply_overrides(cfg, overrides)
         changed = {k: getattr(cfg, k) for k in keys}
     return cfg, tensors, meta, changed
+
+
+def with_budget(cfg: Config, steps: int | None, epochs: float | None) -> Config:
+    """`--steps` / `--epochs` (the whole run's budget) replace the config's."""
+    if steps is not None:
+        cfg = replace(cfg, steps=steps, epochs=None)
+    elif epochs is not None:
+        cfg = replace(cfg, epochs=epochs, steps=None)
+    return validate(cfg)
+
+
+def continue_resumed(run: RunState, folder, cfg: Config, changed: dict, log: Callable,
+                     finish: Callable, loop: Callable) -> Path:
+    """The end of a resume that both trainers share: refuse a budget below the saved step; at the
+    budget, write what a run killed before its summary did not (or say there is nothing to train);
+    otherwise cut the metrics log back to the checkpoint, record the resume and train on."""
+    if run.step > run.total_steps:
+        raise ConfigError(f"the run is at step {run.step}, past the {run.total_steps} asked for: a resumed run "
+                          f"can only be extended (--steps above {run.step})")
+    if run.step == run.total_steps:
+        if not dist.broadcast_json(folder.is_finished() if dist.is_main() else None):
+            log(f"resuming {folder.path} at step {run.step} of {run.total_steps}: training was complete; "
+                "writing the summary, GIF and report that the end of the run did not write")
+            if dist.is_main():
+                finish(run, folder, "finished", log)
+            dist.barrier()
+            return folder.path
+        log(f"{folder.path} is already at step {run.step} of {run.total_steps}: nothing to train; pass "
+            "--steps or --epochs beyond it to extend the run")
+        return folder.path
+    if dist.is_main():
+        MetricsLog(folder.metrics).truncate_after(run.step, partial=run.step % cfg.log_every != 0)
+        MetricsLog(folder.metrics).event(run.step, "resumed", **({"changed": changed} if changed else {}))
+        folder.write_config(cfg)
+    log(f"resuming {folder.path} at step {run.step} of {run.total_steps}")
+    return loop(run, folder, log)
 
 
 def rollback_or_stop(run: RunState, log: Callable = print) -> None:
