@@ -291,6 +291,37 @@ def agree_outcome(error: BaseException | None) -> None:
     raise ElsewhereError(outcomes[failed[0]])
 
 
+def attempt(fn: Callable[..., Any], *args) -> GanforgeError | None:
+    """`fn(*args)`; the one-line error it raised, or None (anything else propagates)."""
+    try:
+        fn(*args)
+    except GanforgeError as err:
+        return err
+    return None
+
+
+def main_first(fn: Callable[..., Any], *args) -> None:
+    """`fn(*args)` on rank 0, then on the other ranks (rank 0 may fill caches that they read),
+    with every rank learning after each round whether any failed (`agree_outcome`): bad input
+    stops all of them with one line. One process just runs it."""
+    agree_outcome(attempt(fn, *args) if is_main() else None)
+    agree_outcome(None if is_main() else attempt(fn, *args))
+
+
+def place_process(device: torch.device, threads: int) -> tuple[torch.device, int]:
+    """This process's device and CPU threads: under torchrun a CUDA device becomes the rank's own
+    GPU, and `threads` 0 (every core) becomes this process's share of the node's cores. Sets
+    torch's intra-op threads on the CPU. Returns (device, threads in use)."""
+    from ganforge.speed import cores, set_threads
+
+    if world_size() > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type != "cpu":
+        return device, torch.get_num_threads()
+    share = threads or (max(1, cores() // local_world_size()) if world_size() > 1 else 0)
+    return device, set_threads(share)
+
+
 def all_true(flag: bool | torch.Tensor) -> bool | torch.Tensor:
     """Whether `flag` holds on every rank; a device tensor stays one (no host sync)."""
     if not active():

@@ -45,7 +45,7 @@ from ganforge.detect.evaluate import predict_dataset, to_input
 from ganforge.detect.infer import DRAW_CONF
 from ganforge.detect.loss import yolo_loss
 from ganforge.detect.model import DETECTORS
-from ganforge.errors import ConfigError, GanforgeError
+from ganforge.errors import ConfigError
 from ganforge.optim import build_optimizer
 from ganforge.runs import RunState, Window, warn
 
@@ -118,18 +118,11 @@ class DetectRun(RunState):
         self.dir = Path(run_dir)
         self.world, self.rank = dist.world_size(), dist.rank()
         self.quiet = quiet or not dist.is_main()  # one process speaks for all
-        self.device = sp.resolve_device(cfg.device)
-        if self.world > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU
-        threads = cfg.threads or (max(1, sp.cores() // dist.local_world_size()) if self.world > 1 else 0)
-        self.threads = sp.set_threads(threads) if self.device.type == "cpu" else torch.get_num_threads()
+        self.device, self.threads = dist.place_process(sp.resolve_device(cfg.device), cfg.threads)
         torch.manual_seed(cfg.seed)
         # Rank 0 opens the data first (it may fill the caches); then the others, and every rank
         # learns whether any failed, so bad input stops all of them with one line.
-        error = self._try(self._open_data) if dist.is_main() else None
-        dist.agree_outcome(error)
-        error = None if dist.is_main() else self._try(self._open_data)
-        dist.agree_outcome(error)
+        dist.main_first(self._open_data)
         self.names = list(self.train_set.names)
         info = DETECTORS.get(cfg.model)
         self.info = info
@@ -172,14 +165,6 @@ class DetectRun(RunState):
         self.last_prediction = -1
         self.warned: set[str] = set()
         self.issues_reported = 0
-
-    @staticmethod
-    def _try(fn) -> BaseException | None:
-        try:
-            fn()
-        except GanforgeError as err:
-            return err
-        return None
 
     def _open_data(self) -> None:
         cfg = self.cfg

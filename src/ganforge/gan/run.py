@@ -23,7 +23,7 @@ from ganforge.data import DATA_MODES, load_dataset
 from ganforge.data.pixels import normalize, to_uint8
 from ganforge.data.sampler import BatchSampler
 from ganforge.data.stream import StreamBatches, default_workers
-from ganforge.errors import ConfigError, GanforgeError
+from ganforge.errors import ConfigError
 from ganforge.gan.config import GANConfig
 from ganforge.gan.augment import parse_policy
 from ganforge.gan.ema import make_ema
@@ -70,9 +70,7 @@ class GANRun(RunState):
         self.dir = Path(run_dir)
         self.world, self.rank = dist.world_size(), dist.rank()
         self.quiet = quiet or not dist.is_main()  # one process speaks for all
-        self.device = sp.resolve_device(cfg.device)
-        if self.world > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU
+        self.device, self.threads = dist.place_process(sp.resolve_device(cfg.device), cfg.threads)
         self.features = sp.resolve_speed(cfg.speed, self.device, cfg.model)
         if self.world > 1 and (self.features.compile or self.features.cudagraphs):
             # A compiled or captured whole step would hold DDP's collectives inside it.
@@ -80,23 +78,14 @@ class GANRun(RunState):
             if not self.quiet:
                 sp.notice(f"compile and CUDA graphs are off with {self.world} processes (DDP); "
                           "the other speed features stay on")
-        threads = cfg.threads or (max(1, sp.cores() // dist.local_world_size()) if self.world > 1 else 0)
-        self.threads = sp.set_threads(threads) if self.device.type == "cpu" else torch.get_num_threads()
         if self.device.type == "cpu":
             sp.keep_freed_memory()
         sp.set_backends(self.features, self.device)
         torch.manual_seed(cfg.seed)
         # Rank 0 loads first (it may fill the caches); then the others, and every rank learns
         # whether any failed, so bad input stops all of them with one line.
-        error: BaseException | None = None
-        if dist.is_main():
-            error = self._try(self._setup_data, dataset)
-        dist.agree_outcome(error)
-        if not dist.is_main():
-            error = self._try(self._setup_data, dataset)
-        if error is None:
-            error = self._try(self._check_data)
-        dist.agree_outcome(error)
+        dist.main_first(self._setup_data, dataset)
+        dist.agree_outcome(dist.attempt(self._check_data))
         cfg = self.cfg
 
         G, D = build_models(cfg)
@@ -155,14 +144,6 @@ class GANRun(RunState):
         self.warned: set[str] = set()
         self.acc_high_windows = 0
         self.real_diversity: float | None = None
-
-    @staticmethod
-    def _try(fn, *args) -> BaseException | None:
-        try:
-            fn(*args)
-        except GanforgeError as err:
-            return err
-        return None
 
     def _check_data(self) -> None:
         """What needs the data: a conditional run's classes, the memory check, and under torchrun
