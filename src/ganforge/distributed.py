@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ganforge.errors import GanforgeError
+from ganforge.speed.cpu import cores, set_threads
 
 T = TypeVar("T")
 TIMEOUT = datetime.timedelta(minutes=10)  # a collective that waits longer than this gives up
@@ -312,8 +313,6 @@ def place_process(device: torch.device, threads: int) -> tuple[torch.device, int
     """This process's device and CPU threads: under torchrun a CUDA device becomes the rank's own
     GPU, and `threads` 0 (every core) becomes this process's share of the node's cores. Sets
     torch's intra-op threads on the CPU. Returns (device, threads in use)."""
-    from ganforge.speed import cores, set_threads
-
     if world_size() > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     if device.type != "cpu":

@@ -120,8 +120,6 @@ class DetectRun(RunState):
         self.quiet = quiet or not dist.is_main()  # one process speaks for all
         self.device, self.threads = dist.place_process(sp.resolve_device(cfg.device), cfg.threads)
         torch.manual_seed(cfg.seed)
-        # Rank 0 opens the data first (it may fill the caches); then the others, and every rank
-        # learns whether any failed, so bad input stops all of them with one line.
         dist.main_first(self._open_data)
         self.names = list(self.train_set.names)
         info = DETECTORS.get(cfg.model)

@@ -82,8 +82,6 @@ class GANRun(RunState):
             sp.keep_freed_memory()
         sp.set_backends(self.features, self.device)
         torch.manual_seed(cfg.seed)
-        # Rank 0 loads first (it may fill the caches); then the others, and every rank learns
-        # whether any failed, so bad input stops all of them with one line.
         dist.main_first(self._setup_data, dataset)
         dist.agree_outcome(dist.attempt(self._check_data))
         cfg = self.cfg
