@@ -36,19 +36,22 @@ RUNS = {  # run name -> (recipe, data)
 }
 
 
-def run_one(name: str, out: Path, reuse: bool, n: int, seed: int = 0) -> dict:
+def run_one(name: str, out: Path, reuse: bool, n: int, seed: int = 0, overrides: tuple[str, ...] = (),
+            tag: str = "") -> dict:
     recipe, data = RUNS[name]
-    run_dir = out / (name if seed == 0 else f"{name}-seed{seed}")
+    run_dir = out / (name + (f"-seed{seed}" if seed else "") + (f"-{tag}" if tag else ""))
     summary_path = run_dir / "summary.json"
     if not (reuse and summary_path.is_file() and json.loads(summary_path.read_text()).get("finished")):
-        cfg = apply_overrides(get_recipe(recipe), [f"data={data}", "threads=1", "device=cpu", f"seed={seed}"])
+        cfg = apply_overrides(get_recipe(recipe), [f"data={data}", "threads=1", "device=cpu", f"seed={seed}",
+                                                   *overrides])
         train(cfg, run_dir, force=True, quiet=True)
     summary = json.loads(summary_path.read_text())
     explore_run(run_dir, seed=1)
     generator, cfg, _ = load_generator(run_dir)
     t0 = time.perf_counter()
     measured = latent_measurements(generator, cfg, n=n, seed=0, quiet=True)
-    return {"run": run_dir.name, "recipe": recipe, "data": data, "seed": seed, "steps": summary["steps"],
+    return {"run": run_dir.name, "recipe": recipe, "data": data, "seed": seed, "overrides": list(overrides),
+            "batch_size": cfg.batch_size, "steps": summary["steps"],
             "train_seconds": summary["seconds"], "measure_seconds": round(time.perf_counter() - t0, 1),
             "summary": format_latent(measured), **measured}
 
@@ -61,16 +64,19 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="the runs' training seed (runs of seed N > 0 are "
                    "named NAME-seedN)")
     p.add_argument("--reuse", action="store_true", help="measure finished runs found in --out")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of every run's recipe")
+    p.add_argument("--tag", default="", help="suffix of the run folders and of latent.json (for overrides)")
     args = p.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.runs:
-        results.append(run_one(name, out, args.reuse, args.n, args.seed))
+        results.append(run_one(name, out, args.reuse, args.n, args.seed, tuple(args.overrides), args.tag))
         print(json.dumps({k: results[-1][k] for k in ("run", "steps", "train_seconds", "summary")}), flush=True)
     machine = f"{platform.processor() or platform.machine()}, 1 torch thread, torch {torch.__version__}"
-    (out / ("latent.json" if args.seed == 0 else f"latent-seed{args.seed}.json")).write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    stem = "latent" + (f"-seed{args.seed}" if args.seed else "") + (f"-{args.tag}" if args.tag else "")
+    (out / f"{stem}.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
