@@ -36,10 +36,15 @@ RUNS = {  # run name -> (recipe, data)
 }
 
 
+def suffix(seed: int, tag: str) -> str:
+    """What names a run folder and its record apart from the default runs: -seedN, then -TAG."""
+    return (f"-seed{seed}" if seed else "") + (f"-{tag}" if tag else "")
+
+
 def run_one(name: str, out: Path, reuse: bool, n: int, seed: int = 0, overrides: tuple[str, ...] = (),
             tag: str = "") -> dict:
     recipe, data = RUNS[name]
-    run_dir = out / (name + (f"-seed{seed}" if seed else "") + (f"-{tag}" if tag else ""))
+    run_dir = out / (name + suffix(seed, tag))
     summary_path = run_dir / "summary.json"
     if not (reuse and summary_path.is_file() and json.loads(summary_path.read_text()).get("finished")):
         cfg = apply_overrides(get_recipe(recipe), [f"data={data}", "threads=1", "device=cpu", f"seed={seed}",
@@ -75,8 +80,7 @@ def main() -> None:
         results.append(run_one(name, out, args.reuse, args.n, args.seed, tuple(args.overrides), args.tag))
         print(json.dumps({k: results[-1][k] for k in ("run", "steps", "train_seconds", "summary")}), flush=True)
     machine = f"{platform.processor() or platform.machine()}, 1 torch thread, torch {torch.__version__}"
-    stem = "latent" + (f"-seed{args.seed}" if args.seed else "") + (f"-{args.tag}" if args.tag else "")
-    (out / f"{stem}.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    (out / f"latent{suffix(args.seed, args.tag)}.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
