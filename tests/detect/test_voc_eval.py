@@ -88,9 +88,52 @@ def test_plus_one_pixel_areas():
     assert float(_iou_plus_one(det, gt, True)) == pytest.approx(50 / 100)
     assert float(_iou_plus_one(det, gt, False)) == pytest.approx(36 / 81)
     truth, pred = [_truth([[0, 0, 3, 3]], [0])], [_pred([[1, 0, 3, 3]], [0.9], [0])]
-    assert evaluate(pred, truth, 1, iou=0.7).map == 1.0  # 12 / 16 pixels
-    assert evaluate(pred, truth, 1, iou=0.7, plus_one=False).map == 0.0  # 6 / 9
+    assert evaluate(pred, truth, 1, iou=0.7, plus_one=True).map == 1.0  # inclusive corners: 12 / 16 pixels
+    assert evaluate(pred, truth, 1, iou=0.7).map == 0.0  # continuous (the default): 6 / 9
     assert evaluate(pred, truth, 1, iou=0.7, metric="coco50").map == 0.0  # COCO: no +1
+
+
+def _devkit_iou(det: list[float], gt: list[float]) -> float:
+    """py-faster-rcnn voc_eval's overlap, on inclusive 1-based pixel corners."""
+    iw = max(min(det[2], gt[2]) - max(det[0], gt[0]) + 1.0, 0.0)
+    ih = max(min(det[3], gt[3]) - max(det[1], gt[1]) + 1.0, 0.0)
+    inter = iw * ih
+    area = lambda b: (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0)  # noqa: E731
+    return inter / (area(det) + area(gt) - inter)
+
+
+def test_continuous_boxes_score_as_the_devkit_scores_their_xml(tmp_path):
+    """A thin VOC truth box, read from XML by the project's loader (continuous corners), against
+    detections in continuous pixels: the match is the devkit's on the same boxes written back as
+    inclusive corners (xmin = x1 + 1, xmax = x2). Adding the pixel again would match a detection
+    whose devkit overlap is exactly .5, and one below it."""
+    from PIL import Image
+
+    from ganforge.detect.data import LabelIssues
+    from ganforge.detect.voc import parse_annotation
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.jpg")
+    xml = tmp_path / "a.xml"
+    xml.write_text("<annotation><filename>a.jpg</filename><size><width>64</width><height>64</height>"
+                   "<depth>3</depth></size><object><name>one</name><difficult>0</difficult><bndbox>"
+                   "<xmin>11</xmin><ymin>11</ymin><xmax>14</xmax><ymax>40</ymax></bndbox></object>"
+                   "</annotation>")
+    record = parse_annotation(xml, tmp_path / "a.jpg", ["one"], LabelIssues())
+    gt = record.boxes[0].tolist()
+    assert gt == [10.0, 10.0, 14.0, 40.0]  # the pixels 11..14 cover [10, 14]
+    truth = [{"boxes": record.boxes, "labels": record.labels}]
+    for det, expect in (([11.0, 10.0, 15.0, 40.0], 0.6), ([12.0, 10.0, 16.0, 40.0], 2 / 6)):
+        devkit = _devkit_iou([det[0] + 1, det[1] + 1, det[2], det[3]], [gt[0] + 1, gt[1] + 1, gt[2], gt[3]])
+        assert devkit == pytest.approx(expect)
+        assert float(_iou_plus_one(torch.tensor([det]), record.boxes.double(), False)) == pytest.approx(devkit)
+        ap = evaluate([_pred([det], [0.9], [0])], truth, 1).map
+        assert ap == (1.0 if devkit > 0.5 else 0.0)
+    # [11, 16] shares 3 of the 6 columns that it and the truth cover: an overlap of exactly .5, not a
+    # match (it must exceed .5); the pixel added to continuous boxes makes it 4 / 7, a match
+    wide = [[11.0, 10.0, 16.0, 40.0]]
+    assert _devkit_iou([12.0, 11.0, 16.0, 40.0], [11.0, 11.0, 14.0, 40.0]) == pytest.approx(0.5)
+    assert evaluate([_pred(wide, [0.9], [0])], truth, 1).map == 0.0
+    assert evaluate([_pred(wide, [0.9], [0])], truth, 1, plus_one=True).map == 1.0  # the double count
 
 
 def test_eleven_point_and_all_point_on_a_textbook_curve():

@@ -173,7 +173,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_map(args: argparse.Namespace) -> int:
     """Score detection files against truth files and print per-class AP and the mAP."""
     preds, truths, names = load_pair(args.gt, args.pred, args.format)
-    result = evaluate(preds, truths, len(names), metric=args.metric, iou=args.iou)
+    # the files' corners are inclusive pixels (the devkit's and Object-Detection-Metrics'
+    # convention): VOC metrics add the pixel, COCO's does not
+    result = evaluate(preds, truths, len(names), metric=args.metric, iou=args.iou,
+                      plus_one=args.metric != "coco50")
     if args.json:
         print(json.dumps(result.to_json(names), sort_keys=True))
         return 0

@@ -7,14 +7,18 @@ Per class, over all images:
   IoU is > `iou`; a truth box already matched makes it a false positive (a duplicate); a
   `difficult` truth box makes it neither a true nor a false positive, and difficult boxes are not
   counted among the positives;
-- areas use the +1 pixel convention of VOC's inclusive integer corners: a box [x1, y1, x2, y2]
-  covers (x2 - x1 + 1) x (y2 - y1 + 1) pixels (computed by moving the far corner out by one pixel);
+- areas follow the devkit's +1 pixel convention. Its corners are inclusive pixel indices: a box
+  [x1, y1, x2, y2] covers (x2 - x1 + 1) x (y2 - y1 + 1) pixels. This project's boxes are continuous
+  ([xmin - 1, xmax] for VOC's xmin..xmax, see voc.py), where the same box already measures
+  x2 - x1: for them the devkit's areas and overlaps are the plain ones, and adding the pixel again
+  would widen every box by one (a 4-pixel-wide box by a quarter). So ``plus_one`` is off by default
+  and is for inputs in the devkit's own inclusive corners (`ganforge detect map` files);
 - a class without (non-difficult) truth has no AP and is left out of the mean.
 
 The three metrics integrate the same precision/recall curve differently, so their numbers differ and
 each is labelled: ``voc07`` the 11-point interpolated AP (VOC 2007 test, the paper's 63.4),
 ``voc12`` the all-point AP (VOC 2010 and later), ``coco50`` the 101-point AP at IoU .5 that
-pycocotools and torchmetrics call AP50 (here with VOC matching and, unless asked, no +1).
+pycocotools and torchmetrics call AP50 (here with VOC matching and, like pycocotools, no +1).
 """
 
 from __future__ import annotations
@@ -78,24 +82,24 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str) ->
 
 
 def _iou_plus_one(a: torch.Tensor, b: torch.Tensor, plus_one: bool) -> torch.Tensor:
-    if plus_one:  # the far corner one pixel out: exactly VOC's (x2 - x1 + 1) areas and overlaps
+    if plus_one:  # inclusive corners: the far one a pixel out gives the devkit's (x2 - x1 + 1) areas
         shift = a.new_tensor([0, 0, 1, 1])
         a, b = a + shift, b + shift
     return box_iou(a, b)
 
 
 def evaluate(predictions: list[dict], truths: list[dict], num_classes: int, *,
-             metric: str = "voc07", iou: float = 0.5, plus_one: bool | None = None) -> APResult:
+             metric: str = "voc07", iou: float = 0.5, plus_one: bool = False) -> APResult:
     """AP per class and mAP of `predictions` against `truths`, one dict per image, same order.
 
     predictions: ``boxes`` K x 4 xyxy pixels, ``scores`` K, ``labels`` K.
     truths: ``boxes``, ``labels``, and optionally ``difficult`` (bool K).
-    plus_one: the +1 pixel area convention; default on for voc07/voc12, off for coco50."""
+    plus_one: the boxes are the devkit's inclusive pixel corners, so areas take +1 (what
+    `ganforge detect map` sets for voc07 / voc12); off: continuous boxes, this project's own."""
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
     if len(predictions) != len(truths):
         raise ValueError(f"{len(predictions)} prediction lists for {len(truths)} images")
-    plus_one = metric != "coco50" if plus_one is None else plus_one
     # class -> list of (score, image, row in that image's IoU matrix)
     dets: dict[int, list[tuple[float, int, int]]] = defaultdict(list)
     overlaps: dict[tuple[int, int], torch.Tensor] = {}  # (image, class) -> dets x truths IoU
