@@ -259,3 +259,31 @@ def test_trunk_pretraining_on_box_crops_then_detection(toy_data, tmp_path):
     assert [r["step"] for r in rows if r["kind"] == "train"] == [2]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["pretrain_accuracy"] == pytest.approx(pre[0]["pretrain_accuracy"], abs=1e-4)
+
+
+def test_images_that_fail_to_decode_mid_run_are_reported_from_workers_and_val(toy_data, tmp_path):
+    """Truncated after the header check that loading makes, so they fail only when decoded: in the
+    augmentation worker (workers=1), in the box-crop pretraining, in the drawn val images and in the
+    val mAP. The run finishes and names them; the val mAP leaves the unreadable image out."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(toy_data.parent, root)
+    train_images = sorted((root / "images" / "train").iterdir())
+    val_images = sorted((root / "images" / "val").iterdir())
+    for image in [*train_images[::2], val_images[0]]:
+        image.write_bytes(image.read_bytes()[:60])
+    run = tmp_path / "run"
+    proc = ganforge("detect", "train", "adam", "--data", root / "data.yaml", "--out", run, "--steps", "4", *TOY,
+                    "workers=1", "pretrain_steps=2", "eval_every=4")
+    err = assert_ok(proc)
+    assert "Traceback" not in err
+    rows = read_metrics(run / "metrics.jsonl")
+    named = {Path(f).name for r in rows if r["kind"] == "warning" for f in r["files"]}
+    assert val_images[0].name in named
+    assert named - {val_images[0].name} and named <= {p.name for p in [*train_images[::2], val_images[0]]}
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert evals and all(0 <= r["map"] <= 1 for r in evals)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["label_issues"] == len(named) and summary["steps"] == 4
+    assert any((run / "predictions").glob("*.png"))

@@ -62,6 +62,16 @@ def test_fast_yolov1_has_nine_3x3_convs_and_the_tiny_head():
     assert linears == [256, 4096, 1470]
 
 
+@pytest.mark.parametrize("name,classes,options,total", [
+    ("yolov1", 20, {}, 271_703_550), ("yolov1", 10, {}, 269_696_020),
+    ("yolov1", 20, {"batchnorm": True}, 271_716_734),
+    ("fast-yolov1", 20, {}, 45_089_374), ("fast-yolov1", 10, {}, 43_081_844),
+    ("yolov1-s", 20, {}, 4_390_190), ("yolov1-s", 10, {}, 4_264_260)])
+def test_parameter_counts_are_the_documented_table(name, classes, options, total):
+    """The figures of docs/DETECTION.md's model table, as printed there."""
+    assert sum(p.numel() for p in _meta(name, classes, **options).parameters()) == total
+
+
 @pytest.mark.parametrize("name,conv,fc", [("yolov1", YOLOV1_CONV, YOLOV1_FC),
                                           ("fast-yolov1", FAST_CONV, FAST_FC)])
 def test_parameter_counts_match_the_documented_arithmetic(name, conv, fc):

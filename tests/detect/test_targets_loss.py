@@ -80,6 +80,16 @@ def test_two_centres_in_one_cell_the_first_keeps_it():
     assert int(t.cls[0, 2, 2]) == 1
 
 
+
+def test_difficult_boxes_are_not_training_targets():
+    boxes = torch.tensor([[10.0, 10, 40, 40], [70, 70, 100, 100]])
+    both = encode_targets([{"boxes": boxes, "labels": torch.tensor([0, 1])}], (140, 140), S)
+    marked = encode_targets([{"boxes": boxes, "labels": torch.tensor([0, 1]),
+                              "difficult": torch.tensor([True, False])}], (140, 140), S)
+    assert both.obj.sum() == 2 and marked.obj.sum() == 1 and int(marked.cls[marked.obj]) == 1
+    assert not marked.obj[0, 1, 1] and marked.obj[0, 4, 4]  # the centres' cells: (25, 25) and (85, 85)
+
+
 # ---------------------------------------------------------------- the loss, term by term
 
 

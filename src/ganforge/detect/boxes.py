@@ -67,8 +67,13 @@ def encode_image(boxes: torch.Tensor, labels: torch.Tensor, size: tuple[int, int
 
 def encode_targets(targets: list[dict], size: tuple[int, int], grid: int) -> GridTargets:
     """Grid targets for a batch of ``{"boxes": K x 4 xyxy pixels, "labels": K}`` on images of one
-    `size` = (height, width) (the model's input)."""
-    parts = [encode_image(t["boxes"], t["labels"], size, grid) for t in targets]
+    `size` = (height, width) (the model's input). Boxes marked ``difficult`` (VOC's flag, COCO's
+    crowds) are left out, as darknet's voc_label.py leaves them out of its training labels; the
+    evaluation counts them as neither found nor missed."""
+    parts = []
+    for t in targets:
+        keep = ~t["difficult"].bool() if "difficult" in t else slice(None)
+        parts.append(encode_image(t["boxes"][keep], t["labels"][keep], size, grid))
     return GridTargets(*(torch.stack(p) for p in zip(*parts)))
 
 

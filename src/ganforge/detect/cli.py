@@ -147,9 +147,9 @@ def cmd_val(args: argparse.Namespace) -> int:
                             f"on {', '.join(model.names)}: evaluate it on data with the same class names")
     if len(data) == 0:
         raise GanforgeError(f"the {args.split} split of {args.data or model.cfg.data} has no images")
-    if data.issues:
-        print(f"warning: {data.issues.summary()}", file=sys.stderr)
     result = evaluate_model(model.net, data, metric=args.metric, iou=args.iou, channels_last=model.channels_last)
+    if data.issues:  # the loader's, and images that failed to decode while scoring
+        print(f"warning: {data.issues.summary()}", file=sys.stderr)
     _print_ap(result, data.names, len(data))
     out = Path(args.json) if args.json else val_json_path(Path(args.run), args.split, args.metric)
     write_json(out, {**result.to_json(data.names), "split": args.split, "data": args.data or model.cfg.data,

@@ -159,13 +159,18 @@ class DetectionSet(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         for offset in range(len(self.records)):
             k = (i + offset) % len(self.records)
-            try:
-                image = self.image(k)
-            except BAD_IMAGE_ERRORS as exc:
-                self.issues.add(self.records[k].image, f"corrupt image: {type(exc).__name__}")
-                continue
-            return image, self.target(k)
+            image = self.readable(k)
+            if image is not None:
+                return image, self.target(k)
         raise IndexError(f"no readable image in {self.name}")
+
+    def readable(self, i: int) -> torch.Tensor | None:
+        """Image `i`, or None (recorded in `issues`) when it cannot be decoded."""
+        try:
+            return self.image(i)
+        except BAD_IMAGE_ERRORS as exc:
+            self.issues.add(self.records[i].image, f"corrupt image: {type(exc).__name__}")
+            return None
 
     def target(self, i: int) -> dict[str, torch.Tensor]:
         r = self.records[i]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ganforge.data.pixels import normalize
-from ganforge.detect.augment import Augmented, collate
+from ganforge.detect.augment import Augmented, collate, unwrap, wrap
 from ganforge.detect.data import DetectionSet
 from ganforge.detect.infer import EVAL_CONF, NMS_IOU, postprocess
 from ganforge.detect.voc_eval import APResult, evaluate
@@ -24,20 +24,26 @@ def to_input(images_u8: torch.Tensor, channels_last: bool = False) -> torch.Tens
 def predict_dataset(model: nn.Module, dataset: DetectionSet, *, conf: float = EVAL_CONF,
                     iou: float = NMS_IOU, batch_size: int = EVAL_BATCH,
                     channels_last: bool = False) -> list[dict[str, torch.Tensor]]:
-    """Detections for every image of `dataset`, in its original pixel coordinates."""
+    """Detections for every image of `dataset`, in its original pixel coordinates. An image that
+    cannot be decoded gets None (and is recorded in the set's issues)."""
     was_training = model.training
     model.eval()
-    resized = Augmented(dataset, model.input_size, train=False)
+    resize = Augmented(dataset, model.input_size, train=False).transform
     device = next(model.parameters()).device
-    out: list[dict[str, torch.Tensor]] = []
+    out: list[dict[str, torch.Tensor] | None] = []
     try:
         for start in range(0, len(dataset), batch_size):
             idx = range(start, min(start + batch_size, len(dataset)))
-            images, _ = collate([resized[i] for i in idx])
-            raw = model(to_input(images.to(device), channels_last))
-            sizes = [dataset.records[i].size for i in idx]
-            out += [{k: v.cpu() for k, v in d.items()}
-                    for d in postprocess(raw, sizes, model.boxes, conf=conf, iou=iou)]
+            images = {i: dataset.readable(i) for i in idx}
+            idx = [i for i in idx if images[i] is not None]
+            found: dict[int, dict[str, torch.Tensor]] = {}
+            if idx:
+                batch, _ = collate([unwrap(*resize(*wrap(images[i], dataset.target(i)))) for i in idx])
+                raw = model(to_input(batch.to(device), channels_last))
+                sizes = [dataset.records[i].size for i in idx]
+                found = {i: {k: v.cpu() for k, v in d.items()}
+                         for i, d in zip(idx, postprocess(raw, sizes, model.boxes, conf=conf, iou=iou))}
+            out += [found.get(i) for i in range(start, min(start + batch_size, len(dataset)))]
     finally:
         model.train(was_training)
     return out
@@ -45,7 +51,9 @@ def predict_dataset(model: nn.Module, dataset: DetectionSet, *, conf: float = EV
 
 def evaluate_model(model: nn.Module, dataset: DetectionSet, *, metric: str = "voc07",
                    iou: float = 0.5, channels_last: bool = False) -> APResult:
-    """AP of `model` on `dataset` under `metric` at IoU `iou` (NMS at darknet's .5)."""
+    """AP of `model` on `dataset` under `metric` at IoU `iou` (NMS at darknet's .5). Images that
+    cannot be decoded are left out of both sides (and recorded in the set's issues)."""
     predictions = predict_dataset(model, dataset, channels_last=channels_last)
-    truths = [dataset.target(i) for i in range(len(dataset))]
-    return evaluate(predictions, truths, dataset.num_classes, metric=metric, iou=iou)
+    kept = [i for i, p in enumerate(predictions) if p is not None]
+    truths = [dataset.target(i) for i in kept]
+    return evaluate([predictions[i] for i in kept], truths, dataset.num_classes, metric=metric, iou=iou)

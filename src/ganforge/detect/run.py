@@ -45,7 +45,7 @@ from ganforge.detect.evaluate import predict_dataset, to_input
 from ganforge.detect.infer import DRAW_CONF
 from ganforge.detect.loss import yolo_loss
 from ganforge.detect.model import DETECTORS
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, DataError
 from ganforge.optim import build_optimizer
 from ganforge.runs import RunState, Window, warn
 
@@ -61,7 +61,8 @@ def _seed(*parts: int) -> int:
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """Item `s` is training batch `s`: (uint8 images B x 3 x size x size, list of targets).
+    """Item `s` is training batch `s`: (uint8 images B x 3 x size x size, list of targets, new
+    problems with the data).
 
     A pure function of (seed, s), so DataLoader workers, the training process and a resumed run all
     make the same batches (see the module docstring)."""
@@ -86,15 +87,18 @@ class StepBatches(torch.utils.data.Dataset):
         start = step * self.batch_size
         return [self.permutation(p // n)[p % n] for p in range(start, start + self.batch_size)]
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, list[dict]]:
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, list[dict], list[tuple[str, str]]]:
+        """Also returns the problems this call found (images that failed to decode): a worker
+        process records them in its own copy of the set, so they travel back with the batch."""
         items = []
+        before = len(self.dataset.issues)
         indices = self.indices(step)
         for k in range(self.part.start, self.part.stop):  # k: the position in the global batch
             image, target = self.dataset[indices[k]]
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_seed(self.seed, 11, step, k))
                 items.append(unwrap(*self.transform(*wrap(image, target))))
-        return collate(items)
+        return (*collate(items), self.dataset.issues.items[before:])
 
 
 def _one_thread(_: int) -> None:
@@ -152,8 +156,14 @@ class DetectRun(RunState):
         self.batches = StepBatches(self.train_set, self.input_size, cfg.batch_size, cfg.seed,
                                    augment=cfg.augment, flip=self.flip,
                                    part=dist.global_slice(cfg.batch_size) if self.world > 1 else None)
-        # The images drawn over time: the first val images, the same in every snapshot.
-        self.shown = self.val_set.subset(list(range(min(cfg.predict_images, len(self.val_set)))))
+        # The images drawn over time: the first readable val images, the same in every snapshot.
+        shown: list[int] = []
+        for i in range(len(self.val_set)):
+            if len(shown) == cfg.predict_images:
+                break
+            if self.val_set.readable(i) is not None:
+                shown.append(i)
+        self.shown = self.val_set.subset(shown)
         self.init_counters()
         self.best = math.inf  # unused: the best checkpoint goes by mAP (best_map, higher is better)
         self.best_map: float | None = None
@@ -228,8 +238,15 @@ class DetectRun(RunState):
         from ganforge.detect.draw import draw_detections
 
         preds = predict_dataset(self.net, self.shown, conf=DRAW_CONF, channels_last=self.channels_last)
-        return torch.stack([draw_detections(self.shown.image(i), preds[i], self.names)
-                            for i in range(len(self.shown))])
+        drawn = []
+        for i, pred in enumerate(preds):
+            image = self.shown.readable(i) if pred is not None else None
+            if image is None:  # decoded once at the start, not now: a grey tile keeps the grid's places
+                height, width = self.shown.records[i].size
+                image = torch.full((3, height, width), 128, dtype=torch.uint8)
+                pred = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+            drawn.append(draw_detections(image, pred, self.names))
+        return torch.stack(drawn)
 
     # -- the best checkpoint --
     def save_best(self, score: float) -> None:
@@ -284,13 +301,21 @@ def pretrain_batches(run: DetectRun, size: int = 56, batch: int = 64):
         raise ConfigError(f"pretrain_steps={run.cfg.pretrain_steps} needs labelled boxes in the train split "
                           f"of {run.cfg.data}: it has none; set pretrain_steps=0")
 
+    with_boxes, unreadable = {i for i, _ in pairs}, set()
+
     def crops(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         from torchvision.transforms.v2.functional import resized_crop
 
         images, labels = [], []
-        for j in rng.randint(len(pairs), size=batch):
-            i, k = pairs[j]
-            image = data.image(i)
+        while len(images) < batch:
+            i, k = pairs[rng.randint(len(pairs))]
+            image = None if i in unreadable else data.readable(i)  # None (recorded): not decodable
+            if image is None:
+                unreadable.add(i)
+                if len(unreadable) == len(with_boxes):
+                    raise DataError(f"no image with boxes in the train split of {run.cfg.data} can be "
+                                    "decoded; check its image files")
+                continue
             x1, y1, x2, y2 = data.records[i].boxes[k].tolist()
             mx, my = (x2 - x1) / 4, (y2 - y1) / 4
             top, left = max(0, int(y1 - my)), max(0, int(x1 - mx))

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ganforge import distributed as dist
 from ganforge.detect.config import DetectConfig
+from ganforge.detect.data import LabelIssues
 from ganforge.detect.datasets import DETECTION_DATASETS
 from ganforge.detect.evaluate import evaluate_model
 from ganforge.detect.run import DetectRun, pretrain_batches
@@ -152,8 +153,10 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
                 interrupted = flag.signum
         t0, base_seconds = time.perf_counter(), run.seconds
         loader = iter(run.loader(cfg.workers)) if interrupted is None else iter(())
-        for batch in loader:
-            stats, ok = run.train_step(batch)
+        for images, targets, found in loader:
+            for where, reason in found:  # from a worker's copy of the set: recorded here too
+                run.train_set.issues.add(where, reason)
+            stats, ok = run.train_step((images, targets))
             run.step += 1
             run.images_seen += cfg.batch_size
             run.seconds = base_seconds + time.perf_counter() - t0
@@ -249,16 +252,26 @@ def _skipped(run: DetectRun, mlog: MetricsLog, progress: Progress, log) -> None:
         f"learning rate, e.g. `{RESUME} {shlex.quote(str(run.dir))} lr={run.cfg.lr / 2:g}`")
 
 
+def _issues(run: DetectRun) -> LabelIssues:
+    """The problems found in the train and val splits so far (one list when they share it)."""
+    issues = LabelIssues()
+    issues.extend(run.train_set.issues)
+    if run.val_set.issues is not run.train_set.issues:
+        issues.extend(run.val_set.issues)
+    return issues
+
+
 def _report_issues(run: DetectRun, mlog: MetricsLog, log) -> None:
-    """Bad labels and images: one warning line (file names included) when new ones are found."""
-    issues = run.train_set.issues
+    """Bad labels and images of the train and val splits: one warning line (file names included)
+    when new ones are found."""
+    issues = _issues(run)
     if len(issues) <= run.issues_reported:
         return
     run.issues_reported = len(issues)
     files = sorted({where.rsplit(":", 1)[0] for where, _ in issues.items})
     shown = ", ".join(Path(f).name for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-    message = (f"{run.cfg.data} train split: {issues.summary()}; files: {shown}; training goes on without "
-               "them")
+    message = (f"{run.cfg.data} train and val splits: {issues.summary()}; files: {shown}; training and its "
+               "mAP go on without them")
     mlog.warning(run.step, message, alarm="labels", files=files)
     if not run.quiet:
         log(f"warning: {message}")
@@ -327,7 +340,7 @@ def _finish(run: DetectRun, folder: RunFolder, status: str, log, stop_reason: st
         device=str(run.device), steps=run.step, total_steps=run.total_steps,
         epochs=round(run.step / run.steps_per_epoch, 4), images_seen=run.images_seen,
         seconds=round(run.seconds, 3), images_per_second=round(run.images_seen / max(run.seconds, 1e-9), 2),
-        skipped_steps=run.skipped, label_issues=len(run.train_set.issues),
+        skipped_steps=run.skipped, label_issues=len(_issues(run)),
         pretrain_accuracy=run.pretrain_accuracy,
         final={k: final.get(k) for k in ("loss", "loss_coord", "loss_obj", "loss_noobj", "loss_cls")},
         final_map=evals[-1]["map"] if evals else None, metric=evals[-1]["metric"] if evals else None,
