@@ -40,7 +40,7 @@ recipe("adam", "this project's setup for small data on two CPU cores (measured i
        "yolov1-s on digits-det: trunk pretrained on single digits, FC 1024 without dropout, Adam 3e-4 "
        "with a cosine decay",
        model="yolov1-s", optimizer="adam", lr=3e-4, weight_decay=0.0, batch_size=32, schedule="cosine",
-       warmup=0.04, fc_width=1024, dropout=0.0, pretrain_steps=600, epochs=72, data="digits-det",
+       warmup=0.04, fc_width=1024, dropout=0.0, pretrain_steps=600, epochs=96, data="digits-det",
        eval_every=250, predict_every=125, checkpoint_every=250)
 
 
