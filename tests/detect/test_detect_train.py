@@ -121,7 +121,8 @@ def test_resume_after_a_stop_is_bit_identical(toy_data, tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigint_checkpoints_exits_130_and_resume_finishes(toy_data, tmp_path):
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_checkpoints_exits_128_plus_n_and_resume_finishes(toy_data, tmp_path, sig, code):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "ganforge", "detect", "train", "adam", "--data", str(toy_data),
@@ -133,12 +134,12 @@ def test_sigint_checkpoints_exits_130_and_resume_finishes(toy_data, tmp_path):
         if any(r["kind"] == "train" for r in read_metrics(run / "metrics.jsonl")):
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     text = err.decode()
-    assert proc.returncode == 130, text[-2000:]
+    assert proc.returncode == code, text[-2000:]
     assert "Traceback" not in text
-    assert "ganforge: error: stopped by signal 2 at step" in text and "ganforge detect train --resume" in text
+    assert f"ganforge: error: stopped by signal {int(sig)} at step" in text and "ganforge detect train --resume" in text
     stopped = int(text.split("at step ")[1].split(":")[0])
     assert 2 <= stopped < 400
     assert int(load_checkpoint(list_checkpoints(run / "checkpoints")[-1])[1]["step"]) == stopped
@@ -287,3 +288,99 @@ def test_images_that_fail_to_decode_mid_run_are_reported_from_workers_and_val(to
     summary = json.loads((run / "summary.json").read_text())
     assert summary["label_issues"] == len(named) and summary["steps"] == 4
     assert any((run / "predictions").glob("*.png"))
+
+
+def test_one_coco_json_finds_its_val_file_or_warns_that_val_is_not_held_out(tmp_path):
+    import shutil
+
+    from ganforge.detect.datasets import open_detection_data
+
+    coco = write_dataset({"train": load_digits_det("train", count=12), "val": load_digits_det("val", count=4)},
+                         tmp_path / "coco", "coco")
+    flat = tmp_path / "flat"  # both files beside the images of both splits
+    flat.mkdir()
+    for split in ("train", "val"):
+        for png in (coco / "images" / split).iterdir():
+            shutil.copy(png, flat / png.name)
+        shutil.copy(coco / "annotations" / f"instances_{split}.json", flat / f"instances_{split}.json")
+    train_set = open_detection_data(str(flat / "instances_train.json"), "train")
+    val_set = open_detection_data(str(flat / "instances_train.json"), "val")  # the file beside it
+    assert (len(train_set), len(val_set)) == (12, 4) and val_set.source.endswith("instances_val.json")
+
+    (flat / "instances_val.json").unlink()  # one file for every split: val is the training set
+    run = tmp_path / "run"
+    proc = ganforge("detect", "train", "adam", "--data", flat / "instances_train.json", "--out", run,
+                    "--steps", "2", *TOY, "eval_every=0", "predict_every=100")
+    err = assert_ok(proc)
+    text = proc.stdout.decode() + err
+    lines = [line for line in text.splitlines() if "are training images" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: 12 of the 12 val images")
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if r.get("alarm") == "val_overlap"]
+    assert len(rows) == 1
+    assert_ok(ganforge("detect", "train", "--resume", run, "--steps", "3"))  # said once, not again on resume
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if r.get("alarm") == "val_overlap"]
+    assert len(rows) == 1
+
+
+def _poison_loss(monkeypatch, bad_calls: set[int]) -> None:
+    """Make equation 3's total NaN on the given calls (1-based) of the training step's loss."""
+    import ganforge.detect.run as detect_run
+
+    real, calls = detect_run.yolo_loss, [0]
+
+    def poisoned(*args, **kwargs):
+        parts = real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] in bad_calls:
+            parts.total = parts.total * float("nan")
+        return parts
+
+    monkeypatch.setattr(detect_run, "yolo_loss", poisoned)
+
+
+def test_a_non_finite_step_is_skipped_and_training_goes_on(toy_data, tmp_path, capsys, monkeypatch):
+    _poison_loss(monkeypatch, {3})
+    run = tmp_path / "run"
+    code, _, err = _in_process(capsys, "detect", "train", "adam", "--data", toy_data, "--out", run, "--steps", "6",
+                               *TOY, "eval_every=0", "predict_every=100", "--quiet")
+    assert code == 0, err
+    events = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "skipped_nonfinite_step"]
+    assert [r["step"] for r in events] == [3]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 6
+    assert all(torch.isfinite(t).all() for t in _weights(run).values())
+
+
+def test_persistent_non_finite_steps_stop_with_exit_3_and_a_resume_line(toy_data, tmp_path, capsys, monkeypatch):
+    _poison_loss(monkeypatch, set(range(5, 10_000)))  # every step from the 5th on
+    run = tmp_path / "run"
+    code, _, err = _in_process(capsys, "detect", "train", "adam", "--data", toy_data, "--out", run, "--steps", "40",
+                               *TOY, "eval_every=0", "predict_every=100", "max_skips=3", "--quiet")
+    assert code == 3
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "training diverged: 3 consecutive steps with a non-finite loss or gradient at step 7" in lines[0]
+    assert "ganforge detect train --resume" in lines[0] and "lr=0.00015" in lines[0]
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in rows if r.get("event") == "skipped_nonfinite_step"] == [5, 6, 7]
+    assert [r["step"] for r in rows if r.get("event") == "diverged"] == [7]
+    assert json.loads((run / "summary.json").read_text())["status"] == "diverged"
+    assert int(load_checkpoint(list_checkpoints(run / "checkpoints")[-1])[1]["step"]) == 4  # the last good one
+    assert all(torch.isfinite(t).all() for t in _weights(run).values())
+
+
+def test_val_on_other_data_with_the_same_classes_and_refused_with_other_classes(trained, tmp_path):
+    voc = write_dataset({"test": load_digits_det("test", count=5)}, tmp_path / "voc", "voc")
+    proc = ganforge("detect", "val", trained, "--data", voc, "--split", "test", "--json", tmp_path / "v.json")
+    assert_ok(proc)
+    assert "(5 images)" in proc.stdout.decode()
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["data"] == str(voc) and result["images"] == 5
+    other = tmp_path / "other"
+    (other / "images" / "test").mkdir(parents=True)
+    (other / "labels" / "test").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(other / "images" / "test" / "a.png")
+    (other / "data.yaml").write_text("path: .\ntrain: images/test\nval: images/test\ntest: images/test\n"
+                                     "names: [cat, dog]\n")
+    line = one_error_line(ganforge("detect", "val", trained, "--data", other / "data.yaml", "--split", "test"))
+    assert "has classes cat, dog" in line and "the run was trained on 0, 1" in line

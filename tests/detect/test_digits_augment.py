@@ -112,3 +112,67 @@ def test_tiny_leftover_boxes_are_dropped_and_boxes_clipped():
     _, out = unwrap(*detection_transform(100, train=False)(*wrap(image, target)))
     assert out["boxes"].tolist() == [[0.0, 10.0, 40.0, 60.0]] and out["labels"].tolist() == [1]
     np.testing.assert_array_equal(out["difficult"].numpy(), [False])
+
+
+def _hsv_reference(rgb: np.ndarray, saturation: float, exposure: float) -> np.ndarray:
+    import colorsys
+
+    out = np.empty_like(rgb)
+    for i, (r, g, b) in enumerate(rgb):
+        h, s, v = colorsys.rgb_to_hsv(r, g, b)
+        out[i] = colorsys.hsv_to_rgb(h, min(s * saturation, 1.0), min(v * exposure, 1.0))
+    return out
+
+
+@pytest.mark.parametrize("saturation,exposure", [(1.4, 0.7), (0.6, 1.3), (1.5, 1.5), (1 / 1.5, 1 / 1.5)])
+def test_color_augmentation_scales_s_and_v_in_hsv_like_colorsys(saturation, exposure):
+    from ganforge.detect.augment import scale_hsv
+
+    gen = torch.Generator().manual_seed(3)
+    pixels = torch.rand(3, 1, 400, generator=gen, dtype=torch.float64)
+    pixels[:, 0, :5] = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0],
+                                     [0.9, 0.8, 0.0]], dtype=torch.float64).T  # black, greys, pure, bright
+    got = scale_hsv(pixels, saturation, exposure)[:, 0].T.numpy()
+    want = _hsv_reference(pixels[:, 0].T.numpy(), saturation, exposure)
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    u8 = (pixels * 255).round().to(torch.uint8)
+    got8 = scale_hsv(u8, saturation, exposure)[:, 0].T.numpy().astype(float)
+    want8 = _hsv_reference(u8[:, 0].T.numpy() / 255.0, saturation, exposure) * 255
+    assert np.abs(got8 - want8).max() <= 0.5 + 1e-9  # rounding only
+
+
+def test_color_augmentation_draws_darknet_factors_and_leaves_boxes():
+    from ganforge.detect.augment import RandomHSV
+
+    torch.manual_seed(0)
+    hsv = RandomHSV()
+    draws = [hsv.make_params([]) for _ in range(2000)]
+    for key in ("saturation", "exposure"):
+        values = np.array([d[key] for d in draws])
+        assert values.min() >= 1 / 1.5 - 1e-12 and values.max() <= 1.5 + 1e-12
+        assert 0.45 < (values < 1).mean() < 0.55  # scaled up or down with probability 1/2
+        assert values.max() > 1.45 and values.min() < 1 / 1.45  # the whole range is used
+    image, target = _sample()
+    transform = detection_transform(64, train=True, color="hsv")
+    assert any(isinstance(t, RandomHSV) for t in transform.transforms)
+    assert not any(isinstance(t, v2.ColorJitter) for t in transform.transforms)
+    torch.manual_seed(1)
+    colored = RandomHSV()(*wrap(image, target))
+    assert torch.equal(colored[1]["boxes"], wrap(image, target)[1]["boxes"])
+    assert colored[0].dtype == torch.uint8 and colored[0].shape == image.shape
+
+
+def test_color_choice_in_config_recipes_and_old_runs():
+    from ganforge.detect.config import DetectConfig
+    from ganforge.detect.recipes import get_recipe
+
+    assert DetectConfig(epochs=1).color == "hsv"
+    assert get_recipe("paper").color == "hsv"
+    assert get_recipe("adam").color == "jitter"  # what its learning check measured
+    saved = DetectConfig(epochs=1).to_dict()
+    assert DetectConfig.from_dict(saved).color == "hsv"
+    del saved["color"]  # a run folder written before the key existed trained with ColorJitter
+    assert DetectConfig.from_dict(saved).color == "jitter"
+    assert any(isinstance(t, v2.ColorJitter) for t in detection_transform(64, train=True, color="jitter").transforms)
+    with pytest.raises(ConfigError, match="color"):
+        DetectConfig.from_dict({**saved, "color": "rgb"})

@@ -73,6 +73,9 @@ class DetectConfig(Config):
     data: str = option("digits-det", "a dataset name (digits-det, voc2007, voc2012, voc07+12), a data YAML, "
                        "a COCO JSON or a dataset folder")
     augment: bool = option(True, "the paper's augmentation: scale/translate 20%, exposure and saturation x1.5")
+    color: str = option("hsv", "colour augmentation: hsv (the paper's: S and V scaled in HSV, darknet's "
+                        "factors) or jitter (torchvision's ColorJitter, what the adam recipe measured)",
+                        choices=("hsv", "jitter"))
     flip: str = option("auto", "horizontal flip: auto (the dataset's choice; digits never), on, off",
                        choices=("auto", "on", "off"))
     workers: int = option(1, "augmentation worker processes (0 = in the training process)", ge=0, resume=True)
@@ -126,6 +129,13 @@ class DetectConfig(Config):
     channels_last: str = option("auto", "NHWC memory format: auto (the model's measured best), on, off",
                                 choices=("auto", "on", "off"), resume=True)
     version: int = option(VERSION, "config format version")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DetectConfig":
+        """As Config.from_dict; a config saved before `color` existed trained with ColorJitter."""
+        if isinstance(data, dict) and "color" not in data:
+            data = {**data, "color": "jitter"}
+        return super().from_dict(data)
 
     def check(self) -> None:
         if self.steps is None and self.epochs is None:

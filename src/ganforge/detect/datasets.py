@@ -1,7 +1,9 @@
 """Named detection datasets and what ``--data`` may be.
 
 ``--data`` is a registered name (`DETECTION_DATASETS`: digits-det, voc2007, voc2012, voc07+12), a
-data YAML (the Ultralytics layout), a COCO instances JSON, or a folder: a VOC folder (Annotations/,
+data YAML (the Ultralytics layout), a COCO instances JSON (its other splits are the files beside it
+with ``train`` in the name replaced, e.g. ``instances_val2017.json`` for ``instances_train2017.json``;
+without one the file serves every split, and training warns that val is not held out), or a folder: a VOC folder (Annotations/,
 ImageSets/Main/, JPEGImages/), a folder holding ``data.yaml``, or a folder with
 ``annotations/instances_<split>.json`` and its images in ``images/<split>/`` (or ``<split>/``).
 
@@ -117,6 +119,22 @@ def _coco_in_folder(folder: Path, split: str) -> DetectionSet | None:
     return load_coco(json_path, images)
 
 
+def coco_split_file(path: Path, split: str) -> Path:
+    """The COCO JSON of `split` for a given file: the file beside it with ``train`` in its name
+    replaced by the split (instances_train2017.json -> instances_val2017.json), else `path`."""
+    if split != "train" and "train" in path.name:
+        sibling = path.with_name(path.name.replace("train", split, 1))
+        if sibling.is_file():
+            return sibling
+    return path
+
+
+def shared_images(train: DetectionSet, val: DetectionSet) -> int:
+    """How many of `val`'s image files are also in `train` (0 for in-memory sets)."""
+    files = {r.image for r in train.records if isinstance(r.image, Path)}
+    return sum(1 for r in val.records if isinstance(r.image, Path) and r.image in files)
+
+
 def open_detection_data(spec: str, split: str, **options) -> DetectionSet:
     """The `split` of whatever `spec` names (see the module docstring)."""
     if spec in DETECTION_DATASETS:
@@ -129,7 +147,7 @@ def open_detection_data(spec: str, split: str, **options) -> DetectionSet:
     if path.suffix.lower() == ".json":
         if not path.is_file():
             raise DataError(f"{path} does not exist: check the path of the COCO JSON")
-        return load_coco(path)
+        return load_coco(coco_split_file(path, split))
     if path.is_dir():
         if is_voc_folder(path):
             return load_voc(path, split)

@@ -41,7 +41,7 @@ recipe("adam", "this project's setup for small data on two CPU cores (measured i
        "with a cosine decay",
        model="yolov1-s", optimizer="adam", lr=3e-4, weight_decay=0.0, batch_size=32, schedule="cosine",
        warmup=0.04, fc_width=1024, dropout=0.0, pretrain_steps=600, epochs=96, data="digits-det",
-       eval_every=250, predict_every=125, checkpoint_every=250)
+       color="jitter", eval_every=250, predict_every=125, checkpoint_every=250)
 
 
 def get_recipe(name: str) -> DetectConfig:

@@ -40,7 +40,7 @@ from ganforge.detect.augment import collate, detection_transform, unwrap, wrap
 from ganforge.detect.boxes import encode_targets
 from ganforge.detect.config import SCHEDULES, DetectConfig
 from ganforge.detect.data import DetectionSet
-from ganforge.detect.datasets import open_detection_data
+from ganforge.detect.datasets import open_detection_data, shared_images
 from ganforge.detect.evaluate import predict_dataset, to_input
 from ganforge.detect.infer import DRAW_CONF
 from ganforge.detect.loss import yolo_loss
@@ -68,11 +68,11 @@ class StepBatches(torch.utils.data.Dataset):
     make the same batches (see the module docstring)."""
 
     def __init__(self, dataset: DetectionSet, input_size: int, batch_size: int, seed: int, *,
-                 augment: bool, flip: bool, part: slice | None = None) -> None:
+                 augment: bool, flip: bool, color: str = "hsv", part: slice | None = None) -> None:
         """`part`: the positions of each global batch this process makes (default: all of them)."""
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.part = part if part is not None else slice(0, batch_size)
-        self.transform = detection_transform(input_size, train=augment, flip=flip)
+        self.transform = detection_transform(input_size, train=augment, flip=flip, color=color)
 
     def __len__(self) -> int:
         return 2 ** 62  # indexed by step; the sampler says which steps
@@ -154,7 +154,7 @@ class DetectRun(RunState):
         self.scheduler = self._make_scheduler()
         self.flip = SWITCH.get(cfg.flip, self.train_set.flip)
         self.batches = StepBatches(self.train_set, self.input_size, cfg.batch_size, cfg.seed,
-                                   augment=cfg.augment, flip=self.flip,
+                                   augment=cfg.augment, flip=self.flip, color=cfg.color,
                                    part=dist.global_slice(cfg.batch_size) if self.world > 1 else None)
         # The images drawn over time: the first readable val images, the same in every snapshot.
         shown: list[int] = []
@@ -184,6 +184,7 @@ class DetectRun(RunState):
             raise ConfigError(f"{cfg.data} has no usable val image: add a val split to evaluate on")
         if self.val_set.names != self.train_set.names:
             raise ConfigError(f"{cfg.data}: the val split has other class names than the train split")
+        self.val_shared = shared_images(self.train_set, self.val_set)
         if self.world > 1:
             dist.check_divides(cfg.batch_size, "the global batch_size", f"choose a batch_size that is a multiple "
                                f"of {self.world}, or another number of processes")

@@ -145,6 +145,7 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
     interrupted: int | None = None
     with SignalFlag() as flag, (MetricsLog(folder.metrics) if main else NoLog()) as mlog:
         _report_issues(run, mlog, log)
+        _report_val_overlap(run, mlog, log)
         if not run.pretrained:
             _pretrain(run, mlog, progress)
             run.save()
@@ -273,6 +274,18 @@ def _report_issues(run: DetectRun, mlog: MetricsLog, log) -> None:
     message = (f"{run.cfg.data} train and val splits: {issues.summary()}; files: {shown}; training and its "
                "mAP go on without them")
     mlog.warning(run.step, message, alarm="labels", files=files)
+    if not run.quiet:
+        log(f"warning: {message}")
+
+
+def _report_val_overlap(run: DetectRun, mlog: MetricsLog, log) -> None:
+    """A val split that reuses training images measures fit, not held-out accuracy: say so once."""
+    if not run.val_shared or run.step:
+        return
+    message = (f"{run.val_shared} of the {len(run.val_set)} val images of {run.cfg.data} are training images, "
+               "so its mAP and best checkpoint measure fit, not held-out accuracy: give a val split of other "
+               "images (for a COCO JSON, the file with 'train' in its name replaced by 'val' beside it)")
+    mlog.warning(run.step, message, alarm="val_overlap")
     if not run.quiet:
         log(f"warning: {message}")
 
