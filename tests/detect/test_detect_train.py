@@ -384,3 +384,14 @@ def test_val_on_other_data_with_the_same_classes_and_refused_with_other_classes(
                                      "names: [cat, dog]\n")
     line = one_error_line(ganforge("detect", "val", trained, "--data", other / "data.yaml", "--split", "test"))
     assert "has classes cat, dog" in line and "the run was trained on 0, 1" in line
+
+
+def test_flip_on_for_digits_is_warned_about_once(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = _in_process(capsys, "detect", "train", "adam", "--data", "digits-det", "--out", run,
+                                 "--steps", "1", *TOY, "eval_every=0", "predict_every=100", "predict_images=2",
+                                 "flip=on")
+    assert code == 0, err
+    lines = [line for line in (out + err).splitlines() if line.startswith("warning: flip=on")]
+    assert len(lines) == 1 and "digits-det" in lines[0] and "flip=auto" in lines[0]
+    assert [r["alarm"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "warning"] == ["flip"]

@@ -146,6 +146,7 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
     with SignalFlag() as flag, (MetricsLog(folder.metrics) if main else NoLog()) as mlog:
         _report_issues(run, mlog, log)
         _report_val_overlap(run, mlog, log)
+        _report_flip(run, mlog, log)
         if not run.pretrained:
             _pretrain(run, mlog, progress)
             run.save()
@@ -286,6 +287,17 @@ def _report_val_overlap(run: DetectRun, mlog: MetricsLog, log) -> None:
                "so its mAP and best checkpoint measure fit, not held-out accuracy: give a val split of other "
                "images (for a COCO JSON, the file with 'train' in its name replaced by 'val' beside it)")
     mlog.warning(run.step, message, alarm="val_overlap")
+    if not run.quiet:
+        log(f"warning: {message}")
+
+
+def _report_flip(run: DetectRun, mlog: MetricsLog, log) -> None:
+    """flip=on where the dataset says a mirror image is not one of its objects (digits): say so once."""
+    if run.cfg.flip != "on" or run.train_set.flip or run.step:
+        return
+    message = (f"flip=on mirrors the images of {run.cfg.data}, whose objects change meaning in a mirror "
+               "(a mirrored 2 is not a 2): use flip=auto unless that is what you want")
+    mlog.warning(run.step, message, alarm="flip")
     if not run.quiet:
         log(f"warning: {message}")
 
