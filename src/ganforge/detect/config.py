@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from ganforge.config import Config, option
+from ganforge.detect.augment import COLORS
 from ganforge.detect.model import DETECTORS
 from ganforge.detect.voc_eval import METRICS
 from ganforge.errors import ConfigError
@@ -75,7 +76,7 @@ class DetectConfig(Config):
     augment: bool = option(True, "the paper's augmentation: scale/translate 20%, exposure and saturation x1.5")
     color: str = option("hsv", "colour augmentation: hsv (the paper's: S and V scaled in HSV, darknet's "
                         "factors) or jitter (torchvision's ColorJitter, what the adam recipe measured)",
-                        choices=("hsv", "jitter"))
+                        choices=COLORS)
     flip: str = option("auto", "horizontal flip: auto (the dataset's choice; digits never), on, off",
                        choices=("auto", "on", "off"))
     workers: int = option(1, "augmentation worker processes (0 = in the training process)", ge=0, resume=True)

@@ -3,8 +3,8 @@
 ``--data`` is a registered name (`DETECTION_DATASETS`: digits-det, voc2007, voc2012, voc07+12), a
 data YAML (the Ultralytics layout), a COCO instances JSON (its other splits are the files beside it
 with ``train`` in the name replaced, e.g. ``instances_val2017.json`` for ``instances_train2017.json``;
-without one the file serves every split, and training warns that val is not held out), or a folder: a VOC folder (Annotations/,
-ImageSets/Main/, JPEGImages/), a folder holding ``data.yaml``, or a folder with
+without one the file serves every split, and training warns that val is not held out), or a folder:
+a VOC folder (Annotations/, ImageSets/Main/, JPEGImages/), a folder holding ``data.yaml``, or a folder with
 ``annotations/instances_<split>.json`` and its images in ``images/<split>/`` (or ``<split>/``).
 
 VOC 2007 and 2012 are downloaded once, with checksums, into ``<data dir>/voc`` (``$GANFORGE_MIRROR``

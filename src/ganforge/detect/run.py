@@ -40,7 +40,7 @@ from ganforge.detect.augment import collate, detection_transform, unwrap, wrap
 from ganforge.detect.boxes import encode_targets
 from ganforge.detect.config import SCHEDULES, DetectConfig
 from ganforge.detect.data import DetectionSet
-from ganforge.detect.datasets import open_detection_data, shared_images
+from ganforge.detect.datasets import open_detection_data
 from ganforge.detect.evaluate import predict_dataset, to_input
 from ganforge.detect.infer import DRAW_CONF
 from ganforge.detect.loss import yolo_loss
@@ -184,7 +184,6 @@ class DetectRun(RunState):
             raise ConfigError(f"{cfg.data} has no usable val image: add a val split to evaluate on")
         if self.val_set.names != self.train_set.names:
             raise ConfigError(f"{cfg.data}: the val split has other class names than the train split")
-        self.val_shared = shared_images(self.train_set, self.val_set)
         if self.world > 1:
             dist.check_divides(cfg.batch_size, "the global batch_size", f"choose a batch_size that is a multiple "
                                f"of {self.world}, or another number of processes")

@@ -33,7 +33,7 @@ from pathlib import Path
 from ganforge import distributed as dist
 from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import LabelIssues
-from ganforge.detect.datasets import DETECTION_DATASETS
+from ganforge.detect.datasets import DETECTION_DATASETS, shared_images
 from ganforge.detect.evaluate import evaluate_model
 from ganforge.detect.run import DetectRun, pretrain_batches
 from ganforge.errors import ConfigError, GanforgeError
@@ -272,34 +272,32 @@ def _report_issues(run: DetectRun, mlog: MetricsLog, log) -> None:
     run.issues_reported = len(issues)
     files = sorted({where.rsplit(":", 1)[0] for where, _ in issues.items})
     shown = ", ".join(Path(f).name for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-    message = (f"{run.cfg.data} train and val splits: {issues.summary()}; files: {shown}; training and its "
-               "mAP go on without them")
-    mlog.warning(run.step, message, alarm="labels", files=files)
+    _warn(run, mlog, log, f"{run.cfg.data} train and val splits: {issues.summary()}; files: {shown}; training "
+          "and its mAP go on without them", alarm="labels", files=files)
+
+
+def _warn(run: DetectRun, mlog: MetricsLog, log, message: str, **fields) -> None:
+    """A `warning` row in metrics.jsonl and, unless quiet, a `warning:` line."""
+    mlog.warning(run.step, message, **fields)
     if not run.quiet:
         log(f"warning: {message}")
 
 
 def _report_val_overlap(run: DetectRun, mlog: MetricsLog, log) -> None:
     """A val split that reuses training images measures fit, not held-out accuracy: say so once."""
-    if not run.val_shared or run.step:
-        return
-    message = (f"{run.val_shared} of the {len(run.val_set)} val images of {run.cfg.data} are training images, "
-               "so its mAP and best checkpoint measure fit, not held-out accuracy: give a val split of other "
-               "images (for a COCO JSON, the file with 'train' in its name replaced by 'val' beside it)")
-    mlog.warning(run.step, message, alarm="val_overlap")
-    if not run.quiet:
-        log(f"warning: {message}")
+    shared = 0 if run.step else shared_images(run.train_set, run.val_set)
+    if shared:
+        _warn(run, mlog, log, f"{shared} of the {len(run.val_set)} val images of {run.cfg.data} are training "
+              "images, so its mAP and best checkpoint measure fit, not held-out accuracy: give a val split of "
+              "other images (for a COCO JSON, the file with 'train' in its name replaced by 'val' beside it)",
+              alarm="val_overlap")
 
 
 def _report_flip(run: DetectRun, mlog: MetricsLog, log) -> None:
     """flip=on where the dataset says a mirror image is not one of its objects (digits): say so once."""
-    if run.cfg.flip != "on" or run.train_set.flip or run.step:
-        return
-    message = (f"flip=on mirrors the images of {run.cfg.data}, whose objects change meaning in a mirror "
-               "(a mirrored 2 is not a 2): use flip=auto unless that is what you want")
-    mlog.warning(run.step, message, alarm="flip")
-    if not run.quiet:
-        log(f"warning: {message}")
+    if run.cfg.flip == "on" and not run.train_set.flip and not run.step:
+        _warn(run, mlog, log, f"flip=on mirrors the images of {run.cfg.data}, whose objects change meaning in a "
+              "mirror (a mirrored 2 is not a 2): use flip=auto unless that is what you want", alarm="flip")
 
 
 def _log_window(run: DetectRun, mlog: MetricsLog, progress: Progress) -> None:
