@@ -21,7 +21,7 @@ detect-demo: $(STAMP)
 	$(VENV)/bin/ganforge detect train adam --data digits-det --out runs/detect-demo --epochs 2 --force device=cpu
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -n 2 --timeout 600
+	$(VENV)/bin/pytest -n 2 --timeout 600 --durations 25
 
 test-all: $(STAMP)
 	$(VENV)/bin/pytest -n 2 -m "slow or not slow"

@@ -47,7 +47,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 
 if [ "$MODE" = all ] || [ "$MODE" = tests ]; then
     # Captured, no host sync (sync debug mode "error"), bf16 agreement; the detector's graph replay.
-    step tests 150 $PY -m pytest tests/test_speed.py tests/detect/test_detect_speed.py -q \
+    step tests 150 $PY -m pytest tests/speed/test_speed.py tests/detect/test_detect_speed.py -q \
         -p no:cacheprovider -k cuda
 fi
 if [ "$MODE" = all ]; then

@@ -1,4 +1,4 @@
-"""Reliability soak for issue 5, "Never lose a run": the long version of tests/test_reliability.py.
+"""Reliability soak for issue 5, "Never lose a run": the long version of tests/runs/test_reliability.py.
 
     python bench/soak.py --trials 20                 # ~10 min on 2 CPU cores
     python bench/soak.py --trials 20 --json soak.json

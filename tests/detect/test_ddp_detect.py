@@ -20,7 +20,7 @@ import torch
 from conftest import assert_ok, ganforge, one_error_line
 from ganforge.checkpoint import list_checkpoints, load_checkpoint, module_state
 from ganforge.detect.digits import load_digits_det
-from ganforge.detect.export import write_dataset
+from ganforge.detect.write_dataset import write_dataset
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or sys.platform == "win32",
                                 reason="torch.distributed with gloo")

@@ -20,7 +20,7 @@ from ganforge.checkpoint import list_checkpoints, load_checkpoint, module_state
 from ganforge.config import apply_overrides
 from ganforge.detect.config import SCHEDULES
 from ganforge.detect.digits import load_digits_det
-from ganforge.detect.export import write_dataset
+from ganforge.detect.write_dataset import write_dataset
 from ganforge.detect.recipes import RECIPES, get_recipe
 from ganforge.detect.train import train
 from ganforge.io import read_metrics

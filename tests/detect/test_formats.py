@@ -13,7 +13,7 @@ from PIL import Image
 from ganforge.detect.coco import load_coco
 from ganforge.detect.datasets import open_detection_data
 from ganforge.detect.digits import load_digits_det
-from ganforge.detect.export import write_dataset
+from ganforge.detect.write_dataset import write_dataset
 from ganforge.detect.voc import load_voc
 from ganforge.detect.yolo_txt import load_yolo
 from ganforge.errors import DataError

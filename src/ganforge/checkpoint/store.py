@@ -70,7 +70,7 @@ def _os_error_message(err: OSError, where: Path, hint: str | None) -> str:
 
 def _test_pause() -> None:
     """Test hook, off unless GANFORGE_TEST_SLOW_SAVE=SECONDS is set: sleep between the stages of a
-    save, so reliability tests (tests/test_reliability.py, bench/soak.py) can land a kill or a
+    save, so reliability tests (tests/runs/test_reliability.py, bench/soak.py) can land a kill or a
     signal inside a checkpoint write. Never set it in real runs."""
     delay = os.environ.get("GANFORGE_TEST_SLOW_SAVE")
     if delay:

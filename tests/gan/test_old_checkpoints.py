@@ -1,9 +1,9 @@
 """Checkpoints of the first layout still load and resume exactly.
 
-`tests/data/v1-run` was written by ganforge 0.1.0 (checkpoint format 1: tensors named `G.`, `D.`,
+`tests/fixtures/v1-run` was written by ganforge 0.1.0 (checkpoint format 1: tensors named `G.`, `D.`,
 `EMA.`, optimizers `opt_g`/`opt_d`, one RNG state, and each discriminator one `net` Sequential):
 the fully connected recipe on `digits` at 8x8 with hidden widths 16 and an EMA, checkpointed at
-step 2. `tests/data/v1-run-expected` is that version's own checkpoint at step 4 of the same run.
+step 2. `tests/fixtures/v1-run-expected` is that version's own checkpoint at step 4 of the same run.
 
 That expected checkpoint was computed on one CPU. Float kernels on another CPU (AVX2 against
 AVX-512, another BLAS blocking) round differently in the last bits, so weights and moments are
@@ -26,7 +26,7 @@ from ganforge.cli import main
 from ganforge.gan.config import GANConfig
 from ganforge.models import build_models
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, key: str) -> None:

@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent / "soak"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "soak"))
 import reliability_harness as h  # noqa: E402
 
 from ganforge import checkpoint as ck  # noqa: E402

@@ -13,7 +13,7 @@ import torch
 from ganforge.checkpoint import list_checkpoints, load_checkpoint
 from ganforge.io import read_metrics
 
-SCRIPT = Path(__file__).parent / "scripts" / "one_module_run.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "one_module_run.py"
 
 
 def _run(*args: str) -> dict:
