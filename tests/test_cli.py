@@ -145,7 +145,7 @@ def test_resume_may_change_learning_rates_but_not_the_run(tmp_path, capsys):
 
 
 def test_dead_data_worker_is_one_line(monkeypatch, capsys, tmp_path):
-    import ganforge.cli as cli
+    import ganforge.runs.command as command
 
     run = tmp_path / "run"
     assert main(["train", "seed004-mlp-mnist", "--out", str(run), "--steps", "1", *TINY]) == 0
@@ -154,7 +154,7 @@ def test_dead_data_worker_is_one_line(monkeypatch, capsys, tmp_path):
     def dies(args):
         raise RuntimeError("DataLoader worker (pid 4203) is killed by signal: Killed. ")
 
-    monkeypatch.setitem(cli.COMMANDS, "train", dies)
+    monkeypatch.setattr(command, "run_training", lambda task, args: dies(args))
     assert main(["train", "default", "--out", str(run)]) == 2
     line = _err_line(capsys)
     assert "data-loading worker died (DataLoader worker (pid 4203) is killed by signal: Killed)" in line

@@ -18,87 +18,6 @@ from ganforge.errors import GanforgeError
 from ganforge.io import display_path, write_json
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train a recipe into a run folder, or continue one with --resume; with --nproc N, on N
-    processes (torchrun's launcher, as `ganforge train --nproc`)."""
-    from ganforge.cli import launch_or_train
-
-    return launch_or_train(args, _launch, _train)
-
-
-def _recipe_config(args: argparse.Namespace):
-    from ganforge.config import apply_overrides
-    from ganforge.detect.recipes import get_recipe
-
-    if not args.recipe or "=" in args.recipe:
-        raise GanforgeError("name a recipe (see `ganforge detect recipes`) or use --resume RUN")
-    overrides = list(args.overrides)
-    if args.data is not None:
-        overrides.append(f"data={args.data}")
-    return apply_overrides(get_recipe(args.recipe), overrides)
-
-
-def _launch(args: argparse.Namespace) -> int:
-    """`--nproc N`: the device and the global batch are checked before the processes start."""
-    from ganforge.cli import launch_train
-
-    if args.resume:
-        # The run's own device (unless an override changes it), read from its config.json.
-        device = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("device=")), None)
-        if device is None:
-            try:
-                device = json.loads((Path(args.resume) / "config.json").read_text()).get("device")
-            except (OSError, ValueError, AttributeError):
-                device = None
-        return launch_train(args, device if isinstance(device, str) else None, None)
-    cfg = _recipe_config(args)
-    return launch_train(args, cfg.device, cfg.batch_size)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from ganforge import distributed as dist
-    from ganforge.checkpoint import list_checkpoints
-    from ganforge.detect.train import train
-
-    overrides = list(args.overrides)
-    if not args.resume and dist.restart_count() > 0:
-        # torchrun restarted the processes after a failure: continue the run they were writing.
-        run_dir = args.out or f"runs/detect-{args.recipe}"
-        if list_checkpoints(Path(run_dir) / "checkpoints"):
-            return _report(train(None, run_dir, resume=True, steps=args.steps, epochs=args.epochs,
-                                 quiet=args.quiet))
-        args.force = True  # its first attempt made the folder and stopped before any checkpoint
-    if args.resume:
-        if args.recipe and "=" in args.recipe:
-            overrides.insert(0, args.recipe)
-        elif args.recipe:
-            raise GanforgeError("--resume continues a run with its saved config: drop the recipe name")
-        for flag in ("data", "out", "force"):
-            if getattr(args, flag):
-                raise GanforgeError(f"--{flag} cannot be given with --resume (the run keeps its own): drop it")
-        out = train(None, args.resume, resume=True, steps=args.steps, epochs=args.epochs, quiet=args.quiet,
-                    resume_overrides=overrides)
-    else:
-        cfg = _recipe_config(args)
-        dist.check_divides(cfg.batch_size, "the global batch_size", f"choose a batch_size that is a multiple of "
-                           f"{dist.env_world_size()}, or another number of processes")
-        out = train(cfg, args.out or f"runs/detect-{args.recipe}", force=args.force, steps=args.steps,
-                    epochs=args.epochs, quiet=args.quiet)
-    return _report(out)
-
-
-def _report(out) -> int:
-    from ganforge import distributed as dist
-
-    if not dist.is_main():
-        return 0
-    print(f"run folder: {display_path(out)}")
-    for name in ("report.html", "predictions/", "predictions.gif", "metrics.jsonl", "summary.json",
-                 "checkpoints/"):
-        print(f"  {display_path(Path(out) / name)}")
-    return 0
-
-
 def cmd_recipes(args: argparse.Namespace) -> int:
     """The training presets: model, data, optimizer, batch and budget, and where each comes from."""
     from ganforge.detect.recipes import RECIPES
@@ -213,25 +132,11 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     detect = subparsers.add_parser("detect", help="YOLO v1 detection: train, val, predict, recipes, map")
     sub = detect.add_subparsers(dest="detect_command", required=True)
 
-    t = sub.add_parser("train", help="train a detector recipe (or resume a run)",
-                       description="Train RECIPE on --data into --out; key=value pairs override the recipe "
-                                   "(see `ganforge detect recipes`, docs/DETECTION.md).")
-    t.add_argument("recipe", nargs="?", help="recipe name: paper or adam")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (e.g. lr=5e-4)")
-    t.add_argument("--data", help="digits-det, voc2007, voc2012, voc07+12, a data YAML, a COCO JSON or a folder")
-    t.add_argument("--out", help="run folder (default runs/detect-<recipe>)")
-    budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="total steps of the whole run")
-    budget.add_argument("--epochs", type=float, help="total epochs of the whole run")
-    t.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
-    t.add_argument("--force", action="store_true", help="overwrite an existing run folder")
-    t.add_argument("--quiet", action="store_true", help="no progress output")
-    t.add_argument("--nproc", type=int, metavar="N", help="train on N processes of this machine (torchrun, "
-                                                          "DDP; one per GPU or CPU core); batch_size stays global")
-    t.add_argument("--max-restarts", type=int, default=0, metavar="K",
-                   help="with --nproc: restart the processes up to K times after a failure (torchrun's elastic "
-                        "restart); each restart continues from the latest checkpoint")
-    t.set_defaults(func=cmd_train)
+    from ganforge.detect.task import TASK
+    from ganforge.runs.command import add_train_parser
+
+    add_train_parser(sub, TASK, help="train a detector recipe (or resume a run)",
+                     data_help="digits-det, voc2007, voc2012, voc07+12, a data YAML, a COCO JSON or a folder")
 
     r = sub.add_parser("recipes", help="list the detector training presets")
     r.add_argument("--json", action="store_true", help="machine-readable output")
@@ -284,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(["detect", *(sys.argv[1:] if argv is None else argv)])
     args.argv = ["detect", *(sys.argv[1:] if argv is None else argv)]
     if extra:
-        if args.detect_command != "train" or any(e.startswith("-") or "=" not in e for e in extra):
+        if getattr(args, "train_task", None) is None or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:

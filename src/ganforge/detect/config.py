@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ganforge.config import Config, option
+from ganforge.config import option
 from ganforge.detect.augment import COLORS
 from ganforge.detect.model import DETECTORS
 from ganforge.detect.voc_eval import METRICS
-from ganforge.errors import ConfigError
 from ganforge.optim import OPTIMIZERS
 from ganforge.registry import Registry
+from ganforge.runs.config import RunConfig
 
 # ---- learning-rate schedules: step -> factor of `lr` ---------------------------------------------------
 
@@ -63,7 +63,7 @@ def constant_schedule(step: int, total: int, warmup: int) -> float:
 
 
 @dataclass
-class DetectConfig(Config):
+class DetectConfig(RunConfig):
     """A detector run. Recipes (detect/recipes.py) say what each preset changes."""
 
     VERSION = 1
@@ -88,31 +88,16 @@ class DetectConfig(Config):
     dropout: float = option(0.5, "dropout after that FC (the paper's 0.5)", ge=0, lt=1)
     rescore: bool = option(True, "confidence target is the IoU of the responsible box (darknet); false: 1")
     # -- optimisation --
-    batch_size: int = option(64, "images per step (the global batch, split over the processes of a "
-                             "torchrun / --nproc run)", gt=0)
-    sync_bn: bool = option(True, "several processes (torchrun): BatchNorm statistics over the global batch "
-                           "(SyncBatchNorm); false: each process's own")
     optimizer: str = option("sgd", "the optimizer", choices=OPTIMIZERS)
     lr: float = option(1e-2, "peak learning rate (the schedule scales it)", gt=0, resume=True)
-    momentum: float = option(0.9, "SGD momentum", ge=0, lt=1)
     weight_decay: float = option(5e-4, "L2 weight decay (the paper's 5e-4)", ge=0)
-    beta1: float = option(0.9, "Adam beta1", ge=0, lt=1)
-    beta2: float = option(0.999, "Adam beta2", ge=0, lt=1)
-    opt_eps: float = option(1e-8, "Adam / RMSprop epsilon", ge=0)
-    rho: float = option(0.9, "RMSprop decay", ge=0, lt=1)
     schedule: str = option("paper", "lr schedule: paper (warm-up 1e-3 -> 1e-2, then 1e-2/1e-3/1e-4 over "
                            "75/30/30 shares of the budget), cosine, constant", choices=SCHEDULES)
     warmup: float = option(0.02, "warm-up length as a fraction of the run's steps", ge=0, lt=1)
     pretrain_steps: int = option(0, "first train the trunk to classify single objects (the paper's "
                                  "ImageNet stage) for this many steps of 64 (0 = off)", ge=0)
     pretrain_lr: float = option(1e-3, "Adam learning rate of the trunk pretraining", gt=0)
-    # -- budget --
-    steps: int | None = option(None, "total optimisation steps of the whole run", gt=0)
-    epochs: float | None = option(None, "or total epochs over the train split (converted to steps)", gt=0)
-    max_seconds: float = option(0.0, "stop this invocation (checkpointed, resumable) after this much "
-                                "training time; 0 = no limit", ge=0, resume=True)
     # -- outputs --
-    log_every: int = option(50, "steps between train rows of metrics.jsonl", gt=0, resume=True)
     eval_every: int = option(500, "steps between mAPs on the val split (0 = only at the end)", ge=0,
                              resume=True)
     metric: str = option("voc07", "the mAP in eval rows and for the best checkpoint: voc07 11-point, "
@@ -120,13 +105,7 @@ class DetectConfig(Config):
     predict_every: int = option(250, "steps between drawings of the fixed val images' predictions", gt=0,
                                 resume=True)
     predict_images: int = option(16, "val images drawn in predictions/ (a square grid)", gt=0)
-    checkpoint_every: int = option(500, "steps between rolling checkpoints", gt=0, resume=True)
-    keep_last: int = option(2, "rolling checkpoints kept", gt=0, resume=True)
-    max_skips: int = option(10, "consecutive non-finite steps before the run stops", gt=0, resume=True)
     # -- execution --
-    seed: int = option(0, "seed of init, data order, augmentation and dropout", ge=0)
-    device: str = option("auto", "auto, cpu, cuda, cuda:N", resume=True)
-    threads: int = option(0, "CPU intra-op threads (0 = one per core)", ge=0, resume=True)
     channels_last: str = option("auto", "NHWC memory format: auto (the model's measured best), on, off",
                                 choices=("auto", "on", "off"), resume=True)
     version: int = option(VERSION, "config format version")
@@ -137,10 +116,6 @@ class DetectConfig(Config):
         if isinstance(data, dict) and "color" not in data:
             data = {**data, "color": "jitter"}
         return super().from_dict(data)
-
-    def check(self) -> None:
-        if self.steps is None and self.epochs is None:
-            raise ConfigError("set a budget: steps=N or epochs=N (or --steps / --epochs)")
 
     def warmup_steps(self, total: int) -> int:
         return round(self.warmup * total)

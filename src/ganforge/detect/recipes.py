@@ -7,26 +7,11 @@ learning target (docs/DETECTION.md, bench/detect_learn.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 from ganforge.detect.config import DetectConfig
-from ganforge.registry import Registry
+from ganforge.runs.recipes import RecipeBook
 
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    source: str  # the paper or measurement it reproduces
-    about: str  # what it is, in a few words
-    config: DetectConfig
-
-
-RECIPES: Registry[Recipe] = Registry("detection recipe")
-
-
-def recipe(name: str, source: str, about: str, **changes) -> Recipe:
-    """Register a recipe: DetectConfig's defaults with `changes`."""
-    return RECIPES.register(name, Recipe(name, source, about, replace(DetectConfig(), recipe=name, **changes)))
+RECIPES = RecipeBook("detection recipe", DetectConfig)
+recipe = RECIPES.add  # a recipe: DetectConfig's defaults with what it changes
 
 
 recipe("paper", "Redmon et al. 2016, You Only Look Once, sec. 2.2 (training)",
@@ -44,6 +29,4 @@ recipe("adam", "this project's setup for small data on two CPU cores (measured i
        color="jitter", eval_every=250, predict_every=125, checkpoint_every=250)
 
 
-def get_recipe(name: str) -> DetectConfig:
-    """A fresh copy of the named recipe's config."""
-    return replace(RECIPES.get(name).config)
+get_recipe = RECIPES.config  # a fresh copy of the named recipe's config

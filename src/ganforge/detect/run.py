@@ -34,7 +34,6 @@ import torch
 
 from ganforge import distributed as dist
 from ganforge import speed as sp
-from ganforge.checkpoint import save_checkpoint
 from ganforge.config import validate
 from ganforge.detect.augment import collate, detection_transform, unwrap, wrap
 from ganforge.detect.boxes import encode_targets
@@ -116,6 +115,9 @@ class DetectRun(RunState):
 
     lr_keys = {"net": "lr"}
     resume_command = "ganforge detect train --resume"
+    nonfinite_steps = "steps with a non-finite loss or gradient"
+    differs_across_worlds = ("reductions, BatchNorm statistics summed per process, and dropout's per-process "
+                             "random streams")
 
     def __init__(self, cfg: DetectConfig, run_dir: Path, quiet: bool = False) -> None:
         self.cfg = cfg = validate(cfg)
@@ -171,7 +173,6 @@ class DetectRun(RunState):
         self.pretrain_accuracy: float | None = None
         self.window = Window()
         self.last_prediction = -1
-        self.warned: set[str] = set()
         self.issues_reported = 0
 
     def _open_data(self) -> None:
@@ -248,11 +249,10 @@ class DetectRun(RunState):
             drawn.append(draw_detections(image, pred, self.names))
         return torch.stack(drawn)
 
-    # -- the best checkpoint --
-    def save_best(self, score: float) -> None:
-        tensors, meta = self.state()  # every rank: each gives its RNG state
-        meta["map"] = score
-        dist.main_decides(lambda: save_checkpoint(self.dir / "checkpoints", "best", tensors, meta))
+    def set_learning_rates(self, rates: dict[str, float]) -> None:
+        """A new peak `lr` (resume, rollback): the schedule scales it from the next step on."""
+        if "net" in rates:
+            self.scheduler.base_lrs = [rates["net"] for _ in self.scheduler.base_lrs]
 
     # -- checkpoint state: the detector's own parts --
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict]:

@@ -25,9 +25,7 @@ graph (those are inference-only, detect/speed.py), so nothing is switched off un
 
 from __future__ import annotations
 
-import shlex
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from ganforge import distributed as dist
@@ -36,185 +34,80 @@ from ganforge.detect.data import LabelIssues
 from ganforge.detect.datasets import DETECTION_DATASETS, shared_images
 from ganforge.detect.evaluate import evaluate_model
 from ganforge.detect.run import DetectRun, pretrain_batches
-from ganforge.errors import ConfigError, GanforgeError
-from ganforge.io import MetricsLog, read_metrics
+from ganforge.io import read_metrics
 from ganforge.report import write_run_report
-from ganforge.runs import (NoLog, Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due,
-                           resume_config, silent, warn, continue_resumed, with_budget)
+from ganforge.runs import RunFolder, due, start
+from ganforge.runs.clock import Clock, write_summary
 from ganforge.viz import make_gif, save_grid
 
-RESUME = "ganforge detect train --resume"
+
+def train(cfg: DetectConfig | None = None, run_dir: str | Path = "runs/detect", **options) -> Path:
+    """Train a detector and write the run folder, or continue one (`resume=True`): the shared start
+    and resume of `ganforge.runs.start` (see there for the options). Returns the run folder."""
+    from ganforge.detect.task import TASK
+
+    return start.train(TASK, cfg, run_dir, **options)
 
 
-def train(cfg: DetectConfig | None = None, run_dir: str | Path = "runs/detect", *, resume: bool = False,
-          force: bool = False, steps: int | None = None, epochs: float | None = None, quiet: bool = False,
-          log=print, resume_overrides: list[str] | None = None) -> Path:
-    """Train a detector and write the run folder. With `resume=True`, continue `run_dir` exactly
-    where its last checkpoint left it (`steps`/`epochs` then count the whole run; `resume_overrides`
-    may change the keys declared `resume=True`). Returns the run folder.
-
-    Under torchrun every rank calls it (see the module docstring)."""
-    dist.init(_device_hint(cfg))
-    if not dist.is_main():
-        log = silent
-    folder = RunFolder(run_dir, outputs=("predictions", "checkpoints"), command="ganforge detect train")
-    try:
-        if resume:
-            dist.main_decides(folder.open_existing)  # locked before anything is read: one writer per run folder
-            return _resume(folder, steps, epochs, quiet, log, resume_overrides)
-        if cfg is None:
-            raise ConfigError("give a recipe or --resume RUN_DIR")
-        cfg = _absolute_data(with_budget(cfg, steps, None if epochs is None else float(epochs)))
-        protect = _data_folders(cfg)
-        dist.main_decides(lambda: folder.check_new(force, protect))
-        run = DetectRun(cfg, folder.path, quiet=quiet)
-
-        def create() -> None:
-            folder.prepare(force, protect)
-            folder.write_config(run.cfg)
-
-        dist.main_decides(create)
-        return _loop(run, folder, log)
-    finally:
-        folder.release()
-
-
-def _device_hint(cfg: DetectConfig | None):
-    """The device the process group is set up for (nccl too when it is CUDA)."""
-    import torch
-
-    from ganforge.device import resolve_device
-
-    try:
-        return resolve_device(cfg.device if cfg is not None else "auto")
-    except GanforgeError:
-        return torch.device("cpu")
-
-
-def _resume(folder: RunFolder, steps, epochs, quiet: bool, log, overrides) -> Path:
-    # Rank 0 reads the checkpoint and sends it to the others: only it needs the run folder.
-    got = dist.main_decides(lambda: resume_config(folder.path, DetectConfig, overrides, log))
-    cfg, tensors, meta, changed = got if got is not None else (None, None, None, None)
-    shared = dist.broadcast_json({"config": cfg.to_dict(), "changed": changed} if dist.is_main() else None)
-    cfg, changed = DetectConfig.from_dict(shared["config"]), shared["changed"]
-    tensors, meta = dist.broadcast_state(tensors, meta)
-    # A new budget stretches the schedule from the saved state on: the lambda reads the new total.
-    run = DetectRun(with_budget(cfg, steps, None if epochs is None else float(epochs)), folder.path, quiet=quiet)
-    cfg = run.cfg
-    run.load_state(tensors, meta)
-    saved_world = int(meta.get("world_size", 1))
-    if saved_world != run.world:
-        if dist.is_main():
-            warn(f"this run was checkpointed by {saved_world} process(es) and continues on {run.world}: "
-                 "training goes on from the checkpoint with the same global batches and augmentations, but "
-                 f"not bit for bit as it would have on {saved_world} (reductions, BatchNorm statistics summed "
-                 "per process, and dropout's per-process random streams differ)", quiet=False)
-        changed = {**changed, "world_size": run.world}
-    if "lr" in changed:  # the schedule scales the new peak from the next step on
-        run.scheduler.base_lrs = [changed["lr"] for _ in run.scheduler.base_lrs]
-    return continue_resumed(run, folder, cfg, changed, log, _finish, _loop)
-
-
-def _data_path(cfg: DetectConfig) -> Path | None:
+def data_path(cfg: DetectConfig) -> Path | None:
+    """The dataset file or folder a run trains on (None for a registered dataset)."""
     if cfg.data in DETECTION_DATASETS:
         return None
     path = Path(cfg.data).expanduser()
     return path if path.exists() else None
 
 
-def _data_folders(cfg: DetectConfig) -> tuple[Path, ...]:
-    """The dataset folder a run trains on, which `--force` must never delete."""
-    path = _data_path(cfg)
-    if path is None:
-        return ()
-    return (path if path.is_dir() else path.parent,)
-
-
-def _absolute_data(cfg: DetectConfig) -> DetectConfig:
-    """A dataset path is saved absolute, so the run resumes from any folder."""
-    path = _data_path(cfg)
-    return replace(cfg, data=str(path.resolve())) if path is not None else cfg
-
-
 # ---- the loop ------------------------------------------------------------------------------------------
 
-def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
+def loop(run: DetectRun, folder: RunFolder, log) -> Path:
+    """The detector's loop: forward, equation 3, backward, an optimizer step; then maintenance."""
     cfg = run.cfg
-    main = dist.is_main()
-    progress = Progress(folder.path, run.total_steps, run.step, run.quiet, log, write=main)
-    interrupted: int | None = None
-    with SignalFlag() as flag, (MetricsLog(folder.metrics) if main else NoLog()) as mlog:
-        _report_issues(run, mlog, log)
-        _report_val_overlap(run, mlog, log)
-        _report_flip(run, mlog, log)
+    with Clock(run, folder, log) as clock:
+        _report_issues(run, clock)
+        _report_val_overlap(run, clock)
+        _report_flip(run, clock)
         if not run.pretrained:
-            _pretrain(run, mlog, progress)
+            _pretrain(run, clock)
             run.save()
-            flag.agree()
-            if flag.signum is not None:
-                interrupted = flag.signum
-        t0, base_seconds = time.perf_counter(), run.seconds
-        loader = iter(run.loader(cfg.workers)) if interrupted is None else iter(())
-        for images, targets, found in loader:
+            clock.flag.agree()
+            clock.interrupted = clock.flag.signum
+        clock.restart()
+        batches = iter(run.loader(cfg.workers)) if clock.interrupted is None else iter(())
+        while (batch := next(batches, None)) is not None:
+            images, targets, found = batch
             for where, reason in found:  # from a worker's copy of the set: recorded here too
                 run.train_set.issues.add(where, reason)
             stats, ok = run.train_step((images, targets))
-            run.step += 1
-            run.images_seen += cfg.batch_size
-            run.seconds = base_seconds + time.perf_counter() - t0
-            progress.update()
-
-            # ---- maintenance: faults, logs, pictures, evaluation, checkpoints, signals ----
-            # max_seconds bounds this invocation's training time, so a resumed run gets it anew.
-            timed_out = 0 < cfg.max_seconds <= time.perf_counter() - t0
-            # Every rank stops at the same step boundary: a signal or a time-out on any of them.
-            timed_out = flag.agree(timed_out)
-            done = run.step >= run.total_steps or timed_out
             if ok:
                 run.window.add(stats, cfg.batch_size)
-                run.consecutive_skips = 0
-            else:
-                _skipped(run, mlog, progress, log)
+            done = clock.tick(cfg.batch_size)
+
+            # ---- maintenance: faults, logs, pictures, evaluation, checkpoints, signals ----
+            if clock.diverging([(run.step, ok)]):
+                clock.roll_back(finish)
+                batches = iter(run.loader(cfg.workers))  # the batches after the checkpoint's step
+                continue
             if run.step % cfg.log_every == 0 or done:
-                _log_window(run, mlog, progress)
-                if run.step % cfg.log_every == 0:  # a stop between log steps keeps its partial window
-                    run.window = Window()
-                _report_issues(run, mlog, log)
+                _log_window(run, clock)
+                _report_issues(run, clock)
             if due(run.step, cfg.predict_every) or run.step == 1 or (done and run.last_prediction != run.step):
-                if main:
+                if clock.main:
                     _snapshot(run, log)
                 run.last_prediction = run.step
             if due(run.step, cfg.eval_every) or run.step >= run.total_steps:
-                _evaluate(run, mlog, progress)
+                _evaluate(run, clock)
             if due(run.step, cfg.checkpoint_every) or done:
                 run.save()
-            if flag.signum is not None and not done:
-                run.save()
-                interrupted = flag.signum
+            if clock.stop(done):
                 break
-            if done:
-                break
-    progress.close()
-    stopped = interrupted is not None or run.step < run.total_steps
-    if main:
-        _finish(run, folder, "stopped" if stopped else "finished", log,
-                stop_reason="signal" if interrupted is not None else "max_seconds" if stopped else None)
-    dist.barrier()
-    where = shlex.quote(str(run.dir))
-    if interrupted is None and stopped:
-        log(f"stopped after max_seconds={cfg.max_seconds:g} at step {run.step} of {run.total_steps} "
-            f"(checkpoint saved): continue with `{RESUME} {where}`")
-    if interrupted is not None:
-        raise TrainingInterrupted(f"stopped by signal {interrupted} at step {run.step}: checkpoint saved; "
-                                  f"continue with `{RESUME} {where}`", flag.exit_code())
-    return run.dir
+    return clock.end(finish)
 
 
-def _pretrain(run: DetectRun, mlog: MetricsLog, progress: Progress) -> None:
+def _pretrain(run: DetectRun, clock: Clock) -> None:
     """The classification stage: the trunk learns to tell the classes apart on single objects."""
     from ganforge.detect.pretrain import pretrain_trunk
 
-    cfg = run.cfg
+    cfg, mlog, progress = run.cfg, clock.mlog, clock.progress
     progress.say(f"pretraining the trunk on single objects for {cfg.pretrain_steps} steps")
     start = time.perf_counter()
 
@@ -236,24 +129,6 @@ def _pretrain(run: DetectRun, mlog: MetricsLog, progress: Progress) -> None:
     run.seconds += time.perf_counter() - start
 
 
-def _skipped(run: DetectRun, mlog: MetricsLog, progress: Progress, log) -> None:
-    """Count a skipped non-finite step; stop the run after `max_skips` in a row."""
-    run.skipped += 1
-    run.consecutive_skips += 1
-    mlog.event(run.step, "skipped_nonfinite_step", skipped_total=run.skipped)
-    if run.consecutive_skips < run.cfg.max_skips:
-        return
-    mlog.event(run.step, "diverged", skipped_total=run.skipped)
-    mlog.close()
-    progress.close()
-    if dist.is_main():
-        _finish(run, RunFolder(run.dir), "diverged", log)
-    raise TrainingDiverged(
-        f"training diverged: {run.consecutive_skips} consecutive steps with a non-finite loss or gradient at "
-        f"step {run.step}; the last good checkpoint is in {run.dir / 'checkpoints'}: continue with a lower "
-        f"learning rate, e.g. `{RESUME} {shlex.quote(str(run.dir))} lr={run.cfg.lr / 2:g}`")
-
-
 def _issues(run: DetectRun) -> LabelIssues:
     """The problems found in the train and val splits so far (one list when they share it)."""
     issues = LabelIssues()
@@ -263,7 +138,7 @@ def _issues(run: DetectRun) -> LabelIssues:
     return issues
 
 
-def _report_issues(run: DetectRun, mlog: MetricsLog, log) -> None:
+def _report_issues(run: DetectRun, clock: Clock) -> None:
     """Bad labels and images of the train and val splits: one warning line (file names included)
     when new ones are found."""
     issues = _issues(run)
@@ -272,52 +147,38 @@ def _report_issues(run: DetectRun, mlog: MetricsLog, log) -> None:
     run.issues_reported = len(issues)
     files = sorted({where.rsplit(":", 1)[0] for where, _ in issues.items})
     shown = ", ".join(Path(f).name for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-    _warn(run, mlog, log, f"{run.cfg.data} train and val splits: {issues.summary()}; files: {shown}; training "
-          "and its mAP go on without them", alarm="labels", files=files)
+    clock.warn("labels", f"{run.cfg.data} train and val splits: {issues.summary()}; files: {shown}; training "
+               "and its mAP go on without them", files=files)
 
 
-def _warn(run: DetectRun, mlog: MetricsLog, log, message: str, **fields) -> None:
-    """A `warning` row in metrics.jsonl and, unless quiet, a `warning:` line."""
-    mlog.warning(run.step, message, **fields)
-    if not run.quiet:
-        log(f"warning: {message}")
-
-
-def _report_val_overlap(run: DetectRun, mlog: MetricsLog, log) -> None:
+def _report_val_overlap(run: DetectRun, clock: Clock) -> None:
     """A val split that reuses training images measures fit, not held-out accuracy: say so once."""
     shared = 0 if run.step else shared_images(run.train_set, run.val_set)
     if shared:
-        _warn(run, mlog, log, f"{shared} of the {len(run.val_set)} val images of {run.cfg.data} are training "
+        clock.warn("val_overlap", f"{shared} of the {len(run.val_set)} val images of {run.cfg.data} are training "
               "images, so its mAP and best checkpoint measure fit, not held-out accuracy: give a val split of "
-              "other images (for a COCO JSON, the file with 'train' in its name replaced by 'val' beside it)",
-              alarm="val_overlap")
+              "other images (for a COCO JSON, the file with 'train' in its name replaced by 'val' beside it)")
 
 
-def _report_flip(run: DetectRun, mlog: MetricsLog, log) -> None:
+def _report_flip(run: DetectRun, clock: Clock) -> None:
     """flip=on where the dataset says a mirror image is not one of its objects (digits): say so once."""
     if run.cfg.flip == "on" and not run.train_set.flip and not run.step:
-        _warn(run, mlog, log, f"flip=on mirrors the images of {run.cfg.data}, whose objects change meaning in a "
-              "mirror (a mirrored 2 is not a 2): use flip=auto unless that is what you want", alarm="flip")
+        clock.warn("flip", f"flip=on mirrors the images of {run.cfg.data}, whose objects change meaning in a "
+                   "mirror (a mirrored 2 is not a 2): use flip=auto unless that is what you want")
 
 
-def _log_window(run: DetectRun, mlog: MetricsLog, progress: Progress) -> None:
-    window = run.window
-    if window.count == 0:
-        return
-    # The means of each rank's part, averaged: the global batch's means (the parts are equal).
-    means = {k: float(v) / window.count for k, v in dist.mean_across(window.sums).items()}
-    if not dist.is_main():
-        return
+def _log_window(run: DetectRun, clock: Clock) -> None:
     lr = run.scheduler.get_last_lr()[0]
-    row = mlog.train(run.step, epoch=round(run.step / run.steps_per_epoch, 4), images_seen=run.images_seen,
-                     **{k: round(v, 6) for k, v in means.items()}, lr=lr,
-                     images_per_second=round(window.images_per_second(), 2), seconds=round(run.seconds, 3))
-    progress.scalars("train", {**{k: row[k] for k in means}, "lr": lr,
-                               "images_per_second": row["images_per_second"]}, run.step)
-    progress.show(f"step {run.step}/{run.total_steps}  loss {means['loss']:.4f}  coord {means['loss_coord']:.3f}  "
-                  f"obj {means['loss_obj']:.3f}  noobj {means['loss_noobj']:.3f}  cls {means['loss_cls']:.3f}  "
-                  f"lr {lr:.2e}  {row['images_per_second']:.0f} img/s",
-                  loss=f"{means['loss']:.3f}", cls=f"{means['loss_cls']:.3f}")
+    logged = clock.log_window(lr=lr)
+    if logged is None:
+        return
+    row, means = logged
+    clock.progress.scalars("train", {**{k: row[k] for k in means}, "lr": lr,
+                                     "images_per_second": row["images_per_second"]}, run.step)
+    clock.progress.show(f"step {run.step}/{run.total_steps}  loss {means['loss']:.4f}  coord {means['loss_coord']:.3f}  "
+                        f"obj {means['loss_obj']:.3f}  noobj {means['loss_noobj']:.3f}  cls {means['loss_cls']:.3f}  "
+                        f"lr {lr:.2e}  {row['images_per_second']:.0f} img/s",
+                        loss=f"{means['loss']:.3f}", cls=f"{means['loss_cls']:.3f}")
 
 
 def _snapshot(run: DetectRun, log) -> None:
@@ -329,7 +190,7 @@ def _snapshot(run: DetectRun, log) -> None:
     write_run_report(run.dir, live=True, log=log)
 
 
-def _evaluate(run: DetectRun, mlog: MetricsLog, progress: Progress) -> None:
+def _evaluate(run: DetectRun, clock: Clock) -> None:
     """mAP on the val split; `checkpoints/best` keeps the highest. Under torchrun rank 0 scores the
     whole split on the plain module and sends the score; every rank then joins the best checkpoint
     (it holds every rank's RNG state)."""
@@ -340,12 +201,12 @@ def _evaluate(run: DetectRun, mlog: MetricsLog, progress: Progress) -> None:
                  "ap": {run.names[c]: (round(v, 6) if v is not None else None) for c, v in result.ap.items()}}
     found = dist.broadcast_json(found)
     score, ap = found["map"], found["ap"]
-    mlog.eval(run.step, map=round(score, 6), ap=ap, metric=found["label"])
-    progress.scalars("eval", {"map": score}, run.step)
-    progress.say(f"step {run.step}: val {found['label']} = {score:.4f}")
+    clock.mlog.eval(run.step, map=round(score, 6), ap=ap, metric=found["label"])
+    clock.progress.scalars("eval", {"map": score}, run.step)
+    clock.progress.say(f"step {run.step}: val {found['label']} = {score:.4f}")
     if run.best_map is None or score > run.best_map:
         run.best_map = score
-        run.save_best(score)
+        run.save_best(score, "map")
 
 
 def _final_outputs(run: DetectRun, log) -> None:
@@ -353,21 +214,12 @@ def _final_outputs(run: DetectRun, log) -> None:
     write_run_report(run.dir, live=False, log=log)
 
 
-def _finish(run: DetectRun, folder: RunFolder, status: str, log, stop_reason: str | None = None) -> None:
-    rows = read_metrics(folder.metrics, kind="train")
+def finish(run: DetectRun, folder: RunFolder, status: str, log, stop_reason: str | None = None) -> None:
+    """summary.json, then the predictions GIF and the final report."""
     evals = read_metrics(folder.metrics, kind="eval")
-    final = rows[-1] if rows else {}
-    summary = folder.write_summary(
-        "detect", status, **({"stop_reason": stop_reason} if stop_reason else {}), recipe=run.cfg.recipe,
-        data=run.cfg.data, data_source=run.train_set.source, model=run.cfg.model, classes=run.names,
-        device=str(run.device), steps=run.step, total_steps=run.total_steps,
-        epochs=round(run.step / run.steps_per_epoch, 4), images_seen=run.images_seen,
-        seconds=round(run.seconds, 3), images_per_second=round(run.images_seen / max(run.seconds, 1e-9), 2),
-        skipped_steps=run.skipped, label_issues=len(_issues(run)),
-        pretrain_accuracy=run.pretrain_accuracy,
-        final={k: final.get(k) for k in ("loss", "loss_coord", "loss_obj", "loss_noobj", "loss_cls")},
-        final_map=evals[-1]["map"] if evals else None, metric=evals[-1]["metric"] if evals else None,
-        best_map=run.best_map, outputs=lambda: _final_outputs(run, log))
-    if not run.quiet:
-        log(f"total training time {run.seconds:.1f} s for {run.step} steps "
-            f"({summary['images_per_second']:.0f} images/s)")
+    write_summary(run, folder, "detect", status, log, stop_reason=stop_reason,
+                  final=("loss", "loss_coord", "loss_obj", "loss_noobj", "loss_cls"),
+                  outputs=lambda: _final_outputs(run, log), data_source=run.train_set.source, model=run.cfg.model,
+                  classes=run.names, label_issues=len(_issues(run)), pretrain_accuracy=run.pretrain_accuracy,
+                  final_map=evals[-1]["map"] if evals else None, metric=evals[-1]["metric"] if evals else None,
+                  best_map=run.best_map)

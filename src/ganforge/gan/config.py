@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ganforge.config import Config, option
+from ganforge.config import option
 from ganforge.data import DATA_MODES
 from ganforge.data.pixels import PIXEL_RANGES
 from ganforge.data.sampler import MODES as SAMPLING_MODES
@@ -20,19 +20,19 @@ from ganforge.gan.augment import parse_policy
 from ganforge.models import INITS, MODELS, gan_models
 from ganforge.models.conditioning import CONDITIONING
 from ganforge.optim import OPTIMIZERS
+from ganforge.runs.config import RunConfig
 from ganforge.speed import parse_speed
 
 UNITS = ("step", "epoch")
 
 
 @dataclass
-class GANConfig(Config):
+class GANConfig(RunConfig):
     """A GAN run. The defaults are a plain alternating GAN; recipes (gan/recipes.py) say what each
-    source does differently."""
+    source does differently. The fields every task shares are RunConfig's."""
 
     VERSION = 1
 
-    recipe: str = option("default", "the preset this config started from")
     # -- data --
     data: str = option("mnist5k", "registry name or a folder of images")
     merge_test: bool = option(False, "train on train+test (seed 000 does this with CIFAR-100)")
@@ -85,54 +85,35 @@ class GANConfig(Config):
     frozen_d_bn: str = option("train", "eval: a frozen Keras D runs its BatchNorm in inference mode",
                               choices=("train", "eval"))
     # -- optimisation --
-    batch_size: int = option(64, "images per D batch (the global batch)", gt=0)
-    sync_bn: bool = option(True, "several processes (torchrun): BatchNorm statistics over the global batch "
-                           "(SyncBatchNorm); false: each process's own")
     g_optimizer: str = option("adam", "G's optimizer", choices=OPTIMIZERS)
     d_optimizer: str = option("adam", "D's optimizer", choices=OPTIMIZERS)
     g_lr: float = option(2e-4, "G's learning rate", gt=0, resume=True)
     d_lr: float = option(2e-4, "D's learning rate", gt=0, resume=True)
     beta1: float = option(0.5, "Adam beta1", ge=0, lt=1)
-    beta2: float = option(0.999, "Adam beta2", ge=0, lt=1)
-    opt_eps: float = option(1e-8, "Adam / RMSprop epsilon (Keras: 1e-7)", ge=0)
-    rho: float = option(0.9, "RMSprop decay (Keras rho)", ge=0, lt=1)
-    momentum: float = option(0.9, "SGD momentum", ge=0, lt=1)
     ema: float = option(0.0, "EMA decay of G's weights for samples and eval (0 = off)", ge=0, lt=1)
     # -- budget and data order --
     unit: str = option("step", "the unit of `steps`/`epochs` cadences below: step or epoch", choices=UNITS)
-    steps: int | None = option(None, "total optimisation steps of the whole run (one G step each)", gt=0)
     epochs: int | None = option(None, "or total epochs (converted to steps)", gt=0)
-    max_seconds: float = option(0.0, "stop this invocation (checkpointed, resumable) after this much "
-                                "training time; 0 = no limit", ge=0, resume=True)
     sampling: str = option("epoch", "epoch: shuffled epochs; replacement: random indices with replacement",
                            choices=SAMPLING_MODES)
     drop_last: bool = option(False, "drop the last partial batch of each epoch")
     # -- outputs --
-    log_every: int = option(50, "steps between metric lines (and the only host syncs for them)", gt=0,
-                            resume=True)
     sample_every: int = option(200, "in `unit`s: fixed-latent grid cadence", gt=0, resume=True)
     sample_name: str = option("step_{step:06d}", "grid filename template (step, epoch, iteration)")
     grid_rows: int = option(4, "grid is grid_rows x grid_rows fixed latents", gt=0)
     checkpoint_every: int = option(500, "in `unit`s: the rolling latest checkpoint", gt=0, resume=True)
     milestone_every: int = option(0, "in `unit`s: checkpoints that are never pruned (0 = none)", ge=0,
                                   resume=True)
-    keep_last: int = option(2, "rolling checkpoints kept", gt=0, resume=True)
     gif_name: str = option("", "an extra copy of progress.gif under the source's name")
     eval_every: int = option(0, "in `unit`s: compute FID etc. during training (0 = off)", ge=0, resume=True)
     eval_n: int = option(2000, "generated images per in-training evaluation", gt=0, resume=True)
-    # -- robustness --
-    max_skips: int = option(10, "consecutive non-finite steps before rollback / stop", gt=0, resume=True)
-    rollback_lr_factor: float = option(0.0, ">0: roll back to last checkpoint with lrs times this; 0: stop",
-                                       ge=0, resume=True)
     # -- execution --
-    seed: int = option(0, "seed of init, data order and noise", ge=0)
-    device: str = option("auto", "auto, cpu, cuda, cuda:N", resume=True)
     speed: str = option("auto", "auto, eager or fast, then +feature / +no_feature (e.g. fast+no_compile)",
                         resume=True)
-    threads: int = option(0, "CPU intra-op threads (0 = one per core)", ge=0, resume=True)
     version: int = option(VERSION, "config format version")
 
     def check(self) -> None:
+        super().check()
         parse_speed(self.speed)
         sizes = MODELS.get(self.model).sizes
         if sizes is not None and self.image_size not in sizes:
@@ -145,8 +126,6 @@ class GANConfig(Config):
         parse_policy(self.diffaugment)
         if self.info_categorical == 1:
             raise ConfigError("info_categorical=1 is a code with one value: use 0 (none) or 2 or more")
-        if self.steps is None and self.epochs is None:
-            raise ConfigError("set a budget: steps=N or epochs=N")
         try:
             name = self.sample_name.format(step=0, epoch=0, iteration=0)
         except (KeyError, IndexError, ValueError):

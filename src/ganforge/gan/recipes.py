@@ -5,21 +5,10 @@ decisions where a source is silent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 from ganforge.gan.config import GANConfig
-from ganforge.registry import Registry
+from ganforge.runs.recipes import RecipeBook
 
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    source: str  # the tutorial, paper or book it reproduces
-    about: str  # what it is, in a few words
-    config: GANConfig
-
-
-RECIPES: Registry[Recipe] = Registry("recipe")
+RECIPES = RecipeBook("recipe", GANConfig)
 
 # Keras defaults shared by the Keras-sourced recipes (SEED-RECIPES.md, "Keras -> PyTorch facts").
 KERAS = dict(init="keras", bn_momentum=0.01, bn_eps=1e-3, opt_eps=1e-7, logit_clip=True)
@@ -28,9 +17,7 @@ KERAS = dict(init="keras", bn_momentum=0.01, bn_eps=1e-3, opt_eps=1e-7, logit_cl
 PYTORCH_DCGAN = dict(init="dcgan", bn_momentum=0.1, bn_eps=1e-5, d_update="accumulate", g_reuse_fake=True)
 
 
-def recipe(name: str, source: str, about: str, **changes) -> Recipe:
-    """Register a recipe: GANConfig's defaults with `changes`."""
-    return RECIPES.register(name, Recipe(name, source, about, replace(GANConfig(), recipe=name, **changes)))
+recipe = RECIPES.add  # a recipe: GANConfig's defaults with what it changes
 
 
 recipe("default", "this project's recommended setup for 28x28 / 32x32 data",
@@ -87,9 +74,7 @@ recipe("infogan-mnist", "Chen et al. 2016, InfoGAN (MNIST setup of the appendix)
        steps=5000, sample_every=250, grid_rows=10)
 
 
-def get_recipe(name: str) -> GANConfig:
-    """A fresh copy of the named recipe's config."""
-    return replace(RECIPES.get(name).config)
+get_recipe = RECIPES.config  # a fresh copy of the named recipe's config
 
 
 def recipe_names() -> list[str]:

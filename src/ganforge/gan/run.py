@@ -139,7 +139,6 @@ class GANRun(RunState):
         self.init_counters()
         self.window = Window()  # the log window so far: checkpointed, so a resume continues it
         self.last_grid = -1  # the step of the last fixed-latent grid
-        self.warned: set[str] = set()
         self.acc_high_windows = 0
         self.real_diversity: float | None = None
 
@@ -211,6 +210,9 @@ class GANRun(RunState):
                "fast_dropout": not any(isinstance(m, nn.Dropout) for net in (self.G, self.D)
                                        for m in net.modules())}
         return "+".join(f for f in self.features.name.split("+") if not off.get(f)) or "eager"
+
+    def buffered(self) -> list[nn.Module]:
+        return [self.G, self.D]  # G_ema and Q hold no statistics of their own
 
     def net(self, name: str) -> nn.Module:
         """Network `name` as a phase calls it: through DDP while that network is being trained

@@ -17,20 +17,15 @@ from .collect import RunData
 PALETTE = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442"]
 DASHES = [[], [6, 3], [2, 3], [8, 3, 2, 3]]
 
-LABELS = {"d_loss": "D loss", "g_loss": "G loss", "d_real": "D(x)", "d_fake": "D(G(z))",
-          "d_acc": "D accuracy", "fid": "FID", "kid_mean": "KID", "precision": "precision",
-          "recall": "recall", "map": "mAP", "loss": "loss"}
 
-# (id, title, source rows, keys or a key filter, fixed y range, what the reader should know)
-CHARTS: list[tuple[str, str, str, Any, tuple | None, str]] = [
-    ("losses", "Losses", "train", lambda k: "loss" in k, None, ""),
-    ("discriminator", "Discriminator: D(x), D(G(z)) and accuracy", "train", ["d_real", "d_fake", "d_acc"],
-     (0.0, 1.0), "D(x) is D's mean probability that real images are real, D(G(z)) that fakes are."),
-    ("fid", "FID (lower is better)", "eval", ["fid"], None, ""),
-    ("kid", "KID (lower is better)", "eval", ["kid_mean"], None, ""),
-    ("precision-recall", "Precision and recall", "eval", ["precision", "recall"], (0.0, 1.0), ""),
-    ("map", "mAP (higher is better)", "eval", ["map"], (0.0, 1.0), ""),
-]
+def _charts(runs: list[RunData]) -> list:
+    """The charts the runs' tasks ask for, each once, in the order they are first asked for."""
+    seen: dict[str, object] = {}
+    for run in runs:
+        for chart in run.spec.charts:
+            seen.setdefault(chart.id, chart)
+    return list(seen.values())
+
 
 MARKERS = {  # type: (label, colour, dash) as drawn on every chart and listed in its key
     "resume": ("resumed", "#009e73", [4, 3]),
@@ -43,8 +38,8 @@ MARKERS = {  # type: (label, colour, dash) as drawn on every chart and listed in
 _COLLAPSE = re.compile(r"collapse|D accuracy has been 100%", re.IGNORECASE)
 
 
-def label(key: str) -> str:
-    return LABELS.get(key, key.replace("_", " "))
+def label(key: str, labels: dict[str, str] | None = None) -> str:
+    return (labels or {}).get(key, key.replace("_", " "))
 
 
 def markers(run: RunData) -> list[dict]:
@@ -68,9 +63,9 @@ def _numeric(value: Any) -> float | None:
     return float(value)
 
 
-def _keys(rows: list[dict], keys: Any) -> list[str]:
-    if callable(keys):
-        seen = dict.fromkeys(k for r in rows for k, v in r.items() if keys(k) and _numeric(v) is not None)
+def _keys(rows: list[dict], keys: tuple[str, ...] | str) -> list[str]:
+    if isinstance(keys, str):  # every numeric key that contains it
+        seen = dict.fromkeys(k for r in rows for k, v in r.items() if keys in k and _numeric(v) is not None)
         return list(seen)
     return [k for k in keys if any(_numeric(r.get(k)) is not None for r in rows)]
 
@@ -97,7 +92,9 @@ def build_charts(runs: list[RunData]) -> list[dict]:
     colour of its own (and each quantity in a dash of its own) when several are overlaid."""
     charts = []
     several = len(runs) > 1
-    for chart_id, title, source, keys, yrange, note in CHARTS:
+    labels = {k: v for run in runs for k, v in run.spec.labels.items()}
+    for spec in _charts(runs):
+        chart_id, title, source, keys, yrange, note = spec.id, spec.title, spec.source, spec.keys, spec.range, spec.note
         per_run = []
         for run in runs:
             rows = [r for r in (run.train if source == "train" else run.evals) if "step" in r]
@@ -115,7 +112,7 @@ def build_charts(runs: list[RunData]) -> list[dict]:
                 for row in rows:
                     if (v := _numeric(row.get(key))) is not None:
                         values[index[int(row["step"])]] = v
-                name = f"{run.name} · {label(key)}" if several else label(key)
+                name = f"{run.name} · {label(key, labels)}" if several else label(key, labels)
                 colour = PALETTE[(r_i if several else k_i) % len(PALETTE)]
                 dash = DASHES[k_i % len(DASHES)] if several else []
                 series.append({"label": name, "values": values, "color": colour, "dash": dash,

@@ -15,22 +15,10 @@ from typing import Any
 
 from ..errors import GanforgeError
 from ..io import read_metrics
+from ..task import Pictures, Report, task_of
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-def recipe_reference(name: str, task: str = "gan") -> tuple[dict[str, Any] | None, str]:
-    """The defaults of recipe `name` and the source it reproduces ((None, "") when unknown: a
-    renamed, removed or custom recipe has nothing to compare against)."""
-    if task == "detect":
-        from ganforge.detect.recipes import RECIPES
-    else:
-        from ganforge.gan.recipes import RECIPES
-    if name not in RECIPES:
-        return None, ""
-    entry = RECIPES.get(name)
-    return entry.config.to_dict(), entry.source
-
 
 def natural_key(path: Path) -> tuple:
     """Sort key that puts `img-9` before `img-10` (training order for numbered file names)."""
@@ -81,15 +69,13 @@ class RunData:
     summary: dict[str, Any] | None
     summary_current: bool  # False: an older segment's summary (or none) while training goes on
     status: str  # running | finished | stopped | diverged (or what summary.json says)
-    task: str  # gan | detect
+    task: str  # the name of the task that wrote it
+    spec: Report  # what the report draws and summarises for that task
     train: list[dict]
     evals: list[dict]
     events: list[dict]
     warnings: list[dict]
-    samples: list[Frame]
-    gifs: list[Path]
-    predictions: list[Frame]
-    prediction_gifs: list[Path]
+    pictures: list[tuple[Pictures, list[Frame], list[Path]]]  # each kind the run writes: its frames, GIFs
     explore: list[Path]
     eval_json: dict[str, Any] | None
     checkpoints: list[Checkpoint]
@@ -191,16 +177,18 @@ def load_run(path: Path, live: bool = False) -> RunData:
     recipe = str(config.get("recipe", ""))
     kinds = {k: [r for r in rows if r["kind"] == k] for k in ("train", "eval", "event", "warning")}
     evals = kinds["eval"]
-    task = (summary or {}).get("task") or config.get("task") or (
-        "detect" if any("map" in r for r in evals) else "gan")
-    defaults, source = recipe_reference(recipe, str(task))
+    task = task_of(summary, config)
+    defaults, source = task.recipes.reference(recipe)
     eval_json = _read_json(path / "eval.json", notes)
-    samples = _frames(path / "samples")
-    predictions = _frames(path / "predictions")
-    if not samples and not predictions:
-        raise GanforgeError(f"{path} has no sample grids yet (samples/ is empty): wait for the first "
+    pictures = []
+    for spec in task.report.pictures:
+        gifs = list(spec.gifs) + ([str(config[spec.gif_key])] if config.get(spec.gif_key) else [])
+        pictures.append((spec, _frames(path / spec.folder),
+                         [path / n for n in dict.fromkeys(gifs) if _own_file(path / n, path)]))
+    if not any(frames for _, frames, _ in pictures):
+        folders = ", ".join(f"{spec.folder}/" for spec in task.report.pictures) or "its picture folders"
+        raise GanforgeError(f"{path} has no sample grids yet ({folders} empty): wait for the first "
                             "snapshot of the run, then write the report again")
-    gif_names = ["progress.gif"] + ([config["gif_name"]] if config.get("gif_name") else [])
     explore_dir = path / "explore"
     # `ganforge explore` keeps each walk's frames in a subfolder beside its GIF and still: show those two.
     explore = sorted((p for p in explore_dir.glob("*") if _own_file(p, path)
@@ -209,12 +197,8 @@ def load_run(path: Path, live: bool = False) -> RunData:
     return RunData(
         path=path, name=path.resolve().name, config=config, recipe=recipe, recipe_defaults=defaults,
         recipe_source=source, summary=summary, summary_current=current,
-        status=_status(summary, current, live, rows), task=str(task),
-        train=kinds["train"], evals=evals, events=kinds["event"], warnings=kinds["warning"],
-        samples=samples, gifs=[path / n for n in dict.fromkeys(gif_names) if _own_file(path / n, path)],
-        predictions=predictions,
-        prediction_gifs=[p for p in [path / "predictions.gif", path / "predictions" / "predictions.gif"]
-                         if _own_file(p, path)],
+        status=_status(summary, current, live, rows), task=task.name, spec=task.report,
+        train=kinds["train"], evals=evals, events=kinds["event"], warnings=kinds["warning"], pictures=pictures,
         explore=explore, eval_json=eval_json if isinstance(eval_json, dict) else None,
         checkpoints=_checkpoints(path / "checkpoints", notes), notes=notes,
     )

@@ -87,8 +87,9 @@ def facts(run: RunData) -> list[tuple[str, str]]:
            ("images/s", h(_rate(s.get("images_per_second", last.get("images_per_second"))))),
            ("device", h(s.get("device") or cfg.get("device", "—"))), ("speed features", h(features)),
            ("ganforge", h(s.get("ganforge_version") or f"{__version__} (this report)"))]
-    if s.get("best_fid") is not None:
-        out.append(("best FID", h(num(s["best_fid"]))))
+    for key, name in run.spec.facts:
+        if s.get(key) is not None:
+            out.append((name, h(num(s[key]))))
     if s.get("skipped_steps"):
         out.append(("skipped steps", h(num(s["skipped_steps"]))))
     return out
@@ -100,16 +101,11 @@ def _rate(value) -> str:
 
 def _media_sections(page: Page, run: RunData, key: str, level: int) -> str:
     out = []
-    if run.samples:
-        body = page.slider(f"{key}-samples", run.samples, "fixed-latent sample grid",
-                           str(run.config.get("sample_name", "")))
-        body = f'<div class="media-row">{body}{_gifs(page, run.gifs, "the sample grids as an animation")}</div>'
-        out.append(_section(f"{key}-samples-s", "Samples over time", body, level))
-    if run.predictions:
-        body = page.slider(f"{key}-pred", run.predictions, "validation images with predicted boxes")
-        body = (f'<div class="media-row">{body}'
-                f'{_gifs(page, run.prediction_gifs, "the predictions over training as an animation")}</div>')
-        out.append(_section(f"{key}-pred-s", "Predictions over time", body, level))
+    for spec, frames, gifs in run.pictures:
+        if frames:
+            body = page.slider(f"{key}-{spec.key}", frames, spec.what, str(run.config.get(spec.name_key, "")))
+            body = f'<div class="media-row">{body}{_gifs(page, gifs, spec.gif_what)}</div>'
+            out.append(_section(f"{key}-{spec.key}-s", spec.title, body, level))
     return "".join(out)
 
 
@@ -145,12 +141,17 @@ def _charts_html(page: Page, charts: list[dict], key: str) -> str:
             f'events.</p>{key_html}<div class="charts">{"".join(blocks)}</div>')
 
 
-def _detection(run: RunData) -> str:
-    ap = next((r["ap"] for r in reversed(run.evals) if isinstance(r.get("ap"), dict)), None)
+def _per_class(run: RunData) -> str:
+    """The task's per-class scores (its `per_class` eval field) as bars: eval.json's, else the last
+    evaluation's during training."""
+    field = run.spec.per_class[0]
+    if not field:
+        return ""
+    scores = next((r[field] for r in reversed(run.evals) if isinstance(r.get(field), dict)), None)
     src = "last evaluation during training"
-    if isinstance((run.eval_json or {}).get("ap"), dict):
-        ap, src = run.eval_json["ap"], "eval.json"
-    return bars(ap, f"Average precision per class ({src})", top=1.0) if ap else ""
+    if isinstance((run.eval_json or {}).get(field), dict):
+        scores, src = run.eval_json[field], "eval.json"
+    return bars(scores, f"{run.spec.per_class[2]} ({src})", top=1.0) if scores else ""
 
 
 def _explore(page: Page, run: RunData) -> str:
@@ -178,7 +179,7 @@ def run_sections(page: Page, run: RunData, key: str, level: int, with_charts: bo
     out.append(_media_sections(page, run, key, level))
     if with_charts:
         out.append(_section(f"{key}-curves", "Curves", _charts_html(page, build_charts([run]), key), level))
-    out.append(_section(f"{key}-ap", "Detection: average precision", _detection(run), level))
+    out.append(_section(f"{key}-{run.spec.per_class[0]}", run.spec.per_class[1], _per_class(run), level))
     evals = eval_rows_table(run) + eval_json_block(run).replace("<h3>", f"<h{sub}>").replace("</h3>", f"</h{sub}>")
     out.append(_section(f"{key}-eval", "Evaluation", evals, level))
     out.append(_section(f"{key}-explore", "Explore: classes, interpolations and codes", _explore(page, run), level))
@@ -201,9 +202,10 @@ def _found(body: str, ids: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def single_page(run: RunData, media: Media, live: bool) -> str:
     page = Page(media)
     body = run_sections(page, run, "r0", 2, with_charts=True)
-    nav = _nav(_found(body, [("r0-samples-s", "Samples"), ("r0-pred-s", "Predictions"), ("r0-curves", "Curves"),
-                             ("r0-ap", "AP per class"), ("r0-eval", "Evaluation"), ("r0-explore", "Explore"),
-                             ("r0-events", "Events"), ("r0-ckpt", "Checkpoints"), ("r0-config", "Config")]))
+    pictures = [(f"r0-{spec.key}-s", spec.nav or spec.title) for spec, _, _ in run.pictures]
+    nav = _nav(_found(body, [*pictures, ("r0-curves", "Curves"), (f"r0-{run.spec.per_class[0]}", run.spec.per_class[3]),
+                             ("r0-eval", "Evaluation"), ("r0-explore", "Explore"), ("r0-events", "Events"),
+                             ("r0-ckpt", "Checkpoints"), ("r0-config", "Config")]))
     title = f"{run.name}: {run.recipe} ({run.status})"
     return _document(title, f"<header><h1>{h(run.name)}</h1><p class=\"lede\">{h(run.task.upper())} run "
                             f"of recipe <code>{h(run.recipe)}</code></p></header>{nav}<main>{body}</main>",
@@ -214,9 +216,9 @@ def compare_page(runs: list[RunData], media: Media, live: bool) -> str:
     page = Page(media)
     finals = []
     for i, run in enumerate(runs):
-        frames = run.samples or run.predictions
+        spec, frames, _ = next(p for p in run.pictures if p[1])
         last = frames[-1]
-        label = frame_label(last, str(run.config.get("sample_name", ""))) if run.samples else last.label
+        label = frame_label(last, str(run.config.get(spec.name_key, "")))
         imgs = "".join(_img({"src": media.src(p), "alt": f"final grid of {run.name}, {label}",
                              "size": image_size(p)}) for p in last.images)
         finals.append(f'<figure>{imgs}<figcaption><a href="#run-{i}">{h(run.name)}</a>, {h(label)}'

@@ -43,6 +43,8 @@ class RunState:
     lr_keys: dict[str, str]  # optimizer name -> config key of its learning rate
     resume_command: str = "ganforge train --resume"  # how a person continues this kind of run
     quiet: bool = False
+    nonfinite_steps: str = "non-finite steps"  # what a skipped step is, in the divergence message
+    differs_across_worlds: str = "reductions and per-process random streams"  # on another process count
 
     def init_counters(self) -> None:
         self.step = 0
@@ -52,6 +54,7 @@ class RunState:
         self.consecutive_skips = 0
         self.rollbacks: dict[int, int] = {}  # checkpoint step -> times rolled back to it
         self.best = math.inf  # the best evaluation score so far (lower is better)
+        self.warned: set[str] = set()  # warning kinds already printed (each is printed once)
 
     # -- task parts: override to add tensors and meta of the task's own --
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -109,6 +112,16 @@ class RunState:
             self.dir / "checkpoints", f"step-{self.step:09d}", tensors, meta, keep_last=self.cfg.keep_last,
             milestone=milestone, hint=self.continue_hint()))
 
+    def save_best(self, score: float, name: str) -> None:
+        """`checkpoints/best`: this step's state, with `score` recorded in its meta as `name`."""
+        tensors, meta = self.state()  # every rank: each gives its RNG state
+        meta[name] = score
+        dist.main_decides(lambda: save_checkpoint(self.dir / "checkpoints", "best", tensors, meta))
+
+    def buffered(self) -> list[nn.Module]:
+        """The modules whose buffers must stay finite (BatchNorm statistics a skipped step cannot undo)."""
+        return list(self.modules.values())
+
     def continue_hint(self) -> str:
         """What will work after a failure: resume from the last checkpoint, or, before the first one
         exists, start again."""
@@ -145,11 +158,12 @@ def resume_config(run_dir: Path, config_cls: type[Config], overrides: list[str] 
 
 
 def with_budget(cfg: Config, steps: int | None, epochs: float | None) -> Config:
-    """`--steps` / `--epochs` (the whole run's budget) replace the config's."""
+    """`--steps` / `--epochs` (the whole run's budget) replace the config's. Epochs are read as
+    the config's own type: a config that counts whole epochs refuses a fraction in one line."""
     if steps is not None:
         cfg = replace(cfg, steps=steps, epochs=None)
     elif epochs is not None:
-        cfg = replace(cfg, epochs=epochs, steps=None)
+        cfg = apply_overrides(replace(cfg, steps=None), [f"epochs={float(epochs)!r}"])
     return validate(cfg)
 
 
@@ -208,7 +222,7 @@ def rollback_or_stop(run: RunState, log: Callable = print) -> None:
              f"no checkpoint was written before it diverged, so there is nothing to resume: start the run "
              f"again with lower learning rates ({lower}) and --force")
     raise TrainingDiverged(
-        f"training diverged: {run.consecutive_skips} consecutive non-finite steps at step {run.step}"
+        f"training diverged: {run.consecutive_skips} consecutive {run.nonfinite_steps} at step {run.step}"
         f"{f' after {MAX_ROLLBACKS} rollbacks' if run.rollbacks else ''}; {where}")
 
 

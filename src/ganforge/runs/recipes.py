@@ -1,0 +1,48 @@
+"""One recipe book for every task: named presets, each a config class's defaults plus what it changes.
+
+A task declares its book once (`RECIPES = RecipeBook("recipe", GANConfig)`) and each preset as the
+source it reproduces and the keys it changes. The book is a :class:`~ganforge.registry.Registry`,
+so an unknown name is one line that lists the valid ones, and tests can walk every recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
+
+from ganforge.config import Config
+from ganforge.registry import Registry
+
+C = TypeVar("C", bound=Config)
+
+
+@dataclass(frozen=True)
+class Recipe(Generic[C]):
+    name: str
+    source: str  # the tutorial, paper, book or measurement it reproduces
+    about: str  # what it is, in a few words
+    config: C
+
+
+class RecipeBook(Registry[Recipe]):
+    """The named presets of one config class."""
+
+    def __init__(self, kind: str, base: type[Config]) -> None:
+        super().__init__(kind)
+        self.base = base
+
+    def add(self, name: str, source: str, about: str, **changes: Any) -> Recipe:
+        """Register a recipe: the config class's defaults with `changes`."""
+        return self.register(name, Recipe(name, source, about, replace(self.base(), recipe=name, **changes)))
+
+    def config(self, name: str) -> Config:
+        """A fresh copy of the named recipe's config."""
+        return replace(self.get(name).config)
+
+    def reference(self, name: str) -> tuple[dict[str, Any] | None, str]:
+        """The defaults of recipe `name` and the source it reproduces ((None, "") when unknown: a
+        renamed, removed or custom recipe has nothing to compare against)."""
+        if name not in self:
+            return None, ""
+        entry = self.get(name)
+        return entry.config.to_dict(), entry.source
