@@ -116,3 +116,25 @@ def test_a_gan_refuses_a_fraction_of_an_epoch_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "epochs" in err[0] and "int" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_detect_train_takes_device_and_seed(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["detect", "train", "adam", "--data", "digits-det", "--out", str(run), "--steps", "1", "--device", "cpu",
+            "--seed", "3", "model=yolov1-s", "fc_width=64", "batch_size=4", "threads=1", "workers=0",
+            "pretrain_steps=0", "eval_every=0", "predict_every=100", "predict_images=2", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())
+    assert (config["device"], config["seed"]) == ("cpu", 3)
+    assert main(["detect", "train", "--resume", str(run), "--seed", "4"]) == 2
+    assert "--seed cannot change when resuming" in capsys.readouterr().err
+
+
+def test_epochs_is_one_number_read_as_each_config_counts_them():
+    from ganforge.detect.recipes import get_recipe as detect_recipe
+    from ganforge.gan.recipes import get_recipe as gan_recipe
+    from ganforge.runs import with_budget
+
+    gan = with_budget(gan_recipe("default"), None, 2.0)
+    assert gan.epochs == 2 and isinstance(gan.epochs, int) and gan.steps is None
+    assert with_budget(detect_recipe("adam"), None, 0.5).epochs == 0.5

@@ -33,8 +33,6 @@ import numpy as np
 import torch
 
 from ganforge import distributed as dist
-from ganforge import speed as sp
-from ganforge.config import validate
 from ganforge.detect.augment import collate, detection_transform, unwrap, wrap
 from ganforge.detect.boxes import encode_targets
 from ganforge.detect.config import SCHEDULES, DetectConfig
@@ -120,11 +118,8 @@ class DetectRun(RunState):
                              "random streams")
 
     def __init__(self, cfg: DetectConfig, run_dir: Path, quiet: bool = False) -> None:
-        self.cfg = cfg = validate(cfg)
-        self.dir = Path(run_dir)
-        self.world, self.rank = dist.world_size(), dist.rank()
-        self.quiet = quiet or not dist.is_main()  # one process speaks for all
-        self.device, self.threads = dist.place_process(sp.resolve_device(cfg.device), cfg.threads)
+        self.place(cfg, run_dir, quiet)
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
         dist.main_first(self._open_data)
         self.names = list(self.train_set.names)
@@ -145,12 +140,7 @@ class DetectRun(RunState):
         # evaluation, drawings and checkpoints use the plain module.
         self.ddp: torch.nn.Module | None = None
         if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(net, device_ids=ids, **dist.no_buffer_sync())
-            if self.rank:  # dropout: a stream of each rank's own
-                torch.manual_seed(cfg.seed + 7919 * self.rank)
+            self.ddp = self.data_parallel(net)
         self.total_steps = total_steps(cfg, len(self.train_set))
         self.steps_per_epoch = len(self.train_set) / cfg.batch_size
         self.scheduler = self._make_scheduler()

@@ -18,7 +18,6 @@ from torch import nn
 
 from ganforge import distributed as dist
 from ganforge import speed as sp
-from ganforge.config import validate
 from ganforge.data import DATA_MODES, load_dataset
 from ganforge.data.pixels import normalize, to_uint8
 from ganforge.data.sampler import BatchSampler
@@ -66,11 +65,7 @@ class GANRun(RunState):
     def __init__(self, cfg: GANConfig, run_dir: Path, quiet: bool = False, dataset=None) -> None:
         """`dataset` (an ImageDataset) replaces loading `cfg.data`, e.g. for benchmarks. Under
         torchrun every rank builds the same run; `batch_size` stays the global batch."""
-        self.cfg = validate(cfg)
-        self.dir = Path(run_dir)
-        self.world, self.rank = dist.world_size(), dist.rank()
-        self.quiet = quiet or not dist.is_main()  # one process speaks for all
-        self.device, self.threads = dist.place_process(sp.resolve_device(cfg.device), cfg.threads)
+        self.place(cfg, run_dir, quiet)
         self.features = sp.resolve_speed(cfg.speed, self.device, cfg.model)
         if self.world > 1 and (self.features.compile or self.features.cudagraphs):
             # A compiled or captured whole step would hold DDP's collectives inside it.
@@ -104,13 +99,7 @@ class GANRun(RunState):
         self.ddp: dict[str, nn.Module] = {}
         self._plain = False
         if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = {name: DistributedDataParallel(net, device_ids=ids, **dist.no_buffer_sync())
-                        for name, net in (("G", G), ("D", D))}
-            if self.rank:  # dropout and other host randomness: a stream of each rank's own
-                torch.manual_seed(cfg.seed + 7919 * self.rank)
+            self.ddp = {"G": self.data_parallel(G), "D": self.data_parallel(D)}
         ema = make_ema(G, cfg.ema)
         self.modules = {"G": G, "D": D, **({"G_ema": ema} if ema is not None else {})}
         if Q is not None:  # InfoGAN: Q's head, with its own optimizer (it shares D's trunk)

@@ -46,6 +46,28 @@ class RunState:
     nonfinite_steps: str = "non-finite steps"  # what a skipped step is, in the divergence message
     differs_across_worlds: str = "reductions and per-process random streams"  # on another process count
 
+    def place(self, cfg: Config, run_dir: Path, quiet: bool) -> None:
+        """This process's part of the run: its rank among `world` processes (rank 0 alone speaks),
+        and its device and CPU threads (one device per rank under torchrun)."""
+        from ganforge.device import resolve_device
+
+        self.cfg = validate(cfg)
+        self.dir = Path(run_dir)
+        self.world, self.rank = dist.world_size(), dist.rank()
+        self.quiet = quiet or not dist.is_main()  # one process speaks for all
+        self.device, self.threads = dist.place_process(resolve_device(cfg.device), cfg.threads)
+
+    def data_parallel(self, net: nn.Module) -> nn.Module:
+        """`net` wrapped for DDP (its backward averages the gradients over the ranks). Host
+        randomness (dropout) then draws from a stream of each rank's own."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(net, device_ids=ids, **dist.no_buffer_sync())
+        if self.rank:
+            torch.manual_seed(int(getattr(self.cfg, "seed", 0)) + 7919 * self.rank)
+        return wrapped
+
     def init_counters(self) -> None:
         self.step = 0
         self.images_seen = 0
