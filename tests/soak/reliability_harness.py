@@ -480,7 +480,6 @@ def install_faults(faulty: FaultyOS) -> None:
     store.os = faulty
     ganforge.io.os = faulty
     ganforge.runs.state.save_checkpoint = counting_save
-    ganforge.gan.train.save_checkpoint = counting_save
 
 
 @dataclass
