@@ -204,14 +204,19 @@ class DetectRun(RunState):
             prefetch_factor=2 if workers else None, persistent_workers=False)
 
     # -- one training step --
+    def step_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch's network input and grid targets on the run's device."""
+        images, targets = batch[:2]
+        x = to_input(images.to(self.device), self.channels_last)
+        grid = encode_targets(targets, (self.input_size, self.input_size), self.net.grid).to(self.device)
+        return x, grid
+
     def train_step(self, batch: tuple[torch.Tensor, list[dict]]) -> tuple[dict[str, torch.Tensor], bool]:
         """Forward, equation 3, backward and the optimizer step (skipped when the loss or a gradient
         is not finite). Returns the loss parts and whether the step was taken."""
-        images, targets = batch
         net = self.net
         net.train()
-        x = to_input(images.to(self.device), self.channels_last)
-        grid = encode_targets(targets, (self.input_size, self.input_size), net.grid).to(self.device)
+        x, grid = self.step_inputs(batch)
         # Under DDP: this rank's rows, equation 3 over them divided by their number; see the module
         # docstring for why DDP's average of these gradients is one process's on the global batch.
         forward = self.ddp if self.ddp is not None else net
@@ -220,7 +225,10 @@ class DetectRun(RunState):
         # Every rank takes the backward (DDP's all-reduce) or every rank skips it.
         ok = bool(dist.all_true(bool(torch.isfinite(parts.total))))
         if ok:
-            parts.total.backward()  # the gradients are the ranks' average: the same on every rank
+            # The gradients are the ranks' average: the same on every rank. darknet's SGD steps on
+            # 1/2 dL/dw (the paper recipe's loss_grad_scale); 1.0 leaves the graph as it always was.
+            scale = self.cfg.loss_grad_scale
+            (parts.total * scale if scale != 1.0 else parts.total).backward()
             grads = [p.grad for p in net.parameters() if p.grad is not None]
             ok = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
         if ok:
