@@ -113,7 +113,7 @@ class DetectConfig(Config):
     steps: int | None = option(None, "total optimisation steps of the whole run", gt=0)
     epochs: float | None = option(None, "or total epochs over the train split (converted to steps)", gt=0)
     max_seconds: float = option(0.0, "stop this invocation (checkpointed, resumable) after this much "
-                                "training time; 0 = no limit", ge=0, resume=True)
+                                "training time, the pretraining stage included; 0 = no limit", ge=0, resume=True)
     # -- outputs --
     log_every: int = option(50, "steps between train rows of metrics.jsonl", gt=0, resume=True)
     eval_every: int = option(500, "steps between mAPs on the val split (0 = only at the end)", ge=0,

@@ -29,7 +29,6 @@ import functools
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ganforge import distributed as dist
@@ -45,7 +44,8 @@ from ganforge.detect.evaluate import predict_dataset, to_input
 from ganforge.detect.infer import DRAW_CONF
 from ganforge.detect.loss import yolo_loss
 from ganforge.detect.model import DETECTORS
-from ganforge.errors import ConfigError, DataError
+from ganforge.detect.pretrain import Pretraining, pretrain_batches
+from ganforge.errors import ConfigError
 from ganforge.optim import build_optimizer
 from ganforge.runs import RunState, Window, warn
 
@@ -168,7 +168,9 @@ class DetectRun(RunState):
         self.best = math.inf  # unused: the best checkpoint goes by mAP (best_map, higher is better)
         self.best_map: float | None = None
         self.pretrained = cfg.pretrain_steps == 0
+        self.pretraining: Pretraining | None = None  # the stage while it runs (checkpointed with the run)
         self.pretrain_accuracy: float | None = None
+        self.resumed = False  # set by a checkpoint: what a fresh run says once is not said again
         self.window = Window()
         self.last_prediction = -1
         self.warned: set[str] = set()
@@ -239,6 +241,21 @@ class DetectRun(RunState):
                  "loss_noobj": parts.noobj, "loss_cls": parts.cls}
         return {k: v.detach() for k, v in stats.items()}, ok
 
+    # -- the trunk pretraining stage --
+    def pretraining_options(self) -> dict:
+        cfg = self.cfg
+        return {"steps": cfg.pretrain_steps, "lr": cfg.pretrain_lr, "channels_last": self.channels_last,
+                "log_every": max(1, min(100, cfg.pretrain_steps)), "seed": cfg.seed}
+
+    def start_pretraining(self) -> None:
+        """The stage from its first step (a resumed run has it from its checkpoint)."""
+        if self.pretraining is None:
+            self.pretraining = Pretraining(self.net, len(self.names), **self.pretraining_options())
+
+    def pretrain_batches(self):
+        return pretrain_batches(self.train_set, self.pretraining.rng, what=self.cfg.data,
+                                steps=self.cfg.pretrain_steps)
+
     # -- pictures --
     @torch.no_grad()
     def drawn_predictions(self) -> torch.Tensor:
@@ -275,6 +292,9 @@ class DetectRun(RunState):
                 "data_size": len(self.train_set), "issues_reported": self.issues_reported,
                 "total_steps": self.total_steps, "input_size": self.input_size,
                 "channels_last": self.channels_last}
+        if self.pretraining is not None and not self.pretrained:  # stopped during pretraining
+            stage_tensors, meta["pretraining"] = self.pretraining.state()
+            window_tensors = {**window_tensors, **stage_tensors}
         return window_tensors, meta
 
     def load_extra(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -284,6 +304,10 @@ class DetectRun(RunState):
         self.last_prediction = int(meta.get("last_prediction", -1))
         self.pretrained = bool(meta.get("pretrained", True))
         self.pretrain_accuracy = meta.get("pretrain_accuracy")
+        self.resumed = True
+        if not self.pretrained and "pretraining" in meta:
+            self.pretraining = Pretraining.restore(self.net, len(self.names), tensors, meta["pretraining"],
+                                                   **self.pretraining_options())
         self.issues_reported = int(meta.get("issues_reported", 0))
         if meta.get("names") not in (None, self.names):
             raise ConfigError(f"{self.cfg.data} has other class names now than when this run started "
@@ -292,45 +316,3 @@ class DetectRun(RunState):
         if size is not None and size != len(self.train_set):
             warn(f"{self.cfg.data} has {len(self.train_set)} training images now and had {size} when this "
                  "checkpoint was written: from here the batches differ from an uninterrupted run", self.quiet)
-
-
-def pretrain_batches(run: DetectRun, size: int = 56, batch: int = 64):
-    """The batches of the trunk pretraining: single digits of the train split's own source digits
-    for digits-det; for other data, crops of the training boxes (with a quarter of their size as
-    margin), resized to `size`. Deterministic from the run's seed."""
-    rng = np.random.RandomState(run.cfg.seed)
-    data = run.train_set
-    if data.name == "digits-det":
-        from ganforge.detect.digits import classification_batch
-
-        return lambda step: classification_batch(rng, batch, "train", size)
-    pairs = [(i, k) for i, r in enumerate(data.records) for k in range(len(r.labels)) if not r.difficult[k]]
-    if not pairs:
-        raise ConfigError(f"pretrain_steps={run.cfg.pretrain_steps} needs labelled boxes in the train split "
-                          f"of {run.cfg.data}: it has none; set pretrain_steps=0")
-
-    with_boxes, unreadable = {i for i, _ in pairs}, set()
-
-    def crops(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from torchvision.transforms.v2.functional import resized_crop
-
-        images, labels = [], []
-        while len(images) < batch:
-            i, k = pairs[rng.randint(len(pairs))]
-            image = None if i in unreadable else data.readable(i)  # None (recorded): not decodable
-            if image is None:
-                unreadable.add(i)
-                if len(unreadable) == len(with_boxes):
-                    raise DataError(f"no image with boxes in the train split of {run.cfg.data} can be "
-                                    "decoded; check its image files")
-                continue
-            x1, y1, x2, y2 = data.records[i].boxes[k].tolist()
-            mx, my = (x2 - x1) / 4, (y2 - y1) / 4
-            top, left = max(0, int(y1 - my)), max(0, int(x1 - mx))
-            height = max(1, min(image.shape[1], int(math.ceil(y2 + my))) - top)
-            width = max(1, min(image.shape[2], int(math.ceil(x2 + mx))) - left)
-            images.append(resized_crop(image, top, left, height, width, [size, size], antialias=True))
-            labels.append(int(data.records[i].labels[k]))
-        return torch.stack(images), torch.tensor(labels)
-
-    return crops
