@@ -14,6 +14,7 @@ from ganforge.detect.digits import load_digits_det
 from ganforge.detect.loss import yolo_loss
 from ganforge.detect.recipes import get_recipe
 from ganforge.detect.run import DetectRun
+from ganforge.detect.step import step_inputs, train_step
 from ganforge.detect.write_dataset import write_dataset
 
 SMALL = ["model=yolov1-s", "fc_width=32", "batch_size=4", "threads=1", "workers=0", "pretrain_steps=0",
@@ -36,12 +37,12 @@ def _one_step(recipe: str, data: Path, run_dir: Path, *extra: str):
     lr = run.optimizer.param_groups[0]["lr"]
     rng = torch.get_rng_state()  # dropout: the step by hand and the real one draw the same masks
     shadow = copy.deepcopy(run.net).train()
-    x, grid = run.step_inputs(batch)
+    x, grid = step_inputs(run, batch)
     loss = yolo_loss(shadow(x), grid, shadow.boxes, rescore=cfg.rescore).total
     grads = torch.autograd.grad(loss, list(shadow.parameters()))
     before = [p.detach().clone() for p in run.net.parameters()]
     torch.set_rng_state(rng)
-    stats, ok = run.train_step(batch)
+    stats, ok = train_step(run, batch)
     assert ok
     return before, grads, lr, loss, run, stats
 

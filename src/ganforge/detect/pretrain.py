@@ -15,18 +15,24 @@ with the same batches and the same weights as a run that was never stopped.
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ganforge import distributed as dist
 from ganforge.checkpoint.state import pack_optimizer, unpack_optimizer
 from ganforge.detect.data import DetectionSet
 from ganforge.detect.evaluate import to_input
 from ganforge.detect.model import YoloV1
 from ganforge.errors import ConfigError, DataError
+from ganforge.io import MetricsLog, atomic_write_text, read_metrics
+from ganforge.runs import Progress, SignalFlag, due
 
 Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
@@ -156,3 +162,59 @@ def pretrain_batches(data: DetectionSet, rng: np.random.RandomState, *, what: st
         return torch.stack(images), torch.tensor(labels)
 
     return crops
+
+
+# ---- the stage in a training run ------------------------------------------------------------------
+
+def run_pretraining(run, mlog: MetricsLog, flag: SignalFlag, started: float, log) -> bool:
+    """The classification stage: the trunk learns to tell the classes apart on single objects. Like
+    the detection steps it shows progress, checkpoints every `checkpoint_every` steps, and stops on
+    a signal or at max_seconds with a checkpoint that resumes it. `run` is the DetectRun; `started`
+    is when this invocation's budget began. Returns whether it stopped so."""
+    cfg = run.cfg
+    run.start_pretraining()
+    stage = run.pretraining
+    batches = run.pretrain_batches()
+    bar = Progress(run.dir, cfg.pretrain_steps, stage.step, run.quiet, log, write=False)
+    bar.say(f"pretraining the trunk on single objects for {cfg.pretrain_steps} steps"
+            + (f", from step {stage.step}" if stage.step else ""))
+    t0, base_seconds = time.perf_counter(), run.seconds
+    stopped = False
+    while not stage.done:
+        row = stage.take_step(batches)
+        run.seconds = base_seconds + time.perf_counter() - t0
+        bar.update()
+        if row is not None:
+            mlog.event(0, "pretrain", pretrain_step=stage.step, **{k: round(v, 5) for k, v in row.items()})
+            bar.say(f"pretrain step {stage.step}/{cfg.pretrain_steps}  loss {row['pretrain_loss']:.4f}  "
+                    f"accuracy {100 * row['pretrain_accuracy']:.1f}%")
+        # Every rank stops at the same step: a signal or a time-out on any of them.
+        timed_out = flag.agree(0 < cfg.max_seconds <= time.perf_counter() - started)
+        stopped = (flag.signum is not None or timed_out) and not stage.done
+        if stopped or (due(stage.step, cfg.checkpoint_every) and not stage.done):
+            run.save()
+        if stopped:
+            break
+    bar.close()
+    if stopped:
+        return True
+    run.pretrain_accuracy = stage.accuracy
+    if run.world > 1:
+        # Every rank pretrained on the same batches; rank 0's trunk goes to all, so that the ranks
+        # start the detection steps from one set of weights even where kernels are not deterministic.
+        state, _ = dist.broadcast_state(run.net.state_dict() if dist.is_main() else None, {})
+        if not dist.is_main():
+            run.net.load_state_dict({k: v.to(run.device) for k, v in state.items()})
+    run.pretrained, run.pretraining = True, None
+    run.save()
+    flag.agree()
+    return False
+
+
+def forget_pretrain_rows(metrics: Path, step: int) -> None:
+    """The pretraining rows after a resumed stage's checkpoint (at pretraining `step`), which the
+    resumed run writes again."""
+    rows = read_metrics(metrics)
+    kept = [r for r in rows if not (r.get("event") == "pretrain" and r.get("pretrain_step", 0) > step)]
+    if len(kept) < len(rows):
+        atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))

@@ -36,13 +36,12 @@ from ganforge import speed as sp
 from ganforge.checkpoint import save_checkpoint
 from ganforge.config import validate
 from ganforge.detect.augment import collate, detection_transform, unwrap, wrap
-from ganforge.detect.boxes import encode_targets
+from ganforge.detect.boxes import GridTargets, encode_targets
 from ganforge.detect.config import SCHEDULES, DetectConfig
 from ganforge.detect.data import DetectionSet
 from ganforge.detect.datasets import open_detection_data
-from ganforge.detect.evaluate import predict_dataset, to_input
+from ganforge.detect.evaluate import predict_dataset
 from ganforge.detect.infer import DRAW_CONF
-from ganforge.detect.loss import yolo_loss
 from ganforge.detect.model import DETECTORS
 from ganforge.detect.pretrain import Pretraining, pretrain_batches
 from ganforge.errors import ConfigError
@@ -61,16 +60,19 @@ def _seed(*parts: int) -> int:
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """Item `s` is training batch `s`: (uint8 images B x 3 x size x size, list of targets, new
-    problems with the data).
+    """Item `s` is training batch `s`: (uint8 images B x 3 x size x size, their grid targets, new
+    problems with the data). The targets are encoded here, where the batch is made, so a worker
+    process does it while the step runs.
 
     A pure function of (seed, s), so DataLoader workers, the training process and a resumed run all
     make the same batches (see the module docstring)."""
 
-    def __init__(self, dataset: DetectionSet, input_size: int, batch_size: int, seed: int, *,
+    def __init__(self, dataset: DetectionSet, input_size: int, grid: int, batch_size: int, seed: int, *,
                  augment: bool, flip: bool, color: str = "hsv", part: slice | None = None) -> None:
-        """`part`: the positions of each global batch this process makes (default: all of them)."""
+        """`grid`: the network's S, for the targets. `part`: the positions of each global batch this
+        process makes (default: all of them)."""
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.input_size, self.grid = input_size, grid
         self.part = part if part is not None else slice(0, batch_size)
         self.transform = detection_transform(input_size, train=augment, flip=flip, color=color)
 
@@ -87,7 +89,7 @@ class StepBatches(torch.utils.data.Dataset):
         start = step * self.batch_size
         return [self.permutation(p // n)[p % n] for p in range(start, start + self.batch_size)]
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, list[dict], list[tuple[str, str]]]:
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, GridTargets, list[tuple[str, str]]]:
         """Also returns the problems this call found (images that failed to decode): a worker
         process records them in its own copy of the set, so they travel back with the batch."""
         items = []
@@ -98,7 +100,9 @@ class StepBatches(torch.utils.data.Dataset):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_seed(self.seed, 11, step, k))
                 items.append(unwrap(*self.transform(*wrap(image, target))))
-        return (*collate(items), self.dataset.issues.items[before:])
+        images, targets = collate(items)
+        grid = encode_targets(targets, (self.input_size, self.input_size), self.grid)
+        return images, grid, self.dataset.issues.items[before:]
 
 
 def _one_thread(_: int) -> None:
@@ -149,11 +153,13 @@ class DetectRun(RunState):
             self.ddp = DistributedDataParallel(net, device_ids=ids, **dist.no_buffer_sync())
             if self.rank:  # dropout: a stream of each rank's own
                 torch.manual_seed(cfg.seed + 7919 * self.rank)
+        # The non-finite guard: host-checked, and under DDP a step is taken only where it is finite on all.
+        self.guard = sp.StepGuard(sync_free=False, agree=dist.all_true if self.world > 1 else None)
         self.total_steps = total_steps(cfg, len(self.train_set))
         self.steps_per_epoch = len(self.train_set) / cfg.batch_size
         self.scheduler = self._make_scheduler()
         self.flip = SWITCH.get(cfg.flip, self.train_set.flip)
-        self.batches = StepBatches(self.train_set, self.input_size, cfg.batch_size, cfg.seed,
+        self.batches = StepBatches(self.train_set, self.input_size, net.grid, cfg.batch_size, cfg.seed,
                                    augment=cfg.augment, flip=self.flip, color=cfg.color,
                                    part=dist.global_slice(cfg.batch_size) if self.world > 1 else None)
         # The images drawn over time: the first readable val images, the same in every snapshot.
@@ -204,42 +210,6 @@ class DetectRun(RunState):
             self.batches, batch_size=None, sampler=range(self.step, self.total_steps), num_workers=workers,
             worker_init_fn=_one_thread if workers else None, generator=torch.Generator().manual_seed(0),
             prefetch_factor=2 if workers else None, persistent_workers=False)
-
-    # -- one training step --
-    def step_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch's network input and grid targets on the run's device."""
-        images, targets = batch[:2]
-        x = to_input(images.to(self.device), self.channels_last)
-        grid = encode_targets(targets, (self.input_size, self.input_size), self.net.grid).to(self.device)
-        return x, grid
-
-    def train_step(self, batch: tuple[torch.Tensor, list[dict]]) -> tuple[dict[str, torch.Tensor], bool]:
-        """Forward, equation 3, backward and the optimizer step (skipped when the loss or a gradient
-        is not finite). Returns the loss parts and whether the step was taken."""
-        net = self.net
-        net.train()
-        x, grid = self.step_inputs(batch)
-        # Under DDP: this rank's rows, equation 3 over them divided by their number; see the module
-        # docstring for why DDP's average of these gradients is one process's on the global batch.
-        forward = self.ddp if self.ddp is not None else net
-        parts = yolo_loss(forward(x), grid, net.boxes, rescore=self.cfg.rescore)
-        self.optimizer.zero_grad(set_to_none=True)
-        # Every rank takes the backward (DDP's all-reduce) or every rank skips it.
-        ok = bool(dist.all_true(bool(torch.isfinite(parts.total))))
-        if ok:
-            # The gradients are the ranks' average: the same on every rank. darknet's SGD steps on
-            # 1/2 dL/dw (the paper recipe's loss_grad_scale); 1.0 leaves the graph as it always was.
-            scale = self.cfg.loss_grad_scale
-            (parts.total * scale if scale != 1.0 else parts.total).backward()
-            grads = [p.grad for p in net.parameters() if p.grad is not None]
-            ok = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
-        if ok:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()  # the schedule is a function of the step, taken or skipped
-        stats = {"loss": parts.total, "loss_coord": parts.coord, "loss_obj": parts.obj,
-                 "loss_noobj": parts.noobj, "loss_cls": parts.cls}
-        return {k: v.detach() for k, v in stats.items()}, ok
 
     # -- the trunk pretraining stage --
     def pretraining_options(self) -> dict:

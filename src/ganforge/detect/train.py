@@ -25,7 +25,6 @@ graph (those are inference-only, detect/speed.py), so nothing is switched off un
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from dataclasses import replace
@@ -36,9 +35,11 @@ from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import LabelIssues
 from ganforge.detect.datasets import DETECTION_DATASETS, shared_images
 from ganforge.detect.evaluate import evaluate_model
+from ganforge.detect.pretrain import forget_pretrain_rows, run_pretraining
 from ganforge.detect.run import DetectRun
+from ganforge.detect.step import train_step
 from ganforge.errors import ConfigError, GanforgeError
-from ganforge.io import MetricsLog, atomic_write_text, read_metrics
+from ganforge.io import MetricsLog, read_metrics
 from ganforge.report import write_run_report
 from ganforge.runs import (NoLog, Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due,
                            resume_config, silent, warn, continue_resumed, with_budget)
@@ -112,7 +113,7 @@ def _resume(folder: RunFolder, steps, epochs, quiet: bool, log, overrides) -> Pa
                  "per process, and dropout's per-process random streams differ)", quiet=False)
         changed = {**changed, "world_size": run.world}
     if run.pretraining is not None and dist.is_main():
-        _forget_pretrain_rows(folder, run.pretraining.step)
+        forget_pretrain_rows(folder.metrics, run.pretraining.step)
     if "lr" in changed:  # the schedule scales the new peak from the next step on
         run.scheduler.base_lrs = [changed["lr"] for _ in run.scheduler.base_lrs]
     return continue_resumed(run, folder, cfg, changed, log, _finish, _loop)
@@ -152,17 +153,17 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
         _report_flip(run, mlog, log)
         in_pretraining = False  # stopped (checkpointed) by a signal or max_seconds before its end
         if not run.pretrained:
-            in_pretraining = _pretrain(run, mlog, flag, started, log)
+            in_pretraining = run_pretraining(run, mlog, flag, started, log)
             if flag.signum is not None:
                 interrupted = flag.signum
         progress = Progress(folder.path, run.total_steps, run.step, run.quiet or interrupted is not None
                             or in_pretraining, log, write=main)
         t0, base_seconds = time.perf_counter(), run.seconds
         loader = iter(run.loader(cfg.workers)) if interrupted is None and not in_pretraining else iter(())
-        for images, targets, found in loader:
+        for images, grid, found in loader:
             for where, reason in found:  # from a worker's copy of the set: recorded here too
                 run.train_set.issues.add(where, reason)
-            stats, ok = run.train_step((images, targets))
+            stats, ok = train_step(run, (images, grid))
             run.step += 1
             run.images_seen += cfg.batch_size
             run.seconds = base_seconds + time.perf_counter() - t0
@@ -215,59 +216,6 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
         raise TrainingInterrupted(f"stopped by signal {interrupted} at {at}: checkpoint saved; "
                                   f"continue with `{RESUME} {where}`", flag.exit_code())
     return run.dir
-
-
-def _pretrain(run: DetectRun, mlog: MetricsLog, flag: SignalFlag, started: float, log) -> bool:
-    """The classification stage: the trunk learns to tell the classes apart on single objects. Like
-    the detection steps it shows progress, checkpoints every `checkpoint_every` steps, and stops on
-    a signal or at max_seconds with a checkpoint that resumes it. Returns whether it stopped so."""
-    cfg = run.cfg
-    run.start_pretraining()
-    stage = run.pretraining
-    batches = run.pretrain_batches()
-    bar = Progress(run.dir, cfg.pretrain_steps, stage.step, run.quiet, log, write=False)
-    bar.say(f"pretraining the trunk on single objects for {cfg.pretrain_steps} steps"
-            + (f", from step {stage.step}" if stage.step else ""))
-    t0, base_seconds = time.perf_counter(), run.seconds
-    stopped = False
-    while not stage.done:
-        row = stage.take_step(batches)
-        run.seconds = base_seconds + time.perf_counter() - t0
-        bar.update()
-        if row is not None:
-            mlog.event(0, "pretrain", pretrain_step=stage.step, **{k: round(v, 5) for k, v in row.items()})
-            bar.say(f"pretrain step {stage.step}/{cfg.pretrain_steps}  loss {row['pretrain_loss']:.4f}  "
-                    f"accuracy {100 * row['pretrain_accuracy']:.1f}%")
-        # Every rank stops at the same step: a signal or a time-out on any of them.
-        timed_out = flag.agree(0 < cfg.max_seconds <= time.perf_counter() - started)
-        stopped = (flag.signum is not None or timed_out) and not stage.done
-        if stopped or (due(stage.step, cfg.checkpoint_every) and not stage.done):
-            run.save()
-        if stopped:
-            break
-    bar.close()
-    if stopped:
-        return True
-    run.pretrain_accuracy = stage.accuracy
-    if run.world > 1:
-        # Every rank pretrained on the same batches; rank 0's trunk goes to all, so that the ranks
-        # start the detection steps from one set of weights even where kernels are not deterministic.
-        state, _ = dist.broadcast_state(run.net.state_dict() if dist.is_main() else None, {})
-        if not dist.is_main():
-            run.net.load_state_dict({k: v.to(run.device) for k, v in state.items()})
-    run.pretrained, run.pretraining = True, None
-    run.save()
-    flag.agree()
-    return False
-
-
-def _forget_pretrain_rows(folder: RunFolder, step: int) -> None:
-    """The pretraining rows after a resumed stage's checkpoint (at pretraining `step`), which the
-    resumed run writes again."""
-    rows = read_metrics(folder.metrics)
-    kept = [r for r in rows if not (r.get("event") == "pretrain" and r.get("pretrain_step", 0) > step)]
-    if len(kept) < len(rows):
-        atomic_write_text(folder.metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _skipped(run: DetectRun, mlog: MetricsLog, progress: Progress, log) -> None:
