@@ -80,10 +80,11 @@ def _speaks(err: GanforgeError) -> bool:
     meets the same bad input), unless the error is another rank's own; a lost process is named
     by `--nproc`'s launcher, so its workers do not add a line of their own."""
     from . import distributed as dist
+    from .launch import LAUNCHED_BY_GANFORGE
 
     if isinstance(err, dist.ElsewhereError):
         return False
-    if isinstance(err, dist.PeerLost) and os.environ.get(dist.LAUNCHED_BY_GANFORGE):
+    if isinstance(err, dist.PeerLost) and os.environ.get(LAUNCHED_BY_GANFORGE):
         return False
     return not dist.launched() or dist.env_rank() == 0 or getattr(err, "rank_specific", False)
 

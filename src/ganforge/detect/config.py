@@ -91,12 +91,18 @@ class DetectConfig(RunConfig):
     optimizer: str = option("sgd", "the optimizer", choices=OPTIMIZERS)
     lr: float = option(1e-2, "peak learning rate (the schedule scales it)", gt=0, resume=True)
     weight_decay: float = option(5e-4, "L2 weight decay (the paper's 5e-4)", ge=0)
+    loss_grad_scale: float = option(1.0, "factor on equation 3's gradient, the backward pass only (the logged "
+                                    "loss is unscaled); darknet steps on 1/2 dL/dw, so the paper recipe "
+                                    "sets 0.5 (docs/DETECTION.md)", gt=0)
     schedule: str = option("paper", "lr schedule: paper (warm-up 1e-3 -> 1e-2, then 1e-2/1e-3/1e-4 over "
                            "75/30/30 shares of the budget), cosine, constant", choices=SCHEDULES)
     warmup: float = option(0.02, "warm-up length as a fraction of the run's steps", ge=0, lt=1)
     pretrain_steps: int = option(0, "first train the trunk to classify single objects (the paper's "
                                  "ImageNet stage) for this many steps of 64 (0 = off)", ge=0)
     pretrain_lr: float = option(1e-3, "Adam learning rate of the trunk pretraining", gt=0)
+    # -- budget --
+    max_seconds: float = option(0.0, "stop this invocation (checkpointed, resumable) after this much "
+                                "training time, the pretraining stage included; 0 = no limit", ge=0, resume=True)
     # -- outputs --
     eval_every: int = option(500, "steps between mAPs on the val split (0 = only at the end)", ge=0,
                              resume=True)

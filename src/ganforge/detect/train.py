@@ -25,7 +25,6 @@ graph (those are inference-only, detect/speed.py), so nothing is switched off un
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from ganforge import distributed as dist
@@ -33,7 +32,9 @@ from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import LabelIssues
 from ganforge.detect.datasets import DETECTION_DATASETS, shared_images
 from ganforge.detect.evaluate import evaluate_model
-from ganforge.detect.run import DetectRun, pretrain_batches
+from ganforge.detect.pretrain import run_pretraining
+from ganforge.detect.run import DetectRun
+from ganforge.detect.step import train_step
 from ganforge.io import read_metrics
 from ganforge.report import write_run_report
 from ganforge.runs import RunFolder, due, start
@@ -67,17 +68,18 @@ def loop(run: DetectRun, folder: RunFolder, log) -> Path:
         _report_val_overlap(run, clock)
         _report_flip(run, clock)
         if not run.pretrained:
-            _pretrain(run, clock)
-            run.save()
-            clock.flag.agree()
+            # max_seconds bounds this invocation, the pretraining stage included (the clock's start).
+            if run_pretraining(run, clock.mlog, clock.flag, clock.started, log):
+                clock.at = f"pretraining step {run.pretraining.step} of {cfg.pretrain_steps}"
             clock.interrupted = clock.flag.signum
-        clock.restart()
-        batches = iter(run.loader(cfg.workers)) if clock.interrupted is None else iter(())
+            clock.restart()
+        clock.hush = clock.interrupted is not None or clock.at is not None  # no detection stage to show
+        batches = iter(run.loader(cfg.workers)) if not clock.hush else iter(())
         while (batch := next(batches, None)) is not None:
-            images, targets, found = batch
+            images, grid, found = batch
             for where, reason in found:  # from a worker's copy of the set: recorded here too
                 run.train_set.issues.add(where, reason)
-            stats, ok = run.train_step((images, targets))
+            stats, ok = train_step(run, (images, grid))
             if ok:
                 run.window.add(stats, cfg.batch_size)
             done = clock.tick(cfg.batch_size)
@@ -101,32 +103,6 @@ def loop(run: DetectRun, folder: RunFolder, log) -> Path:
             if clock.stop(done):
                 break
     return clock.end(finish)
-
-
-def _pretrain(run: DetectRun, clock: Clock) -> None:
-    """The classification stage: the trunk learns to tell the classes apart on single objects."""
-    from ganforge.detect.pretrain import pretrain_trunk
-
-    cfg, mlog, progress = run.cfg, clock.mlog, clock.progress
-    progress.say(f"pretraining the trunk on single objects for {cfg.pretrain_steps} steps")
-    start = time.perf_counter()
-
-    def log_row(step: int, row: dict) -> None:
-        mlog.event(0, "pretrain", pretrain_step=step, **{k: round(v, 5) for k, v in row.items()})
-        progress.say(f"pretrain step {step}/{cfg.pretrain_steps}  loss {row['pretrain_loss']:.4f}  "
-                     f"accuracy {100 * row['pretrain_accuracy']:.1f}%")
-
-    run.pretrain_accuracy = pretrain_trunk(
-        run.net, pretrain_batches(run), len(run.names), steps=cfg.pretrain_steps, lr=cfg.pretrain_lr,
-        channels_last=run.channels_last, log=log_row, log_every=max(1, min(100, cfg.pretrain_steps)))
-    if run.world > 1:
-        # Every rank pretrained on the same batches; rank 0's trunk goes to all, so that the ranks
-        # start the detection steps from one set of weights even where kernels are not deterministic.
-        state, _ = dist.broadcast_state(run.net.state_dict() if dist.is_main() else None, {})
-        if not dist.is_main():
-            run.net.load_state_dict({k: v.to(run.device) for k, v in state.items()})
-    run.pretrained = True
-    run.seconds += time.perf_counter() - start
 
 
 def _issues(run: DetectRun) -> LabelIssues:
@@ -153,7 +129,7 @@ def _report_issues(run: DetectRun, clock: Clock) -> None:
 
 def _report_val_overlap(run: DetectRun, clock: Clock) -> None:
     """A val split that reuses training images measures fit, not held-out accuracy: say so once."""
-    shared = 0 if run.step else shared_images(run.train_set, run.val_set)
+    shared = 0 if run.step or run.resumed else shared_images(run.train_set, run.val_set)
     if shared:
         clock.warn("val_overlap", f"{shared} of the {len(run.val_set)} val images of {run.cfg.data} are training "
               "images, so its mAP and best checkpoint measure fit, not held-out accuracy: give a val split of "
@@ -162,7 +138,7 @@ def _report_val_overlap(run: DetectRun, clock: Clock) -> None:
 
 def _report_flip(run: DetectRun, clock: Clock) -> None:
     """flip=on where the dataset says a mirror image is not one of its objects (digits): say so once."""
-    if run.cfg.flip == "on" and not run.train_set.flip and not run.step:
+    if run.cfg.flip == "on" and not run.train_set.flip and not run.step and not run.resumed:
         clock.warn("flip", f"flip=on mirrors the images of {run.cfg.data}, whose objects change meaning in a "
                    "mirror (a mirrored 2 is not a 2): use flip=auto unless that is what you want")
 

@@ -34,11 +34,24 @@ class Clock:
     def __init__(self, run: RunState, folder: RunFolder, log: Callable) -> None:
         self.run, self.folder, self.log = run, folder, log
         self.main = dist.is_main()
-        self.progress = Progress(folder.path, run.total_steps, run.step, run.quiet, log, write=self.main)
         self.flag = SignalFlag()
         self.mlog = MetricsLog(folder.metrics) if self.main else NoLog()
         self.interrupted: int | None = None
+        self.at: str | None = None  # where a stop before the steps happened (a stage of the task's own)
+        self.hush = False  # no progress bar: nothing of the steps will run
+        self._progress: Progress | None = None
+        self.started = time.perf_counter()  # max_seconds bounds this invocation from here
         self.restart()
+
+    @property
+    def progress(self) -> Progress:
+        """The progress bar and TensorBoard writer, made when first used (after any stage a task
+        runs before its steps)."""
+        if self._progress is None:
+            run = self.run
+            self._progress = Progress(self.folder.path, run.total_steps, run.step, run.quiet or self.hush,
+                                      self.log, write=self.main)
+        return self._progress
 
     def __enter__(self) -> "Clock":
         self.flag.__enter__()
@@ -50,7 +63,7 @@ class Clock:
         self.flag.__exit__(*exc)
 
     def restart(self) -> None:
-        """Time from here on (the start of this invocation, or after a rollback)."""
+        """Count the run's training time from here on (after a stage of the task's own, or a rollback)."""
         self.t0, self.base_seconds = time.perf_counter(), self.run.seconds
 
     # -- each step --
@@ -60,10 +73,9 @@ class Clock:
         run = self.run
         run.step += 1
         run.images_seen += images
-        elapsed = time.perf_counter() - self.t0
-        run.seconds = self.base_seconds + elapsed
+        run.seconds = self.base_seconds + time.perf_counter() - self.t0
         self.progress.update()
-        timed_out = self.flag.agree(0 < run.cfg.max_seconds <= elapsed)
+        timed_out = self.flag.agree(0 < run.cfg.max_seconds <= time.perf_counter() - self.started)
         return run.step >= run.total_steps or timed_out
 
     def stop(self, done: bool) -> bool:
@@ -125,7 +137,8 @@ class Clock:
         except TrainingDiverged:
             self.mlog.event(run.step, "diverged", skipped_total=run.skipped)
             self.mlog.close()
-            self.progress.close()
+            if self._progress is not None:
+                self._progress.close()
             if self.main:
                 finish(run, self.folder, "diverged", self.log)
             raise
@@ -138,18 +151,20 @@ class Clock:
         """After the loop: the summary and outputs (`finish`), then the resume line for a stop at
         max_seconds, or TrainingInterrupted (exit 130/143) for a signal."""
         run = self.run
-        self.progress.close()
+        if self._progress is not None:
+            self._progress.close()
         stopped = self.interrupted is not None or run.step < run.total_steps
         if self.main:
             finish(run, self.folder, "stopped" if stopped else "finished", self.log,
                    stop_reason="signal" if self.interrupted is not None else "max_seconds" if stopped else None)
         dist.barrier()
         resume = f"`{run.resume_command} {shlex.quote(str(run.dir))}`"
+        at = self.at or f"step {run.step}"
         if self.interrupted is None and stopped:
-            self.log(f"stopped after max_seconds={run.cfg.max_seconds:g} at step {run.step} of {run.total_steps} "
-                     f"(checkpoint saved): continue with {resume}")
+            self.log(f"stopped after max_seconds={run.cfg.max_seconds:g} at {at}"
+                     f"{'' if self.at else f' of {run.total_steps}'} (checkpoint saved): continue with {resume}")
         if self.interrupted is not None:
-            raise TrainingInterrupted(f"stopped by signal {self.interrupted} at step {run.step}: checkpoint saved; "
+            raise TrainingInterrupted(f"stopped by signal {self.interrupted} at {at}: checkpoint saved; "
                                       f"continue with {resume}", self.flag.exit_code())
         return run.dir
 

@@ -89,7 +89,7 @@ def recipe_config(task: "Task", args: argparse.Namespace):
 
 def _launch(task: "Task", args: argparse.Namespace) -> int:
     """`--nproc N`: the device and the global batch are checked before the processes start."""
-    from ganforge import distributed as dist
+    from ganforge.launch import launch_command
 
     if args.resume:
         device, batch = _resumed_device(args), None
@@ -101,8 +101,8 @@ def _launch(task: "Task", args: argparse.Namespace) -> int:
         return continue_advice(args).replace(f"`{task.command} --resume",
                                              f"`{task.command} --nproc {args.nproc} --resume")
 
-    return dist.launch_command(args.argv, args.nproc, args.max_restarts, device=device, batch_size=batch,
-                               next_step=next_step)
+    return launch_command(args.argv, args.nproc, args.max_restarts, device=device, batch_size=batch,
+                          next_step=next_step)
 
 
 def _resumed_device(args: argparse.Namespace) -> str | None:

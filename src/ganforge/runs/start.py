@@ -90,4 +90,6 @@ def _resume(task: "Task", folder: RunFolder, steps, epochs, quiet: bool, log, ov
                  f"{saved_world} ({run.differs_across_worlds} differ)", quiet=False)
         changed = {**changed, "world_size": run.world}
     run.set_learning_rates({name: changed[key] for name, key in run.lr_keys.items() if key in changed})
+    if dist.is_main():
+        run.resumed_in(folder)
     return continue_resumed(run, folder, run.cfg, changed, log, task.finish, task.loop)

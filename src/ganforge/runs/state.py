@@ -140,6 +140,10 @@ class RunState:
         meta[name] = score
         dist.main_decides(lambda: save_checkpoint(self.dir / "checkpoints", "best", tensors, meta))
 
+    def resumed_in(self, folder) -> None:
+        """On rank 0, once a resumed run's state is back and before its log is cut back to the
+        checkpoint: tidy what a stage of the task's own wrote past it."""
+
     def buffered(self) -> list[nn.Module]:
         """The modules whose buffers must stay finite (BatchNorm statistics a skipped step cannot undo)."""
         return list(self.modules.values())
