@@ -89,8 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     from .detect.cli import add_detect_parser
     from .report import add_report_parser
 
+    from .serve import add_serve_parser
+
     add_report_parser(sub)
     add_detect_parser(sub)
+    add_serve_parser(sub)
     return p
 
 
@@ -265,7 +268,7 @@ def cmd_eval(args) -> int:
 
 COMMANDS = {"recipes": cmd_recipes, "config": cmd_config, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
             "report": lambda args: args.func(args), "explore": lambda args: args.func(args),
-            "detect": lambda args: args.func(args)}
+            "detect": lambda args: args.func(args), "serve": lambda args: args.func(args)}
 
 
 def main(argv: list[str] | None = None) -> int:
