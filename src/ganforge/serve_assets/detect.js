@@ -149,9 +149,9 @@ export async function showDetector(app, run, sess) {
   }
 
   function slider(id, label, value, onInput) {
-    const input = el("input", { type: "range", id, min: 0.01, max: 0.99, step: 0.01, value });
-    const shown = el("output", { for: id, text: Number(value).toFixed(2) });
-    input.addEventListener("input", () => { shown.textContent = Number(input.value).toFixed(2); onInput(Number(input.value)); run1(async () => drawBoxes()); });
+    const input = el("input", { type: "range", id, min: 0.001, max: 0.99, step: 0.001, value });
+    const shown = el("output", { for: id, text: Number(value).toFixed(3) });
+    input.addEventListener("input", () => { shown.textContent = Number(input.value).toFixed(3); onInput(Number(input.value)); run1(async () => drawBoxes()); });
     return el("div", { class: "row" }, el("label", { for: id, text: label }), input, shown);
   }
 

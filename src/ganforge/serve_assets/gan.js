@@ -140,7 +140,9 @@ export async function showGan(app, run, sess) {
     if (name === "cat") {
       [input, shown] = slider(`gan-code-${name}-${run.id}`, 0, k - 1, 1, 0, (v) => { state.cat = v; });
       const matching = (run.measured.categorical || {}).matching || {};
-      input.addEventListener("input", () => { shown.textContent = `${input.value}${matching[input.value] !== undefined ? ` → class ${matching[input.value]}` : ""}`; });
+      const name_ = () => { shown.textContent = `${input.value}${matching[input.value] !== undefined ? ` → class ${matching[input.value]}` : ""}`; };
+      input.addEventListener("input", name_);
+      name_();
     } else {
       const j = i - (k ? 1 : 0);
       [input, shown] = slider(`gan-code-${name}-${run.id}`, -2, 2, 0.01, 0, (v) => { state.cont[j] = v; });
