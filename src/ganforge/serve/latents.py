@@ -76,7 +76,7 @@ def page_inputs(layout: dict, seed_a: int, seed_b: int | None = None, t: float =
     """The ONNX inputs the page feeds for one image: z, a conditional run's `labels`, and InfoGAN's
     `codes` (one-hot category, then the continuous values). `layout` is the served run's latent
     layout (`latent_dim`, `num_classes`, `categorical`, `continuous`)."""
-    feeds = {"z": page_noise(layout["latent_dim"], seed_a, seed_b, t)}
+    feeds = {"z": page_noise(layout["latent_dim"], seed_a, seed_b, t)}  # the names `ganforge export` gives
     if layout.get("num_classes"):
         feeds["labels"] = np.array([label], dtype=np.int64)
     k, c = layout.get("categorical", 0), layout.get("continuous", 0)

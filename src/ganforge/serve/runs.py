@@ -17,7 +17,6 @@ from ganforge.errors import ConfigError, DataError
 from ganforge.io import display_path, first_line
 
 EXAMPLES = 4  # example images offered for a detector, from its validation split
-META_KEY = "ganforge"  # the exported ONNX file's metadata entry that describes it
 
 
 @dataclass
@@ -73,35 +72,21 @@ def export_cached(run_dir: Path, checkpoint: str | None = None) -> Path:
     return out
 
 
-def read_meta(model_bytes: bytes, where: Path) -> dict:
-    """The `ganforge` metadata entry of an ONNX file's bytes."""
-    import onnx
-
-    try:
-        model = onnx.load_model_from_string(model_bytes)
-        meta = {p.key: p.value for p in model.metadata_props}
-        return json.loads(meta[META_KEY])
-    except (KeyError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as err:  # type: ignore[attr-defined]
-        raise DataError(f"{display_path(where)} is not a ganforge export ({first_line(err)})") from None
-
-
 def page_layout(meta: dict) -> dict:
-    """The exported file's metadata reduced to what the page's JavaScript reads: input names, and a
-    GAN's latent layout and pixel range, or a detector's input size, classes and post-processing."""
-    inputs = [i["name"] for i in meta.get("inputs", [])]
+    """An exported file's metadata (docs/EXPORT.md) reduced to what the page's JavaScript reads: a
+    GAN's input names, latent layout and pixel range, or a detector's input, size, classes and
+    post-processing defaults."""
+    inputs = list(meta["input_names"])
     if meta["task"] == "detect":
         post = meta.get("postprocess", {})
-        return {"input": inputs[0] if inputs else "images", "input_size": int(meta["image_size"]),
-                "channels": int(meta.get("channels", 3)), "pixel_range": meta.get("pixel_range", "01"),
-                "names": list(meta["names"]), "grid": int(post["grid"]), "boxes": int(post["boxes"]),
-                "conf": float(post.get("conf", 0.2)), "iou": float(post.get("iou", 0.5)),
-                "max_det": int(post.get("max_det", 100))}
+        return {"input": inputs[0], "input_size": int(meta["image_size"]), "pixel_range": meta["pixel_range"],
+                "names": list(meta["class_names"]), "grid": int(meta["grid"]), "boxes": int(meta["boxes"]),
+                "conf": float(post["conf"]), "iou": float(post["iou"]), "max_det": int(post["max_det"])}
     latent = meta["latent"]
-    return {"inputs": inputs, "latent_dim": int(latent["latent_dim"]),
-            "num_classes": int(latent.get("num_classes", 0)), "class_names": latent.get("class_names"),
-            "categorical": int(latent.get("categorical", 0)), "continuous": int(latent.get("continuous", 0)),
-            "pixel_range": meta.get("pixel_range", "pm1"), "channels": int(meta["channels"]),
-            "image_size": int(meta["image_size"])}
+    return {"inputs": inputs, "latent_dim": int(latent["noise"]), "num_classes": int(latent["classes"]),
+            "class_names": list(meta.get("class_names") or []), "categorical": int(latent["categorical"]),
+            "continuous": int(latent["continuous"]), "pixel_range": meta["pixel_range"],
+            "channels": int(meta["channels"]), "image_size": int(meta["image_size"])}
 
 
 def gan_measurements(run_dir: Path) -> dict:
@@ -154,9 +139,11 @@ def detector_examples(run_dir: Path, n: int = EXAMPLES) -> tuple[list[tuple[str,
 def load_served(run_dir: str | Path, checkpoint: str | None = None) -> ServedRun:
     run_dir = Path(run_dir)
     task = run_task(run_dir)
+    from ganforge.export import read_meta
+
     model_path = export_cached(run_dir, checkpoint)
+    meta = read_meta(model_path)
     model_bytes = model_path.read_bytes()
-    meta = read_meta(model_bytes, model_path)
     served = ServedRun(run_dir, task, model_bytes, page_layout(meta))
     if task == "gan":
         served.measured = gan_measurements(run_dir)

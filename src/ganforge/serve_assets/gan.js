@@ -53,7 +53,7 @@ export async function showGan(app, run, sess) {
 
   function feeds(over = {}) {
     const s = { ...state, ...over };
-    const f = { [names[0]]: new ort.Tensor("float32", pageNoise(L.latent_dim, s.seedA, s.seedB, s.t), [1, L.latent_dim]) };
+    const f = { z: new ort.Tensor("float32", pageNoise(L.latent_dim, s.seedA, s.seedB, s.t), [1, L.latent_dim]) };
     if (L.num_classes) f.labels = new ort.Tensor("int64", BigInt64Array.from([BigInt(s.label)]), [1]);
     if (k || c) {
       const codes = new Float32Array(k + c);
@@ -61,7 +61,7 @@ export async function showGan(app, run, sess) {
       s.cont.forEach((v, j) => { codes[k + j] = v; });
       f.codes = new ort.Tensor("float32", codes, [1, k + c]);
     }
-    return f;
+    return Object.fromEntries(names.map((n) => [n, f[n]])); // the inputs `ganforge export` names
   }
   async function image(over) {
     const out = await sess.run(feeds(over));
