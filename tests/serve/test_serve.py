@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ganforge.errors import DataError
+from ganforge.serve import host_warning
 from ganforge.serve.latents import normals, page_inputs, slerp, uniforms
 from ganforge.serve.server import Server, Table, safe_file
 
@@ -111,10 +112,13 @@ def test_eval_json_that_is_a_link_is_ignored(serve_runs, tmp_path):
     assert gan_measurements(run) == {}
 
 
-def test_cli_prints_its_address_and_warns_off_loopback(serve_runs, tmp_path):
+def test_cli_prints_its_address_links_the_report_and_warns_off_loopback(serve_runs, tmp_path):
+    import shutil
+
+    run = Path(shutil.copytree(serve_runs["gan"], tmp_path / "gan"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
-        proc = subprocess.Popen([sys.executable, "-m", "ganforge", "serve", str(serve_runs["gan"]), "--port", "0",
+    for host, warned in (("127.0.0.1", False),):  # tests listen on loopback only (the warning: below)
+        proc = subprocess.Popen([sys.executable, "-m", "ganforge", "serve", str(run), "--port", "0",
                                  "--host", host], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
         try:
             line = proc.stdout.readline()
@@ -125,10 +129,19 @@ def test_cli_prints_its_address_and_warns_off_loopback(serve_runs, tmp_path):
             conn.request("GET", "/runs.json")
             assert conn.getresponse().status == 200
             conn.close()
+            # while it serves, the run's report links to the page
+            assert f'<a href="{url}#run=0">' in (run / "report.html").read_text()
         finally:
             proc.terminate()
-            err = proc.communicate(timeout=30)[1]
+            out, err = proc.communicate(timeout=60)
         assert ("no authentication" in err) == warned, err
+        assert proc.returncode == 0 and "stopped" in out, (proc.returncode, out, err)
+        report = (run / "report.html").read_text()
+        assert "served-note" not in report and "samples/step_000060.png" in report  # the link is gone
+    for host in ("0.0.0.0", "192.168.1.5", "::", "example.org"):
+        assert "no authentication" in host_warning(host)
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert host_warning(host) is None
     bad = subprocess.run([sys.executable, "-m", "ganforge", "serve", str(tmp_path)], capture_output=True, text=True,
                          env=env, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("ganforge: error: ") and "Traceback" not in bad.stderr

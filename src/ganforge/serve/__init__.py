@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -70,22 +71,59 @@ def make_server(run_dirs: list[str | Path], *, host: str = "127.0.0.1", port: in
     return Server(build_table(runs), host, port, quiet=quiet)
 
 
+def link_reports(run_dirs: list[str | Path], url: str | None, log=print) -> None:
+    """Rewrite each run's own report.html (a page ganforge wrote) with a link to its served page, or
+    without one (`url` None) when serving stops. A report that cannot be rewritten is a note."""
+    from ganforge.errors import GanforgeError
+    from ganforge.report import write_report
+    from ganforge.report.cli import PAGE_NAME
+
+    for i, run in enumerate(run_dirs):
+        page = Path(run) / PAGE_NAME
+        try:
+            if page.is_symlink() or not page.is_file():
+                continue
+            old = page.read_text(encoding="utf-8", errors="replace")
+            if '<meta name="generator" content="ganforge' not in old:
+                continue  # not a page ganforge wrote: left alone
+            write_report([Path(run)], live='class="live-note"' in old and "is training" in old,
+                         served=f"{url}#run={i}" if url else None)
+        except (GanforgeError, OSError) as err:
+            log(f"note: {page} was not {'linked to the page' if url else 'restored'} ({err})")
+
+
+def host_warning(host: str) -> str | None:
+    """The warning printed when the page is served where other machines can reach it."""
+    if is_loopback(host):
+        return None
+    return (f"warning: serving on {host}, which other machines can reach: the page has no authentication, "
+            "so anyone who can reach it can load these models")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or "127.0.0.1"
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"bad value --port {args.port}: use 0 to 65535 (0 picks a free port)")
     server = make_server(args.runs, host=host, port=args.port, checkpoint=args.checkpoint, quiet=not args.verbose)
-    if not is_loopback(host):
-        print(f"warning: serving on {host}, which other machines can reach: the page has no authentication, "
-              "so anyone who can reach it can load these models", file=sys.stderr)
-    print(f"serving {len(args.runs)} run{'s' if len(args.runs) != 1 else ''} at {server.url} (Ctrl-C stops)",
-          flush=True)
+    warning = host_warning(host)
+    if warning:
+        print(warning, file=sys.stderr)
+
+    def stop(signum, frame):  # SIGTERM ends it like Ctrl-C: the reports lose their link
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
+        link_reports(args.runs, server.url)
+        print(f"serving {len(args.runs)} run{'s' if len(args.runs) != 1 else ''} at {server.url} (Ctrl-C stops)",
+              flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
-        print("stopped")
+        print("stopped", flush=True)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.server_close()
+        link_reports(args.runs, None)
     return 0
 
 
