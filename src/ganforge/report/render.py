@@ -207,7 +207,7 @@ def single_page(run: RunData, media: Media, live: bool, served: str | None = Non
     title = f"{run.name}: {run.recipe} ({run.status})"
     return _document(title, f"<header><h1>{h(run.name)}</h1><p class=\"lede\">{h(run.task.upper())} run "
                             f"of recipe <code>{h(run.recipe)}</code></p></header>{nav}<main>{body}</main>",
-                     page, live)
+                     page, live, served)
 
 
 def compare_page(runs: list[RunData], media: Media, live: bool) -> str:

@@ -50,7 +50,7 @@ def export_cached(run_dir: Path, checkpoint: str | None = None) -> Path:
     """The run's ONNX export (batch 1) in the cache, made by `ganforge export` the first time and
     again whenever the run's latest checkpoint changes."""
     from ganforge.checkpoint import list_checkpoints
-    from ganforge.export import export_run
+    from ganforge.export import export_run, read_meta
     from ganforge.paths import cache_dir
 
     checkpoints = list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
@@ -66,6 +66,8 @@ def export_cached(run_dir: Path, checkpoint: str | None = None) -> Path:
             stamp.update(f"{part.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
     folder = cache_dir() / "serve" / stamp.hexdigest()[:20]
     out = folder / "model.onnx"
+    if out.is_symlink() or (out.exists() and read_meta(out, quiet=True) is None):
+        out.unlink()  # not an export that this version reads (an older format, a damaged file): made again
     if not out.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         export_run(run_dir, out, fmt="onnx", checkpoint=checkpoint, batch=1, force=False)

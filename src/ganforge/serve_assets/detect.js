@@ -99,15 +99,17 @@ export async function showDetector(app, run, sess) {
   const run1 = serial(fail);
   const state = { conf: L.conf, iou: L.iou, raw: null, source: null, width: 0, height: 0, live: false };
   const canvas = el("canvas", { class: "photo", id: `det-canvas-${run.id}`, width: 1, height: 1 });
-  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  const ctx = canvas.getContext("2d");
+  const work = document.createElement("canvas"); // the image at its own size, whose pixels the model sees
+  const wctx = work.getContext("2d", { willReadFrequently: true });
   const table = el("tbody");
   const info = el("p", { class: "note", id: `det-info-${run.id}` });
   window.gfDetections = window.gfDetections || {};
 
   async function infer(source, width, height) {
-    canvas.width = width; canvas.height = height;
-    ctx.drawImage(source, 0, 0, width, height);
-    const rgba = ctx.getImageData(0, 0, width, height).data;
+    work.width = width; work.height = height;
+    wctx.drawImage(source, 0, 0, width, height);
+    const rgba = wctx.getImageData(0, 0, width, height).data;
     const input = new ort.Tensor("float32", preprocess(rgba, width, height, S), [1, 3, S, S]);
     const out = await sess.run({ [L.input]: input });
     Object.assign(state, { raw: out[sess.outputNames[0]].data, source, width, height });
@@ -115,19 +117,25 @@ export async function showDetector(app, run, sess) {
   function drawBoxes() {
     if (!state.raw) return;
     const dets = postprocess(state.raw, L, state.width, state.height, state.conf, state.iou);
-    ctx.drawImage(state.source, 0, 0, state.width, state.height);
-    const line = Math.max(1, Math.round(Math.max(state.width, state.height) / 200));
-    ctx.font = `${Math.max(10, 6 * line)}px system-ui, sans-serif`;
+    // drawn at least 640 px wide, so small images get readable labels and sharp lines
+    const k = Math.max(1, Math.ceil(640 / Math.max(state.width, state.height)));
+    canvas.width = state.width * k; canvas.height = state.height * k;
+    ctx.imageSmoothingEnabled = k === 1;
+    ctx.drawImage(work, 0, 0, canvas.width, canvas.height);
+    const line = Math.max(2, Math.round(Math.max(canvas.width, canvas.height) / 300));
+    const font = 7 * line;
+    ctx.font = `${font}px system-ui, sans-serif`;
     ctx.lineWidth = line;
     table.replaceChildren();
     for (const d of dets) {
       const colour = COLOURS[d.label % COLOURS.length];
-      const [x1, y1, x2, y2] = d.box;
+      const [x1, y1, x2, y2] = d.box.map((v) => v * k);
       ctx.strokeStyle = colour; ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
       const text = `${d.name} ${d.score.toFixed(2)}`;
-      const tw = ctx.measureText(text).width + 4, th = Math.max(10, 6 * line) + 2;
-      ctx.fillStyle = colour; ctx.fillRect(x1, Math.max(0, y1 - th), tw, th);
-      ctx.fillStyle = "#000"; ctx.fillText(text, x1 + 2, Math.max(0, y1 - th) + th - 3);
+      const tw = ctx.measureText(text).width + 6, th = font + 4;
+      const top = y1 - th >= 0 ? y1 - th : y1;
+      ctx.fillStyle = colour; ctx.fillRect(x1, top, tw, th);
+      ctx.fillStyle = "#000"; ctx.fillText(text, x1 + 3, top + th - 4);
       table.append(el("tr", {}, el("td", { text: d.name }), el("td", { text: d.score.toFixed(3) }),
         el("td", { text: d.box.map((v) => v.toFixed(1)).join(", ") })));
     }
