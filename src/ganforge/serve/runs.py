@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ganforge.errors import ConfigError, DataError
+from ganforge.errors import ConfigError
 from ganforge.io import display_path, first_line
+from ganforge.serve.server import safe_file
 
 EXAMPLES = 4  # example images offered for a detector, from its validation split
 
@@ -145,7 +146,7 @@ def load_served(run_dir: str | Path, checkpoint: str | None = None) -> ServedRun
 
     model_path = export_cached(run_dir, checkpoint)
     meta = read_meta(model_path)
-    model_bytes = model_path.read_bytes()
+    model_bytes = safe_file(model_path.parent, model_path.name)  # the cache's own file, not a link
     served = ServedRun(run_dir, task, model_bytes, page_layout(meta))
     if task == "gan":
         served.measured = gan_measurements(run_dir)

@@ -8,6 +8,8 @@ any other file of a run folder) is 404. Each file in the table was checked when 
 to be a regular file that is not a symbolic link, inside the folder it was taken from, and its
 bytes are read then, so a file swapped for a link later is never followed. POST, PUT, DELETE and
 every other method are refused with 405: nothing a browser sends can write or delete anything.
+On a loopback address only requests for this machine's own names (127.0.0.1, localhost, ::1 and
+the port) are answered, so a web page elsewhere cannot reach it through DNS rebinding.
 """
 
 from __future__ import annotations
@@ -70,20 +72,22 @@ class Table:
         kind = TYPES.get(suffix or Path(url).suffix, "application/octet-stream")
         self.entries[url] = Entry(body, kind)
 
-    def add_file(self, url: str, inside: Path, relative: str | Path) -> None:
-        self.add(url, safe_file(inside, relative), Path(relative).suffix)
-
     def get(self, raw_path: str) -> Entry | None:
         path = unquote(urlsplit(raw_path).path, errors="strict")
         return self.entries.get(path)
 
 
-def _handler(table: Table, quiet: bool):
+def _handler(table: Table, quiet: bool, hosts):
     class Handler(BaseHTTPRequestHandler):
         server_version = "ganforge"
         sys_version = ""
 
         def _send(self, head_only: bool) -> None:
+            allowed = hosts()
+            if allowed is not None and self.headers.get("Host", "").lower() not in allowed:
+                # another name that resolves here (DNS rebinding): a web page elsewhere must not read this one
+                self.send_error(HTTPStatus.FORBIDDEN, "unknown Host")
+                return
             try:
                 entry = table.get(self.path)
             except UnicodeDecodeError:
@@ -142,10 +146,17 @@ class Server(ThreadingHTTPServer):
         if ":" in host:
             self.address_family = socket.AF_INET6
         try:
-            super().__init__((host, port), _handler(table, quiet))
+            super().__init__((host, port), _handler(table, quiet, self.allowed_hosts))
         except OSError as err:
             raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror or err}): choose another --port "
                               "(0 picks a free one) or --host") from None
+
+    def allowed_hosts(self) -> set[str] | None:
+        """The Host headers answered on a loopback address (None: any, on an address others reach)."""
+        host, port = self.server_address[:2]
+        if not is_loopback(host):
+            return None
+        return {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"{host}:{port}", f"[{host}]:{port}"}
 
     @property
     def url(self) -> str:
