@@ -224,6 +224,7 @@ def test_detector_page_boxes_equal_detect_predict(browser, serve_runs, serving, 
         assert ganforge_main(["detect", "predict", str(serve_runs["det"]), "--source", str(tmp_path / "images"),
                               "--out", str(tmp_path / "pred"), "--conf", str(conf)]) == 0
         v = Visit(browser, server, DESKTOP)
+        assert v.page.locator("#det-camera-0").count() == 0  # no camera in this browser: no live mode
         v.set("#det-conf-0", conf)
         compared = 0
         for i, path in enumerate(images):
@@ -252,3 +253,25 @@ def _size(path: Path) -> str:
 
     with Image.open(path) as img:
         return f"{img.width}×{img.height}"
+
+
+def test_detector_live_camera_mode_with_a_fake_camera(serve_runs, serving):
+    """Chromium's fake capture device stands in for a camera: the live mode detects frame after
+    frame and shows its frames per second; without a camera there is no camera button."""
+    from playwright.sync_api import sync_playwright
+
+    fake = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    with serving(serve_runs["det"]) as server, sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS + fake)
+        try:
+            v = Visit(b, server, DESKTOP)
+            v.page.click("#det-camera-0")
+            v.page.wait_for_selector(".fps:has-text('frames/s')", timeout=READY_MS)
+            assert isinstance(v.page.evaluate("() => window.gfDetections[0]"), list)  # the last frame's boxes
+            info = v.page.locator("#det-info-0").inner_text()
+            assert info.endswith("640×480"), info  # the fake camera's frames, not the example image
+            v.page.click("#det-camera-0")  # stop
+            v.check_clean()
+            v.close()
+        finally:
+            b.close()
