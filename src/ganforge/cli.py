@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate images from a trained run")
     s.add_argument("run_dir", metavar="RUN", help="a run folder that `ganforge train` wrote")
     s.add_argument("--n", type=int, default=64, help=f"images to write (1 to {MAX_SAMPLES:,}; default 64)")
-    s.add_argument("--out", required=True, help="folder for the PNGs and grid.png")
+    s.add_argument("--out", required=True, help="a new folder for the PNGs and grid.png")
+    s.add_argument("--force", action="store_true", help="replace an earlier `sample` --out folder")
     s.add_argument("--seed", type=int, default=0, help="seed of the latents (the same seed, the same images)")
     s.add_argument("--checkpoint", help="a checkpoint folder, or a name in RUN/checkpoints (e.g. best); "
                                         "default: the latest")
@@ -251,7 +252,7 @@ def cmd_sample(args) -> int:
 
     _check_n(args.n, 1, MAX_SAMPLES)
     out = sample_to_dir(args.run_dir, args.n, args.out, seed=args.seed, checkpoint=args.checkpoint,
-                        device=args.device, label=args.label, labels=args.labels)
+                        device=args.device, label=args.label, labels=args.labels, force=args.force)
     print(f"wrote {args.n} images and grid.png to {out}")
     return 0
 

@@ -140,6 +140,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     from ganforge.detect.evaluate import evaluate_model
     from ganforge.detect.use import load_detector, val_json_path
 
+    out = val_json_path(args.run, args.split, args.metric, args.json)
     model = load_detector(args.run, args.checkpoint, args.device)
     data = open_detection_data(args.data or model.cfg.data, args.split)
     if data.names != model.names:
@@ -151,7 +152,6 @@ def cmd_val(args: argparse.Namespace) -> int:
     if data.issues:  # the loader's, and images that failed to decode while scoring
         print(f"warning: {data.issues.summary()}", file=sys.stderr)
     _print_ap(result, data.names, len(data))
-    out = Path(args.json) if args.json else val_json_path(Path(args.run), args.split, args.metric)
     write_json(out, {**result.to_json(data.names), "split": args.split, "data": args.data or model.cfg.data,
                      "images": len(data), "checkpoint": model.checkpoint.name, "step": model.step})
     print(f"wrote {display_path(out)}")
@@ -160,11 +160,13 @@ def cmd_val(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in image files; draw them and write YOLO txt and JSON per image."""
-    from ganforge.detect.use import image_files, load_detector, predict_files
+    from ganforge.detect.use import image_files, load_detector, predict_files, predict_output
 
     files = image_files(args.source)
+    out = predict_output(args.run, args.source, args.out, args.force)
     model = load_detector(args.run, args.checkpoint, args.device)
-    counts = predict_files(model, files, Path(args.out), conf=args.conf, iou=args.iou)
+    counts = predict_files(model, files, out.open(), conf=args.conf, iou=args.iou)
+    out.remove()  # nothing was readable: leave no empty folder behind
     print(f"{counts['boxes']} boxes in {counts['images']} images (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
           f"wrote <name>.png, .txt and .json per image to {display_path(args.out)}")
     return 2 if counts["images"] == 0 else 0
@@ -253,7 +255,8 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p = sub.add_parser("predict", help="draw detected boxes on images; YOLO txt and JSON per image")
     p.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
     p.add_argument("--source", required=True, help="an image file or a folder of images")
-    p.add_argument("--out", required=True, help="folder for <name>.png, <name>.txt and <name>.json")
+    p.add_argument("--out", required=True, help="a new folder for <name>.png, <name>.txt and <name>.json")
+    p.add_argument("--force", action="store_true", help="replace an earlier `detect predict` --out folder")
     p.add_argument("--conf", type=_fraction("--conf"), default=DRAW_CONF,
                    help=f"score threshold (default {DRAW_CONF:g})")
     p.add_argument("--iou", type=_iou, default=NMS_IOU, help=f"per-class NMS IoU (default {NMS_IOU:g})")

@@ -3,11 +3,12 @@ run it over image files (`detect predict`), writing drawn boxes, YOLO txt and JS
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.io import write_png
+from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from ganforge.checkpoint import load_checkpoint, load_latest, module_state
@@ -20,7 +21,8 @@ from ganforge.detect.model import DETECTORS, YoloV1
 from ganforge.detect.run import SWITCH
 from ganforge.device import resolve_device
 from ganforge.errors import CheckpointError, ConfigError, DataError
-from ganforge.io import atomic_write_text, display_path, write_json
+from ganforge.io import atomic_write_bytes, atomic_write_text, display_path, write_json
+from ganforge.outputs import OutputFolder, check_file, distinct_stems, json_with, run_record
 
 
 @dataclass
@@ -83,17 +85,24 @@ def image_files(source: str | Path) -> list[Path]:
     raise DataError(f"--source {display_path(path)} does not exist: give an image file or a folder of images")
 
 
+def predict_output(run_dir: str | Path, source: str | Path, out: str | Path, force: bool = False) -> OutputFolder:
+    """`detect predict`'s --out, checked before the model loads: never the source or anything in
+    it, never an entry of the run folder, never a folder of files ganforge did not write."""
+    return OutputFolder(out, "detect predict", inputs=[Path(source), *run_record(run_dir)], force=force).check()
+
+
 @torch.no_grad()
-def predict_files(model: TrainedDetector, files: list[Path], out: Path, *, conf: float, iou: float,
+def predict_files(model: TrainedDetector, files: list[Path], out: OutputFolder, *, conf: float, iou: float,
                   log=print) -> dict:
-    """Detect in each file and write OUT/<stem>.png (boxes drawn), <stem>.txt (YOLO: class xc yc w h
-    score, normalised) and <stem>.json (boxes in the image's pixels). Returns counts."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Detect in each file and write into `out` (checked and opened by the caller) <name>.png (boxes
+    drawn), <name>.txt (YOLO: class xc yc w h score, normalised) and <name>.json (boxes in the
+    image's pixels), where <name> is the file's stem, or its whole name when two sources share a
+    stem (`a.jpg`, `a.png`). Returns counts."""
     net = model.net
     device = next(net.parameters()).device
     size = net.input_size
     written, unreadable, boxes = 0, [], 0
-    for path in files:
+    for path, name in zip(files, distinct_stems(files)):
         try:
             image = read_image(path)
         except BAD_IMAGE_ERRORS as exc:
@@ -104,7 +113,6 @@ def predict_files(model: TrainedDetector, files: list[Path], out: Path, *, conf:
         x = F.resize(image, [size, size], antialias=True).unsqueeze(0)
         raw = net(to_input(x.to(device), model.channels_last))
         det = {k: v.cpu() for k, v in postprocess(raw, [(height, width)], net.boxes, conf=conf, iou=iou)[0].items()}
-        write_png(draw_detections(image, det, model.names), str(out / f"{path.stem}.png"))
         lines, items = [], []
         for (x1, y1, x2, y2), score, label in zip(det["boxes"].tolist(), det["scores"].tolist(),
                                                   det["labels"].tolist()):
@@ -112,13 +120,21 @@ def predict_files(model: TrainedDetector, files: list[Path], out: Path, *, conf:
                          f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f} {score:.6f}")
             items.append({"class": label, "name": model.names[label], "score": round(score, 6),
                           "box_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)]})
-        atomic_write_text(out / f"{path.stem}.txt", "".join(line + "\n" for line in lines))
-        write_json(out / f"{path.stem}.json", {"image": path.name, "width": width, "height": height,
-                                               "detections": items})
+        drawn = io.BytesIO()
+        Image.fromarray(draw_detections(image, det, model.names).permute(1, 2, 0).contiguous().numpy()).save(drawn, format="PNG")
+        atomic_write_bytes(out.target(f"{name}.png"), drawn.getvalue())
+        atomic_write_text(out.target(f"{name}.txt"), "".join(line + "\n" for line in lines))
+        write_json(out.target(f"{name}.json"), {"image": path.name, "width": width, "height": height,
+                                                "detections": items})
         written += 1
         boxes += len(items)
     return {"images": written, "boxes": boxes, "unreadable": unreadable}
 
 
-def val_json_path(run_dir: Path, split: str, metric: str) -> Path:
-    return run_dir / f"val-{split}-{metric}.json"
+def val_json_path(run_dir: str | Path, split: str, metric: str, given: str | None = None) -> Path:
+    """Where `detect val` writes its result: `given`, or RUN/val-SPLIT-METRIC.json; checked before
+    anything slow never to be an entry of the run folder, nor a file ganforge did not write."""
+    own = f"val-{split}-{metric}.json"
+    out = Path(given) if given else Path(run_dir) / own
+    inputs = [p for p in run_record(run_dir) if not p.name.startswith("val-")]
+    return check_file(out, inputs=inputs, ours=json_with("metric", "map"), flag="--json")

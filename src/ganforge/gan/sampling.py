@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ from ganforge.errors import CheckpointError, ConfigError
 from ganforge.gan.config import GANConfig
 from ganforge.gan.labels import parse_labels
 from ganforge.gan.latents import LatentSpec, apply_generator
-from ganforge.io import first_line
+from ganforge.io import atomic_write_bytes, first_line
 from ganforge.models import build_models
+from ganforge.outputs import OutputFolder, run_record
 from ganforge.viz import save_grid
 
 
@@ -87,23 +89,27 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None, *,
 
 def sample_to_dir(run_dir: str | Path, n: int, out: str | Path, *, seed: int = 0,
                   checkpoint: str | Path | None = None, device="cpu", label: int | None = None,
-                  labels: str | None = None) -> Path:
+                  labels: str | None = None, force: bool = False) -> Path:
     """Write `n` PNG images and `grid.png` to `out`; a conditional run's of class `label`, or
-    cycling through the comma-separated `labels`."""
+    cycling through the comma-separated `labels`. `out` is a new folder (or, with `force`, an
+    earlier `sample` folder), never the run folder or anything in it (see ganforge.outputs)."""
     if n <= 0:
         raise ConfigError(f"bad value --n {n}: must be greater than zero")
+    inputs = [*run_record(run_dir), *([Path(checkpoint)] if checkpoint is not None else [])]
+    folder = OutputFolder(out, "sample", inputs=inputs, force=force).check()
     generator, cfg, _ = load_generator(run_dir, checkpoint, device=device)
     spec = LatentSpec.from_config(cfg)
     wanted = parse_labels(labels, label, spec.num_classes, run_dir)
     images = generate(generator, n, spec, seed=seed, device=resolve_device(str(device)),
                       pixel_range=cfg.pixel_range, labels=wanted, progress=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder.open()
     from PIL import Image
 
     width = len(str(n - 1))
     for i, img in enumerate(images):
         arr = img.permute(1, 2, 0).numpy()
-        Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(out / f"{i:0{width}d}.png")
-    save_grid(images[:min(n, 64)], out / "grid.png", nrow=max(1, int(math.sqrt(min(n, 64)))))
-    return out
+        buf = io.BytesIO()
+        Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(buf, format="PNG")
+        atomic_write_bytes(folder.target(f"{i:0{width}d}.png"), buf.getvalue())
+    save_grid(images[:min(n, 64)], folder.target("grid.png"), nrow=max(1, int(math.sqrt(min(n, 64)))))
+    return folder.path
