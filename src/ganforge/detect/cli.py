@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ganforge.detect.odm import BOX_FORMATS, load_pair
+from ganforge.detect.odm import BOX_FORMATS
 from ganforge.detect.voc_eval import METRICS, APResult, evaluate
 from ganforge.errors import GanforgeError
 from ganforge.io import display_path, write_json
@@ -174,22 +174,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_map(args: argparse.Namespace) -> int:
     """Score detection files against truth files and print per-class AP and the mAP."""
-    preds, truths, names = load_pair(args.gt, args.pred, args.format)
-    # the files' corners are inclusive pixels (the devkit's and Object-Detection-Metrics'
-    # convention): VOC metrics add the pixel, COCO's does not
-    result = evaluate(preds, truths, len(names), metric=args.metric, iou=args.iou,
-                      plus_one=args.metric != "coco50")
+    from ganforge.detect.map_files import load_for_map
+
+    scored = load_for_map(args.gt, args.pred, args.layout, args.format, args.images)
+    for line in scored.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    # pixel files' corners are inclusive pixels (the devkit's and Object-Detection-Metrics'
+    # convention): VOC metrics add the pixel, COCO's do not; YOLO and ganforge boxes are continuous
+    result = evaluate(scored.preds, scored.truths, len(scored.names), metric=args.metric, iou=args.iou,
+                      plus_one=scored.plus_one and not args.metric.startswith("coco"))
     if args.json:
-        print(json.dumps(result.to_json(names), sort_keys=True))
+        print(json.dumps(result.to_json(scored.names), sort_keys=True))
         return 0
-    width = max([len(n) for n in names] + [5])
-    print(f"{'class':<{width}}  {'truth':>6}  AP ({METRICS[args.metric]}, IoU > {args.iou:g})")
-    for c, name in enumerate(names):
-        ap = result.ap[c]
-        print(f"{name:<{width}}  {result.n_truth[c]:>6}  " + ("-  (no truth: not in the mean)" if ap is None
-                                                             else f"{ap:.4f}"))
-    shown = "-" if result.map is None else f"{result.map:.4f}"
-    print(f"{result.label}: {shown}  ({len(truths)} images)")
+    _print_ap(result, scored.names, len(scored.truths))
     return 0
 
 
@@ -211,6 +208,7 @@ _iou = _fraction("--iou")
 def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``detect`` and its subcommands to `subparsers`; returns the ``detect`` parser."""
     from ganforge.detect.infer import DRAW_CONF, NMS_IOU
+    from ganforge.detect.map_files import LAYOUTS
 
     detect = subparsers.add_parser("detect", help="YOLO v1 detection: train, val, predict, recipes, map")
     sub = detect.add_subparsers(dest="detect_command", required=True)
@@ -266,15 +264,21 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.set_defaults(func=cmd_predict)
     m = sub.add_parser(
         "map", help="mAP of per-image detection files against truth files",
-        description="Truth lines: 'class left top width height [difficult]'; detection lines: "
-                    "'class confidence left top width height'; pixels, one .txt per image.")
+        description="One file per image. Pixel files: truth 'class left top width height [difficult]', "
+                    "detections 'class confidence left top width height'. YOLO txt: 'class xc yc w h' and "
+                    "'class xc yc w h score', normalised (give --images for the sizes, unless --pred is a "
+                    "`detect predict` folder). The layout of each side is detected where unambiguous.")
     m.add_argument("--gt", required=True, help="folder of truth .txt files")
     m.add_argument("--pred", required=True, help="folder of detection .txt files")
     m.add_argument("--iou", type=_iou, default=0.5, help="IoU a match must exceed (default 0.5)")
     m.add_argument("--metric", choices=list(METRICS), default="voc07",
                    help="voc07 11-point (default), voc12 all-point, coco50 101-point")
     m.add_argument("--format", choices=BOX_FORMATS, default="xywh",
-                   help="last four numbers: left top width height (xywh, default) or corners (xyxy)")
+                   help="pixel files' last four numbers: left top width height (xywh, default) or corners (xyxy)")
+    m.add_argument("--layout", choices=LAYOUTS, default="auto",
+                   help="auto (default: per side, refused when ambiguous), pixels, yolo, or ganforge "
+                        "(detect predict's JSON)")
+    m.add_argument("--images", help="folder of the images (same stems), for the sizes YOLO txt is normalised by")
     m.add_argument("--json", action="store_true", help="print one JSON object (map, per-class ap)")
     m.set_defaults(func=cmd_map)
     return detect
