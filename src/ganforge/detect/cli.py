@@ -242,7 +242,7 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     v.add_argument("--data", help="another dataset with the same classes (default: the run's)")
     v.add_argument("--split", default="val", help="split to score: val (default) or test")
     v.add_argument("--metric", choices=list(METRICS), default="voc07",
-                   help="voc07 11-point (default), voc12 all-point, coco50 101-point")
+                   help="voc07 11-point (default), voc12 all-point, coco50 101-point at IoU .5, coco AP@[.5:.95]")
     v.add_argument("--iou", type=_iou, default=0.5, help="IoU a match must exceed (default 0.5)")
     v.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best) or a checkpoint folder; "
                                         "default: the latest")
@@ -272,7 +272,7 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     m.add_argument("--pred", required=True, help="folder of detection .txt files")
     m.add_argument("--iou", type=_iou, default=0.5, help="IoU a match must exceed (default 0.5)")
     m.add_argument("--metric", choices=list(METRICS), default="voc07",
-                   help="voc07 11-point (default), voc12 all-point, coco50 101-point")
+                   help="voc07 11-point (default), voc12 all-point, coco50 101-point at IoU .5, coco AP@[.5:.95]")
     m.add_argument("--format", choices=BOX_FORMATS, default="xywh",
                    help="pixel files' last four numbers: left top width height (xywh, default) or corners (xyxy)")
     m.add_argument("--layout", choices=LAYOUTS, default="auto",
