@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the latents and of KID's subsets")
     e.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     e.add_argument("--out", help="where to write eval.json (default: the run folder)")
+    e.add_argument("--force", action="store_true", help="replace an --out file that ganforge did not write")
 
     from .detect.cli import add_detect_parser
     from .report import add_report_parser

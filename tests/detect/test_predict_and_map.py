@@ -95,6 +95,20 @@ def test_out_into_a_run_folder_never_touches_the_run(run, tmp_path, capsys):
     assert json.loads((run / "summary.json").read_text())["task"] == "detect"
 
 
+def test_val_json_never_replaces_a_run_file_or_a_foreign_file(run, tmp_path, capsys):
+    before = snapshot(run)
+    for name in ("config.json", "summary.json", "metrics.jsonl"):
+        code, _, err = cli(capsys, "detect", "val", run, "--json", run / name, "--force")
+        assert code == 2 and "own input" in err and err.count("\n") == 1, err
+    assert snapshot(run) == before
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"mine": 1}')
+    code, _, err = cli(capsys, "detect", "val", run, "--json", mine)
+    assert code == 2 and "did not write" in err and mine.read_text() == '{"mine": 1}', err
+    assert cli(capsys, "detect", "val", run, "--json", mine, "--force")[0] == 0
+    assert cli(capsys, "detect", "val", run, "--json", mine)[0] == 0  # now a detect val result: replaced
+
+
 def test_sources_with_one_stem_get_distinct_results_and_the_count_is_right(run, tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
@@ -222,7 +236,9 @@ def test_an_empty_or_wrong_pred_folder_is_an_error_and_a_partial_one_a_warning(t
     wrong = tmp_path / "wrong"  # detections of other images
     wrong.mkdir()
     (wrong / "train_000001.txt").write_text("3 0.5 0.5 0.2 0.2 0.9\n")
-    map_refused(capsys, "--gt", labels, "--pred", wrong, "--images", images, words=("train_000001.txt",))
+    map_refused(capsys, "--gt", labels, "--pred", wrong, "--images", images, words=("train_000001.txt has no truth file",))
+    map_refused(capsys, "--gt", labels, "--pred", toy_data.parent / "labels" / "train", "--layout", "yolo", "--images",
+                images, words=("has no truth file",))  # a label folder of other images given as detections
     part = tmp_path / "part"
     part.mkdir()
     first = sorted(predicted.glob("*.txt"))[0]

@@ -140,7 +140,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     from ganforge.detect.evaluate import evaluate_model
     from ganforge.detect.use import load_detector, val_json_path
 
-    out = val_json_path(args.run, args.split, args.metric, args.json)
+    out = val_json_path(args.run, args.split, args.metric, args.json, args.force)
     model = load_detector(args.run, args.checkpoint, args.device)
     data = open_detection_data(args.data or model.cfg.data, args.split)
     if data.names != model.names:
@@ -247,6 +247,7 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     v.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best) or a checkpoint folder; "
                                         "default: the latest")
     v.add_argument("--json", metavar="FILE", help="write the result here (default RUN/val-SPLIT-METRIC.json)")
+    v.add_argument("--force", action="store_true", help="replace a --json file that ganforge did not write")
     v.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     v.set_defaults(func=cmd_val)
 

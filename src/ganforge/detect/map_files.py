@@ -123,10 +123,13 @@ def _predict_json(folder: Path) -> dict[str, dict]:
     return docs
 
 
-def _read_yolo(folder: Path, detections: bool, sizes: dict) -> dict[str, list[tuple]]:
+def _read_yolo(folder: Path, detections: bool, sizes: dict, truth: dict | None = None,
+               gt_dir: Path | None = None) -> dict[str, list[tuple]]:
     out = {}
     for stem, rows in _txt_rows(folder).items():
         path = folder / f"{stem}.txt"
+        if truth is not None and stem not in truth:
+            _no_truth(path, gt_dir or folder)
         if rows and stem not in sizes:
             raise DataError(f"{display_path(path)} is YOLO txt (normalised) but the size of its image is unknown: "
                             "pass --images with the images (or score a `detect predict` folder, whose JSON has them)")
@@ -158,6 +161,12 @@ def _read_yolo(folder: Path, detections: bool, sizes: dict) -> dict[str, list[tu
                           False))
         out[stem] = found
     return out
+
+
+def _no_truth(path: Path, gt_dir: Path, count: int | None = None) -> None:
+    many = f" ({count} such files)" if count else ""
+    raise DataError(f"{display_path(path)} has no truth file in {display_path(gt_dir)}{many}: is --pred the detections "
+                    "of these images? (add an empty truth file for an image without objects)")
 
 
 def _read_ganforge(folder: Path) -> dict[str, list[tuple]]:
@@ -212,11 +221,11 @@ def load_for_map(gt: str | Path, pred: str | Path, layout: str = "auto", fmt: st
     sizes = _image_sizes(Path(images) if images else None, pred_dir) if "yolo" in (gt_layout, pred_layout) else {}
     truth_files = (read_folder(gt_dir, detections=False, fmt=fmt) if gt_layout == "pixels"
                    else _read_yolo(gt_dir, False, sizes))
-    pred_files = {"pixels": lambda: read_folder(pred_dir, detections=True, fmt=fmt),
-                  "yolo": lambda: _read_yolo(pred_dir, True, sizes),
-                  "ganforge": lambda: _read_ganforge(pred_dir)}[pred_layout]()
     if gt_layout == "yolo":  # the YOLO layout: an image (known by its size) without a label file is background
         truth_files.update({stem: [] for stem in sizes if stem not in truth_files})
+    pred_files = {"pixels": lambda: read_folder(pred_dir, detections=True, fmt=fmt),
+                  "yolo": lambda: _read_yolo(pred_dir, True, sizes, truth_files, gt_dir),
+                  "ganforge": lambda: _read_ganforge(pred_dir)}[pred_layout]()
     _check_boxes(truth_files, gt_dir)
     _check_boxes(pred_files, pred_dir)
     return _align(truth_files, pred_files, gt_dir, pred_dir, (gt_layout, pred_layout))
@@ -229,8 +238,7 @@ def _align(truth_files: dict, pred_files: dict, gt_dir: Path, pred_dir: Path, la
         raise DataError(f"--pred {display_path(pred_dir)} has no detection files: give the folder the detector wrote")
     orphans = sorted(set(pred_files) - set(truth_files))
     if orphans:
-        raise DataError(f"{display_path(pred_dir / orphans[0])}.txt has no truth file in {display_path(gt_dir)} "
-                        f"({len(orphans)} such files): add an empty truth file for an image without objects")
+        _no_truth(pred_dir / f"{orphans[0]}.txt", gt_dir, len(orphans))
     missing = sorted(set(truth_files) - set(pred_files))
     warnings = []
     if missing:

@@ -131,10 +131,11 @@ def predict_files(model: TrainedDetector, files: list[Path], out: OutputFolder, 
     return {"images": written, "boxes": boxes, "unreadable": unreadable}
 
 
-def val_json_path(run_dir: str | Path, split: str, metric: str, given: str | None = None) -> Path:
+def val_json_path(run_dir: str | Path, split: str, metric: str, given: str | None = None,
+                  force: bool = False) -> Path:
     """Where `detect val` writes its result: `given`, or RUN/val-SPLIT-METRIC.json; checked before
     anything slow never to be an entry of the run folder, nor a file ganforge did not write."""
     own = f"val-{split}-{metric}.json"
     out = Path(given) if given else Path(run_dir) / own
     inputs = [p for p in run_record(run_dir) if not p.name.startswith("val-")]
-    return check_file(out, inputs=inputs, ours=json_with("metric", "map"), flag="--json")
+    return check_file(out, inputs=inputs, ours=json_with("metric", "map"), force=force, flag="--json")

@@ -79,7 +79,7 @@ def evaluate_command(args) -> int:
     if source:  # never over the run's (or image folder's) own files, the data, or a JSON ganforge did not write
         inputs = [*run_record(source, own=(EVAL_NAME,)),
                   *(Path(p) for p in (args.data, args.checkpoint) if p and Path(p).exists())]
-        check_file(out, inputs=inputs, ours=json_with("protocol"))
+        check_file(out, inputs=inputs, ours=json_with("protocol"), force=getattr(args, "force", False))
     result = evaluate_run(args.run_dir, images=args.images, data=args.data, n=args.n,
                           checkpoint=args.checkpoint, features=args.features,
                           inception_path=args.inception_weights, split=args.split, seed=args.seed,
