@@ -136,3 +136,17 @@ def test_adopt_takes_an_old_folder_only_when_every_file_is_the_commands(tmp_path
     theirs.adopt(lambda name: name.startswith("interpolation"))
     assert theirs.listed() is None
     _refused(lambda: theirs.open(), "did not write")
+
+
+def test_force_never_follows_a_crafted_marker_out_of_the_folder(tmp_path):
+    src = _source(tmp_path)
+    (tmp_path / "outside.txt").write_text("keep me")
+    out_dir = tmp_path / "out"
+    OutputFolder(out_dir, "test").open()
+    (out_dir / "sub").symlink_to(src, target_is_directory=True)
+    (out_dir / "b.png").symlink_to(src / "b.png")
+    with open(out_dir / MARKER, "a") as fh:
+        fh.write("sub/a.png\n../outside.txt\n/etc/hostname\n")
+    OutputFolder(out_dir, "test", inputs=[src], force=True).open()
+    assert _snapshot(src) == {"a.png": b"original a", "b.png": b"original b"}
+    assert (tmp_path / "outside.txt").read_text() == "keep me"

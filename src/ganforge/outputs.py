@@ -187,7 +187,11 @@ class OutputFolder:
                                   f"{self.flag} of its own; nothing was written")
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.flag} {where} is a file: name a folder; nothing was written")
-        contents = sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
+        try:
+            contents = sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
+        except OSError as err:
+            raise ConfigError(f"cannot read {self.flag} {where}: {err.strerror or err}: choose another "
+                              f"{self.flag}") from None
         if not contents:
             return self
         listed = self.listed()
@@ -201,22 +205,32 @@ class OutputFolder:
 
     def open(self) -> OutputFolder:
         """Check again, create the folder and its marker; with --force, first delete the files the
-        previous marker lists (and folders they leave empty), nothing else."""
+        previous marker lists (and folders they leave empty), nothing else: a listed name that
+        leads out of the folder (``..``, a symlinked sub-folder) or to an input is left alone."""
         self.check()
+        root = self.path.resolve() if self.path.is_dir() else None
         for name in self.listed() or []:
             path = self.path / name
-            if self._inside(path) and (path.is_file() or path.is_symlink()):
-                path.unlink()
-                for parent in path.parents:
-                    if not self._inside(parent) or parent == self.path:
-                        break
-                    try:
-                        parent.rmdir()
-                    except OSError:
-                        break
-        self.path.mkdir(parents=True, exist_ok=True)
-        head = json.dumps({"format": "ganforge-output", "command": self.command})
-        self.marker.write_text(head + "\n", encoding="utf-8")
+            parent = Path(os.path.realpath(path.parent))
+            if root is None or not (parent == root or root in parent.parents) or not self._inside(path):
+                continue
+            if not (path.is_file() or path.is_symlink()) or any(_same(path, src) for src in self.inputs):
+                continue
+            path.unlink()
+            for folder in path.parents:
+                if folder == self.path or not self._inside(folder):
+                    break
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            head = json.dumps({"format": "ganforge-output", "command": self.command})
+            self.marker.write_text(head + "\n", encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot write into {self.flag} {display_path(self.path)}: {err.strerror or err}: "
+                              f"choose a writable {self.flag}") from None
         return self
 
     def _inside(self, path: Path) -> bool:

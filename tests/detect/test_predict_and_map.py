@@ -256,3 +256,19 @@ def test_non_finite_or_overflowing_boxes_are_refused(tmp_path, capsys, line):
     (gt / "a.txt").write_text("dog 10 10 40 40\n")
     (pred / "a.txt").write_text(line + "\n")
     map_refused(capsys, "--gt", gt, "--pred", pred, words=("fix",))
+
+
+def test_metric_coco_in_detect_val_and_in_the_runs_eval_rows_and_report(toy_data, run, tmp_path, capsys):
+    from ganforge.config import apply_overrides
+    from ganforge.detect.recipes import get_recipe
+    from ganforge.detect.train import train
+    from ganforge.io import read_metrics
+
+    code, out, err = cli(capsys, "detect", "val", run, "--metric", "coco")
+    assert code == 0, err
+    assert "COCO mAP@[.5:.95]:" in out and json.loads((run / "val-val-coco.json").read_text())["metric"] == "coco"
+    cfg = apply_overrides(get_recipe("adam"), [f"data={toy_data}", *TOY, "metric=coco", "eval_every=2"])
+    coco_run = train(cfg, tmp_path / "coco", steps=2, quiet=True, log=lambda *a: None)
+    rows = read_metrics(coco_run / "metrics.jsonl", kind="eval")
+    assert rows and rows[-1]["metric"] == "COCO mAP@[.5:.95]"
+    assert "COCO mAP@[.5:.95]" in (coco_run / "report.html").read_text()
