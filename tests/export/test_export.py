@@ -161,6 +161,6 @@ def test_export_cli_on_a_gan_run_and_sample_from_the_file(gan_run, tmp_path):
     assert "not a file ganforge exported" in one_error_line(ganforge("export", gan_run, "--out",
                                                                      tmp_path / "mine.onnx", "--force"))
     assert (tmp_path / "mine.onnx").read_text() == "precious"
-    assert "inside the run folder" in one_error_line(ganforge("export", gan_run, "--out", gan_run / "g.onnx"))
+    assert "own input" in one_error_line(ganforge("export", gan_run, "--out", gan_run / "g.onnx"))
     assert "holds a gan model" in one_error_line(ganforge("detect", "predict", "--model", out, "--source",
                                                           tmp_path / "torch", "--out", tmp_path / "p"))
