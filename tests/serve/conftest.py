@@ -1,5 +1,6 @@
-"""Small real runs for the served page, trained once per session: a conditional InfoGAN-style GAN
-(class + codes) and a detector, beside the report tests' unconditional GAN run."""
+"""Small real runs for the served page, trained once per session: a class-conditional GAN that also
+takes InfoGAN codes (class picker and code sliders on one page) and a detector, beside the report
+tests' unconditional GAN run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from ganforge.cli import main as ganforge_main
 
 INFO_ARGS = ["default", "--steps", "4", "data=digits", "base_filters=8", "batch_size=16", "info_categorical=10",
-             "info_continuous=2", "log_every=2", "sample_every=4", "checkpoint_every=4", "--quiet"]
+             "info_continuous=2", "conditional=projection", "num_classes=10", "log_every=2", "sample_every=4", "checkpoint_every=4", "--quiet"]
 DETECT_ARGS = ["model=yolov1-s", "fc_width=64", "batch_size=4", "threads=1", "workers=0", "pretrain_steps=0",
                "log_every=2", "eval_every=6", "predict_every=6", "checkpoint_every=6", "predict_images=2",
                "device=cpu", "--steps", "6", "--quiet"]

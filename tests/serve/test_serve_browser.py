@@ -30,13 +30,18 @@ READY_MS = 120_000  # a generous wait for a loaded machine; the time itself is r
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+    yield b
+    b.close()
 
 
 class Visit:
@@ -164,7 +169,7 @@ def test_generator_page_equals_onnx_runtime(browser, serve_runs, serving, tmp_pa
         _shots(browser, server, tmp_path, "gan")
 
 
-def test_codes_are_labelled_with_what_eval_measured(browser, serve_runs, serving, tmp_path):
+def test_class_and_codes_labelled_with_what_eval_measured(browser, serve_runs, serving, tmp_path):
     run = Path(shutil.copytree(serve_runs["info"], tmp_path / "info"))
     measured = {"infogan": {"categorical": {"agreement": 0.91, "matching": {str(i): (i + 3) % 10 for i in range(10)}},
                             "continuous": {"codes": {"c1": {"slant": 0.8, "width": 0.1},
@@ -179,12 +184,13 @@ def test_codes_are_labelled_with_what_eval_measured(browser, serve_runs, serving
         assert labels[1].startswith("c1: slant") and "ρ +0.80 with slant" in labels[1], labels
         assert labels[2].startswith("c2: stroke width") and "+0.62 with width" in labels[2], labels
         v.set("#gan-seedA-0", 5)
+        v.set("#gan-class-0", 7)
         v.set("#gan-code-cat-0", 3)
         assert "→ class 6" in v.page.locator("output[for='gan-code-cat-0']").inner_text()
         v.set("#gan-code-c1-0", 1.5)
         v.set("#gan-code-c2-0", -0.75)
-        _assert_same(v.pixels("gan-canvas-0"), _python_image(sess, layout, seed_a=5, category=3,
-                                                             continuous=[1.5, -0.75]), "codes")
+        _assert_same(v.pixels("gan-canvas-0"), _python_image(sess, layout, seed_a=5, label=7, category=3,
+                                                             continuous=[1.5, -0.75]), "class and codes")
         # the grid sweeps c1 across each row, one seed per row
         v.set("#gan-sweep-0", "c1")
         v.page.click("#gan-grid-toggle-0")
@@ -192,7 +198,7 @@ def test_codes_are_labelled_with_what_eval_measured(browser, serve_runs, serving
         grid = v.pixels("gan-grid-0")
         size = layout["image_size"]
         assert grid.shape[:2] == (4 * size, 9 * size)
-        _assert_same(grid[size:2 * size, :size], _python_image(sess, layout, seed_a=6, category=3,
+        _assert_same(grid[size:2 * size, :size], _python_image(sess, layout, seed_a=6, label=7, category=3,
                                                                continuous=[-2.0, -0.75]), "grid row 1, column 0")
         v.check_clean()
         v.close()
@@ -255,14 +261,12 @@ def _size(path: Path) -> str:
         return f"{img.width}×{img.height}"
 
 
-def test_detector_live_camera_mode_with_a_fake_camera(serve_runs, serving):
+def test_detector_live_camera_mode_with_a_fake_camera(playwright, serve_runs, serving):
     """Chromium's fake capture device stands in for a camera: the live mode detects frame after
     frame and shows its frames per second; without a camera there is no camera button."""
-    from playwright.sync_api import sync_playwright
-
     fake = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-    with serving(serve_runs["det"]) as server, sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS + fake)
+    with serving(serve_runs["det"]) as server:
+        b = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS + fake)
         try:
             v = Visit(b, server, DESKTOP)
             v.page.click("#det-camera-0")
