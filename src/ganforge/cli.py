@@ -19,7 +19,9 @@ EPILOG = """exit codes: 0 ok, 2 bad input (one line on stderr says what to do), 
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .export.cli import add_export_parser
     from .report import add_report_parser
+    from .serve import add_serve_parser
     from .task import tasks
 
     p = argparse.ArgumentParser(prog="ganforge", description="Train, evaluate and sample classic GANs, and "
@@ -28,7 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for task in tasks().values():
         task.add_commands(sub)
+    # The commands that serve every task: the report, export and the served page.
     add_report_parser(sub)
+    add_export_parser(sub)
+    add_serve_parser(sub)
     return p
 
 
