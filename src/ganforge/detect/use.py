@@ -121,7 +121,8 @@ def predict_files(model: TrainedDetector, files: list[Path], out: OutputFolder, 
             items.append({"class": label, "name": model.names[label], "score": round(score, 6),
                           "box_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)]})
         drawn = io.BytesIO()
-        Image.fromarray(draw_detections(image, det, model.names).permute(1, 2, 0).contiguous().numpy()).save(drawn, format="PNG")
+        picture = draw_detections(image, det, model.names).permute(1, 2, 0).contiguous().numpy()
+        Image.fromarray(picture).save(drawn, format="PNG")
         atomic_write_bytes(out.target(f"{name}.png"), drawn.getvalue())
         atomic_write_text(out.target(f"{name}.txt"), "".join(line + "\n" for line in lines))
         write_json(out.target(f"{name}.json"), {"image": path.name, "width": width, "height": height,
