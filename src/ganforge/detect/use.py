@@ -198,8 +198,8 @@ def predict_files(model: Trained, files: list[Path], out: OutputFolder, *, conf:
         det = detect_images(model, [image], conf=conf, iou=iou)[0]
         lines, items = detection_records(det, names, width, height)
         drawn = io.BytesIO()
-        Image.fromarray(draw_detections(image, det, names).permute(1, 2, 0).contiguous().numpy()).save(drawn,
-                                                                                                     format="PNG")
+        picture = draw_detections(image, det, names).permute(1, 2, 0).contiguous().numpy()
+        Image.fromarray(picture).save(drawn, format="PNG")
         atomic_write_bytes(out.target(f"{name}.png"), drawn.getvalue())
         atomic_write_text(out.target(f"{name}.txt"), "".join(line + "\n" for line in lines))
         write_json(out.target(f"{name}.json"), {"image": path.name, "width": width, "height": height,
