@@ -189,3 +189,24 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
 
 def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def build_generator(cfg, in_channels: int, out_channels: int) -> nn.Module:
+    """The config's generator (`cfg`: a TranslateConfig) from `in_channels` to `out_channels`."""
+    if cfg.model == "unet":
+        return UNet(in_channels, out_channels, cfg.unet_downs, cfg.ngf, cfg.g_norm, cfg.dropout)
+    return ResNetGenerator(in_channels, out_channels, cfg.blocks(), cfg.ngf, cfg.g_norm, cfg.dropout)
+
+
+def build_nets(cfg) -> dict[str, nn.Module]:
+    """The named networks of a run, initialised from N(0, 0.02) under the current RNG. pix2pix: G and
+    D (on the concatenated pair); cyclegan: G_AB, G_BA, D_A (judges domain A), D_B."""
+    layers = PATCH_LAYERS[cfg.patch]
+    if cfg.mode == "pix2pix":
+        src, tgt = cfg.source_channels(), cfg.target_channels()
+        nets = {"G": build_generator(cfg, src, tgt), "D": PatchGAN(src + tgt, cfg.ndf, layers, cfg.d_norm)}
+    else:
+        a, b = cfg.channels_a, cfg.channels_b
+        nets = {"G_AB": build_generator(cfg, a, b), "G_BA": build_generator(cfg, b, a),
+                "D_A": PatchGAN(a, cfg.ndf, layers, cfg.d_norm), "D_B": PatchGAN(b, cfg.ndf, layers, cfg.d_norm)}
+    return {name: init_weights(net) for name, net in nets.items()}
