@@ -1,0 +1,165 @@
+"""Using a trained translation run: load one generator from its run folder and translate images of
+any size, aspect ratio and channel count (`ganforge translate apply`).
+
+A generator needs sides that are multiples of its downsampling (2^unet_downs for a U-Net, 4 for a
+ResNet): an image is padded by replicating its edges up to the next multiple, translated, and
+cropped back to its own size, so nothing is stretched. Its channels are converted to the
+generator's input (luminance, or grey repeated), and the output has the generator's output
+channels. The run's `test_mode` decides BatchNorm and dropout: eval (running statistics, no
+dropout) or paper (pix2pix sec. 3.3: the image's own statistics, dropout on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ganforge.checkpoint import load_checkpoint, load_latest, module_state
+from ganforge.data.pixels import normalize, to_uint8
+from ganforge.device import resolve_device
+from ganforge.errors import CheckpointError, ConfigError, DataError
+from ganforge.io import display_path, write_json
+from ganforge.translate.config import TranslateConfig
+from ganforge.translate.data import BAD_IMAGE_ERRORS, read_image, to_tensor
+from ganforge.translate.models import build_generator
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+MARKER = ".ganforge-translate"  # in every --out folder apply writes: what it may write into again
+
+
+@dataclass
+class TrainedTranslator:
+    """One generator of a run, ready to use, with what a caller needs to feed it."""
+
+    module: torch.nn.Module
+    cfg: TranslateConfig
+    direction: str  # AtoB or BtoA
+    checkpoint: Path
+    step: int
+    in_channels: int
+    out_channels: int
+    multiple: int  # input sides must be multiples of this
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """uint8 C x H x W (C = in_channels) -> padded float 1 x C x H' x W' in [-1, 1], and (H, W)."""
+        height, width = image.shape[-2:]
+        pad_h, pad_w = -height % self.multiple, -width % self.multiple
+        x = normalize(image.unsqueeze(0).to(self.device))
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        return x, (height, width)
+
+    def postprocess(self, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The generator's output -> uint8 C x H x W at the input's own size."""
+        return to_uint8(y[0, :, : size[0], : size[1]])
+
+    @torch.no_grad()
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        x, size = self.preprocess(image)
+        return self.postprocess(self.module(x), size)
+
+
+def _checkpoint(run: Path, checkpoint: str | None):
+    root = run / "checkpoints"
+    if checkpoint:
+        path = Path(checkpoint) if Path(checkpoint).is_dir() else root / checkpoint
+        if not path.is_dir():
+            raise CheckpointError(f"no checkpoint {checkpoint!r} in {display_path(root)}: use a name there or a "
+                                  "checkpoint folder")
+        return (path, *load_checkpoint(path))
+    return load_latest(root, purpose="using")
+
+
+def load_trained(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu", *,
+                 direction: str = "AtoB") -> TrainedTranslator:
+    """The generator of `direction` of a translation run, at its latest checkpoint or `checkpoint`.
+    Refuses other runs (a GAN's, a detector's) and BtoA of a pix2pix run, in one line."""
+    run = Path(run_dir)
+    if not (run / "config.json").is_file() and not (run / "checkpoints").is_dir():
+        raise ConfigError(f"{display_path(run)} is not a run folder: give a folder that `ganforge translate train` "
+                          "wrote")
+    path, tensors, meta = _checkpoint(run, checkpoint)
+    config = meta.get("config", {})
+    task = config.get("task", "gan") if isinstance(config, dict) else "unknown"
+    if task != "translate":
+        what = {"detect": "a detector", "gan": "a GAN"}.get(task, f"a {task}")
+        raise ConfigError(f"{display_path(run)} is {what} run, not a translation run: give a folder that "
+                          "`ganforge translate train` wrote")
+    cfg = TranslateConfig.from_dict(config)
+    if direction not in ("AtoB", "BtoA"):
+        raise ConfigError(f"bad direction {direction!r}: use AtoB or BtoA")
+    if cfg.mode == "pix2pix" and direction == "BtoA":
+        raise ConfigError(f"{display_path(run)} is a pix2pix run: its one generator translates {cfg.direction[:1]} "
+                          f"to {cfg.direction[-1]} (use --direction AtoB); BtoA needs a CycleGAN run")
+    name = "G" if cfg.mode == "pix2pix" else ("G_AB" if direction == "AtoB" else "G_BA")
+    c_in, c_out = cfg.source_channels(), cfg.target_channels()
+    if direction == "BtoA":
+        c_in, c_out = c_out, c_in
+    net = build_generator(cfg, c_in, c_out)  # this generator only
+    try:
+        net.load_state_dict(module_state(tensors, name))
+    except RuntimeError as err:
+        raise CheckpointError(f"{display_path(path)} does not fit its config ({str(err).splitlines()[0]})") from None
+    net.to(resolve_device(device))
+    net.train(cfg.test_mode == "paper")  # paper: the image's own BatchNorm statistics, dropout on
+    multiple = 2 ** cfg.unet_downs if cfg.model == "unet" else 4
+    return TrainedTranslator(net, cfg, direction, path, int(meta.get("step", 0)), c_in, c_out, multiple,
+                             {"pixel_range": "pm1", "test_mode": cfg.test_mode, "trained_size": cfg.image_size})
+
+
+def image_files(source: str | Path) -> list[Path]:
+    """An image file, or the image files of a folder (sorted; not recursive)."""
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{display_path(path)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return files
+    raise DataError(f"--source {display_path(path)} does not exist: give an image file or a folder of images")
+
+
+def _check_out(files: list[Path], out: Path) -> None:
+    """Never over an input, never into a folder of files that apply did not write."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {display_path(out)} is a file: give a folder")
+    target = out.resolve()
+    if any(f.resolve().parent == target for f in files):
+        raise ConfigError(f"--out {display_path(out)} holds the input images: the outputs take their names and "
+                          "would replace them; choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise ConfigError(f"--out {display_path(out)} holds files that `translate apply` did not write: choose an "
+                          "empty or new folder")
+
+
+@torch.no_grad()
+def apply_files(model: TrainedTranslator, source: str | Path, out: Path, log=print) -> dict:
+    """Translate each image file of `source` and write it to OUT/<its name>. Returns counts."""
+    files = image_files(source)
+    _check_out(files, out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / MARKER, {"format": "ganforge-translate-apply"})
+    written, unreadable = 0, []
+    for path in files:
+        try:
+            image = to_tensor(read_image(path, model.in_channels))
+        except BAD_IMAGE_ERRORS as err:
+            unreadable.append(path.name)
+            log(f"warning: {display_path(path)} could not be read ({type(err).__name__}): skipped")
+            continue
+        y = model(image)
+        array = y.permute(1, 2, 0).numpy()
+        picture = Image.fromarray(array[..., 0] if model.out_channels == 1 else array, "L" if model.out_channels == 1 else "RGB")
+        picture.save(out / path.name)
+        written += 1
+    return {"images": written, "unreadable": unreadable}
