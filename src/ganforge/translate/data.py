@@ -107,7 +107,7 @@ def _split_dir(root: Path, split: str) -> tuple[Path, bool]:
             if (root / name).is_dir():
                 return root / name, False
         return root / "train", True
-    return root, split != "train"
+    return root, True  # no split folders: test is every tenth item, train the rest
 
 
 def layout(root: Path) -> str:

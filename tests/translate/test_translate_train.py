@@ -97,8 +97,8 @@ def _test_l1(run_dir) -> float:
 
 def test_pix2pix_small_learns_edges_to_digits(tmp_path):
     """A few hundred steps bring the held-out L1 to the target digits well below an untrained G's."""
-    cfg = toy("pix2pix-small", data="edges2mnist", ngf=16, ndf=16, checkpoint_every=1, keep_last=1,
-              log_every=50, sample_every=100)
+    cfg = toy("pix2pix-small", data="edges2mnist", ngf=16, ndf=16, batch_size=8, checkpoint_every=1000,
+              keep_last=1, log_every=50, sample_every=100)
     untrained = train(cfg, tmp_path / "untrained", steps=1, log=lambda *_: None)
     trained = train(cfg, tmp_path / "trained", steps=300, log=lambda *_: None)
     before, after = _test_l1(untrained), _test_l1(trained)
