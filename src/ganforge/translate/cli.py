@@ -89,6 +89,22 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 2 if counts["images"] == 0 else 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ganforge.translate.evaluate import evaluate_run
+
+    result = evaluate_run(args.run, args.checkpoint, n=args.n, device=args.device)
+    print(f"{result['mode']} run at step {result['step']} ({result['checkpoint']}), {result['images']} held-out "
+          f"images of {result['data']}:")
+    for key, value in result.items():
+        if isinstance(value, float):
+            print(f"  {key:<20} {value:.4f}")
+        elif key == "stroke_width_shift":
+            print(f"  {'stroke width shift':<20} {value['measured']:+.3f} px (known {value['known']:+.3f}, "
+                  f"off by {100 * value['relative_error']:.0f} %)")
+    print(f"wrote {display_path(Path(args.run) / 'eval.json')}")
+    return 0
+
+
 def add_translate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``translate`` and its subcommands to `subparsers`; returns the ``translate`` parser."""
     translate = subparsers.add_parser("translate", help="image-to-image translation: pix2pix and CycleGAN")
@@ -127,6 +143,13 @@ def add_translate_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     a.add_argument("--checkpoint", help="a name in RUN/checkpoints or a checkpoint folder; default: the latest")
     a.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     a.set_defaults(func=cmd_apply)
+
+    e = sub.add_parser("eval", help="score a run on held-out data (L1, PSNR, SSIM, classifier score, FID, ...)")
+    e.add_argument("run", metavar="RUN", help="a run folder that `ganforge translate train` wrote")
+    e.add_argument("--n", type=int, default=1000, help="held-out images to score (default 1000, or all there are)")
+    e.add_argument("--checkpoint", help="a name in RUN/checkpoints or a checkpoint folder; default: the latest")
+    e.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    e.set_defaults(func=cmd_eval)
     return translate
 
 
