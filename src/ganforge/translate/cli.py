@@ -105,6 +105,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from ganforge.translate.download import download
+
+    folder = download(args.name, sha256=args.sha256, quiet=args.quiet)
+    print(f"{args.name}: {display_path(folder)} (use it with --data {args.name})")
+    return 0
+
+
 def add_translate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``translate`` and its subcommands to `subparsers`; returns the ``translate`` parser."""
     translate = subparsers.add_parser("translate", help="image-to-image translation: pix2pix and CycleGAN")
@@ -150,6 +158,12 @@ def add_translate_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     e.add_argument("--checkpoint", help="a name in RUN/checkpoints or a checkpoint folder; default: the latest")
     e.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("download", help="download a public pix2pix or CycleGAN dataset (checked, safely extracted)")
+    d.add_argument("name", help="facades, maps, edges2shoes, ... (pix2pix) or horse2zebra, apple2orange, ... (CycleGAN)")
+    d.add_argument("--sha256", help="the archive's SHA-256, where no published checksum is known (pix2pix's)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_download)
     return translate
 
 

@@ -211,9 +211,16 @@ def open_translation_data(spec: str, split: str, *, load_size: int, channels_a: 
         a, la, b, lb = builtin(spec, "test" if split != "train" else "train")
         return TranslationData(spec, PAIRED[spec], resize_u8(a, load_size, channels_a),
                                resize_u8(b, load_size, channels_b), la, lb)
+    from ganforge.translate.download import ARCHIVES, dataset_folder
+
     root = Path(spec).expanduser()
+    if spec in ARCHIVES and not root.is_dir():
+        root = dataset_folder(spec)
+        if root is None:
+            raise DataError(f"--data {spec}: not downloaded yet: run `ganforge translate download {spec}` first")
     if not root.is_dir():
-        raise DataError(f"--data {spec}: not a built-in ({', '.join(BUILTINS)}) nor a folder")
+        raise DataError(f"--data {spec}: not a built-in ({', '.join(BUILTINS)}), a downloadable dataset "
+                        f"(`ganforge translate download`) nor a folder")
     kind = layout(root)
     if kind == "unpaired":
         data = _unpaired(root, split, load_size, channels_a, channels_b)
