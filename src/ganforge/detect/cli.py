@@ -138,32 +138,42 @@ def cmd_val(args: argparse.Namespace) -> int:
     """Per-class AP and mAP of a trained run on a split; also written to JSON."""
     from ganforge.detect.datasets import open_detection_data
     from ganforge.detect.evaluate import evaluate_model
-    from ganforge.detect.use import load_detector, val_json_path
+    from ganforge.detect.use import val_json_path
+    from ganforge.export import open_model
 
-    model = load_detector(args.run, args.checkpoint, args.device)
-    data = open_detection_data(args.data or model.cfg.data, args.split)
-    if data.names != model.names:
-        raise GanforgeError(f"{args.data or model.cfg.data} has classes {', '.join(data.names)}, the run was trained "
-                            f"on {', '.join(model.names)}: evaluate it on data with the same class names")
+    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
+    names = model.meta["class_names"]
+    data = open_detection_data(args.data or model.config.data, args.split)
+    if data.names != names:
+        raise GanforgeError(f"{args.data or model.config.data} has classes {', '.join(data.names)}, the run was "
+                            f"trained on {', '.join(names)}: evaluate it on data with the same class names")
     if len(data) == 0:
-        raise GanforgeError(f"the {args.split} split of {args.data or model.cfg.data} has no images")
-    result = evaluate_model(model.net, data, metric=args.metric, iou=args.iou, channels_last=model.channels_last)
+        raise GanforgeError(f"the {args.split} split of {args.data or model.config.data} has no images")
+    result = evaluate_model(model.module, data, metric=args.metric, iou=args.iou,
+                            channels_last=model.meta.get("channels_last", False))
     if data.issues:  # the loader's, and images that failed to decode while scoring
         print(f"warning: {data.issues.summary()}", file=sys.stderr)
     _print_ap(result, data.names, len(data))
-    out = Path(args.json) if args.json else val_json_path(Path(args.run), args.split, args.metric)
-    write_json(out, {**result.to_json(data.names), "split": args.split, "data": args.data or model.cfg.data,
-                     "images": len(data), "checkpoint": model.checkpoint.name, "step": model.step})
+    if args.json:
+        out = Path(args.json)
+    elif args.run:
+        out = val_json_path(Path(args.run), args.split, args.metric)
+    else:
+        raise GanforgeError("with --model, say where the result goes: --json FILE")
+    write_json(out, {**result.to_json(data.names), "split": args.split, "data": args.data or model.config.data,
+                     "images": len(data), "checkpoint": model.meta["checkpoint"], "step": model.meta["step"],
+                     "runtime": model.runtime})
     print(f"wrote {display_path(out)}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in image files; draw them and write YOLO txt and JSON per image."""
-    from ganforge.detect.use import image_files, load_detector, predict_files
+    from ganforge.detect.use import image_files, predict_files
+    from ganforge.export import open_model
 
     files = image_files(args.source)
-    model = load_detector(args.run, args.checkpoint, args.device)
+    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
     counts = predict_files(model, files, Path(args.out), conf=args.conf, iou=args.iou)
     print(f"{counts['boxes']} boxes in {counts['images']} images (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
           f"wrote <name>.png, .txt and .json per image to {display_path(args.out)}")
@@ -238,7 +248,8 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     r.set_defaults(func=cmd_recipes)
 
     v = sub.add_parser("val", help="per-class AP and mAP of a trained run on a split")
-    v.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
+    v.add_argument("run", metavar="RUN", nargs="?", help="a run folder that `ganforge detect train` wrote")
+    v.add_argument("--model", metavar="FILE", help="an exported detector (.onnx, .pt) in place of RUN")
     v.add_argument("--data", help="another dataset with the same classes (default: the run's)")
     v.add_argument("--split", default="val", help="split to score: val (default) or test")
     v.add_argument("--metric", choices=list(METRICS), default="voc07",
@@ -251,7 +262,8 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     v.set_defaults(func=cmd_val)
 
     p = sub.add_parser("predict", help="draw detected boxes on images; YOLO txt and JSON per image")
-    p.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
+    p.add_argument("run", metavar="RUN", nargs="?", help="a run folder that `ganforge detect train` wrote")
+    p.add_argument("--model", metavar="FILE", help="an exported detector (.onnx, .pt) in place of RUN")
     p.add_argument("--source", required=True, help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="folder for <name>.png, <name>.txt and <name>.json")
     p.add_argument("--conf", type=_fraction("--conf"), default=DRAW_CONF,

@@ -85,25 +85,28 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None, *,
     return generator.to(device).eval(), cfg, meta
 
 
-def sample_to_dir(run_dir: str | Path, n: int, out: str | Path, *, seed: int = 0,
-                  checkpoint: str | Path | None = None, device="cpu", label: int | None = None,
+def sample_to_dir(model, n: int, out: str | Path, *, seed: int = 0, label: int | None = None,
                   labels: str | None = None) -> Path:
-    """Write `n` PNG images and `grid.png` to `out`; a conditional run's of class `label`, or
-    cycling through the comma-separated `labels`."""
+    """Write `n` PNG images and `grid.png` to `out` from `model` (a `Trained` generator: a run's, or
+    an exported file's); a conditional model's of class `label`, or cycling through the
+    comma-separated `labels`."""
+    from ganforge.gan.use import images
+
     if n <= 0:
         raise ConfigError(f"bad value --n {n}: must be greater than zero")
-    generator, cfg, _ = load_generator(run_dir, checkpoint, device=device)
-    spec = LatentSpec.from_config(cfg)
-    wanted = parse_labels(labels, label, spec.num_classes, run_dir)
-    images = generate(generator, n, spec, seed=seed, device=resolve_device(str(device)),
-                      pixel_range=cfg.pixel_range, labels=wanted, progress=True)
+    spec = LatentSpec.from_config(model.config)
+    wanted = parse_labels(labels, label, spec.num_classes, model.source)
+    latent = spec.fixed(n, seed)
+    if wanted is not None:
+        latent["labels"] = torch.tensor(wanted)[torch.arange(n) % len(wanted)]
+    pictures = images(model, latent, progress=True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
     width = len(str(n - 1))
-    for i, img in enumerate(images):
+    for i, img in enumerate(pictures):
         arr = img.permute(1, 2, 0).numpy()
         Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(out / f"{i:0{width}d}.png")
-    save_grid(images[:min(n, 64)], out / "grid.png", nrow=max(1, int(math.sqrt(min(n, 64)))))
+    save_grid(pictures[:min(n, 64)], out / "grid.png", nrow=max(1, int(math.sqrt(min(n, 64)))))
     return out
