@@ -56,8 +56,9 @@ def test_pix2pix_apply_one_file_grey_to_colour(runs, tmp_path):
     with Image.open(tmp_path / "out" / "thin_rgb.png") as out:
         assert out.size == (70, 5) and out.mode == "RGB"
     model = load_trained(runs[0])
-    assert list(model.module.state_dict()) and model.in_channels == 1 and model.out_channels == 3
-    assert model.multiple == 32 and not model.module.training  # eval: BatchNorm's running statistics
+    assert model.task == "translate" and model.meta["in_channels"] == 1 and model.meta["out_channels"] == 3
+    assert model.meta["multiple"] == 32 and not model.module.training  # eval: BatchNorm's running statistics
+    assert model.postprocess(model(*model.example)).shape == (1, 3, 32, 32)
 
 
 def test_apply_refusals_are_one_line(runs, tmp_path, capsys):

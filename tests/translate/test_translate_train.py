@@ -89,9 +89,11 @@ def _test_l1(run_dir) -> float:
     from ganforge.translate.run import open_split
     from ganforge.translate.use import load_trained
 
+    from ganforge.translate.use import translate_image
+
     model = load_trained(run_dir)
-    data = open_split(model.cfg, "test", model.cfg.image_size)
-    outputs = torch.stack([model(x) for x in data.a[:300]])
+    data = open_split(model.config, "test", model.config.image_size)
+    outputs = torch.stack([translate_image(model, x) for x in data.a[:300]])
     return float((outputs.float() - data.b[:300].float()).abs().mean() / 255)
 
 

@@ -84,7 +84,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     model = load_trained(args.run, args.checkpoint, args.device, direction=args.direction)
     counts = apply_files(model, args.source, Path(args.out))
-    print(f"translated {counts['images']} image(s) {model.direction} with {display_path(model.checkpoint)}; "
+    print(f"translated {counts['images']} image(s) {model.meta['direction']} with {display_path(model.source)}; "
           f"wrote them to {display_path(args.out)} under their own names")
     return 2 if counts["images"] == 0 else 0
 

@@ -29,7 +29,8 @@ from ganforge.io import MetricsLog, write_json
 from ganforge.translate.builtins import stroke_width
 from ganforge.translate.data import TranslationData
 from ganforge.translate.run import open_split
-from ganforge.translate.use import TrainedTranslator, load_trained
+from ganforge.trained import Trained
+from ganforge.translate.use import load_trained
 
 MNIST_TARGETS = {"edges2mnist", "thin2thick", "thin2thick-unpaired", "digits2mnist"}
 
@@ -55,12 +56,12 @@ def _middle(images: torch.Tensor, size: int) -> torch.Tensor:
     return images
 
 
-def translate_all(model: TrainedTranslator, images: torch.Tensor, batch: int = 200) -> torch.Tensor:
+def translate_all(model: Trained, images: torch.Tensor, batch: int = 200) -> torch.Tensor:
     """uint8 N x C x H x W (sides the generator takes) -> its uint8 outputs, in batches."""
     outputs = []
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            y = model.module(normalize(images[start:start + batch].to(model.device)))
+            y = model(normalize(images[start:start + batch].to(model.device)))
             outputs.append(to_uint8(y))
     return torch.cat(outputs)
 
@@ -98,10 +99,10 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | None = None, *, n: int =
     """Score a run's generator(s) on `n` held-out images; write RUN/eval.json and an eval row."""
     run = Path(run_dir)
     model = load_trained(run, checkpoint, device)
-    cfg = model.cfg
+    cfg = model.config
     test = open_split(cfg, "test", cfg.image_size)
     count = min(n, len(test.a))
-    result: dict = {"checkpoint": model.checkpoint.name, "step": model.step, "split": "test", "images": count,
+    result: dict = {"checkpoint": model.source.name, "step": model.meta["step"], "split": "test", "images": count,
                     "data": cfg.data, "mode": cfg.mode, "test_mode": cfg.test_mode}
     digits = cfg.data in MNIST_TARGETS
     net = _classifier(quiet) if digits else None
@@ -141,5 +142,5 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | None = None, *, n: int =
                                         "relative_error": abs(shift - known) / max(abs(known), 1e-9)}
     write_json(run / "eval.json", result)
     with MetricsLog(run / "metrics.jsonl") as mlog:
-        mlog.eval(model.step, **{k: v for k, v in result.items() if k != "step"})
+        mlog.eval(model.meta["step"], **{k: v for k, v in result.items() if k != "step"})
     return result

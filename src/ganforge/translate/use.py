@@ -11,7 +11,6 @@ dropout) or paper (pix2pix sec. 3.3: the image's own statistics, dropout on).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,46 +25,55 @@ from ganforge.io import display_path, write_json
 from ganforge.translate.config import TranslateConfig
 from ganforge.translate.data import BAD_IMAGE_ERRORS, read_image, to_tensor
 from ganforge.translate.models import build_generator
+from ganforge.trained import Trained
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 MARKER = ".ganforge-translate"  # in every --out folder apply writes: what it may write into again
 
 
-@dataclass
-class TrainedTranslator:
-    """One generator of a run, ready to use, with what a caller needs to feed it."""
+def translator_meta(cfg: TranslateConfig, direction: str, step: int) -> dict:
+    """What a file needs to be used without the run folder: channels, the side multiple, pixels."""
+    c_in, c_out = cfg.source_channels(), cfg.target_channels()
+    if direction == "BtoA":
+        c_in, c_out = c_out, c_in
+    return {"task": "translate", "model": cfg.model, "config": cfg.to_dict(), "step": step, "mode": cfg.mode,
+            "direction": direction, "in_channels": c_in, "out_channels": c_out,
+            "multiple": 2 ** cfg.unet_downs if cfg.model == "unet" else 4, "image_size": cfg.image_size,
+            "pixel_range": "pm1", "normalization": "input = pixels / 127.5 - 1; images = (output + 1) * 127.5",
+            "test_mode": cfg.test_mode, "input_names": ["images"], "output_name": "translated",
+            "postprocess": {"round": True, "clip": [0, 255], "crop": "to the input's own size"}}
 
-    module: torch.nn.Module
-    cfg: TranslateConfig
-    direction: str  # AtoB or BtoA
-    checkpoint: Path
-    step: int
-    in_channels: int
-    out_channels: int
-    multiple: int  # input sides must be multiples of this
-    metadata: dict = field(default_factory=dict)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.module.parameters()).device
+def _trained(module: torch.nn.Module, cfg: TranslateConfig, meta: dict, source: Path | None, runtime: str) -> Trained:
+    multiple = int(meta["multiple"])
 
-    def preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """uint8 C x H x W (C = in_channels) -> padded float 1 x C x H' x W' in [-1, 1], and (H, W)."""
+    def pre(image: torch.Tensor) -> tuple[torch.Tensor]:
+        """uint8 C x H x W (C = in_channels) -> (padded float 1 x C x H' x W' in [-1, 1],): edges
+        replicated up to the next multiple of the generator's downsampling."""
         height, width = image.shape[-2:]
-        pad_h, pad_w = -height % self.multiple, -width % self.multiple
-        x = normalize(image.unsqueeze(0).to(self.device))
+        x = normalize(image.unsqueeze(0))
+        pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return x, (height, width)
+        return (x,)
 
-    def postprocess(self, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The generator's output -> uint8 C x H x W at the input's own size."""
-        return to_uint8(y[0, :, : size[0], : size[1]])
+    def post(raw: torch.Tensor) -> torch.Tensor:
+        return to_uint8(raw)  # N x C x H' x W'; translate_image crops it back
 
-    @torch.no_grad()
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x, size = self.preprocess(image)
-        return self.postprocess(self.module(x), size)
+    example = pre(torch.zeros(int(meta["in_channels"]), cfg.image_size, cfg.image_size, dtype=torch.uint8))
+    return Trained("translate", module, cfg, example, pre, post, meta, source, runtime)
+
+
+def translate_image(model: Trained, image: torch.Tensor) -> torch.Tensor:
+    """uint8 C x H x W -> the translated uint8 C' x H x W, any size and aspect ratio."""
+    height, width = image.shape[-2:]
+    (x,) = model.preprocess(image)
+    return model.postprocess(model(x.to(model.device)))[0, :, :height, :width]
+
+
+def wrap_exported(module, meta: dict, runtime: str, source: Path) -> Trained:
+    """An exported generator with the same padding and pixel conversion as its run."""
+    return _trained(module, TranslateConfig.from_dict(meta["config"]), meta, source, runtime)
 
 
 def _checkpoint(run: Path, checkpoint: str | None):
@@ -80,7 +88,7 @@ def _checkpoint(run: Path, checkpoint: str | None):
 
 
 def load_trained(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu", *,
-                 direction: str = "AtoB") -> TrainedTranslator:
+                 direction: str = "AtoB") -> Trained:
     """The generator of `direction` of a translation run, at its latest checkpoint or `checkpoint`.
     Refuses other runs (a GAN's, a detector's) and BtoA of a pix2pix run, in one line."""
     run = Path(run_dir)
@@ -101,19 +109,15 @@ def load_trained(run_dir: str | Path, checkpoint: str | None = None, device: str
         raise ConfigError(f"{display_path(run)} is a pix2pix run: its one generator translates {cfg.direction[:1]} "
                           f"to {cfg.direction[-1]} (use --direction AtoB); BtoA needs a CycleGAN run")
     name = "G" if cfg.mode == "pix2pix" else ("G_AB" if direction == "AtoB" else "G_BA")
-    c_in, c_out = cfg.source_channels(), cfg.target_channels()
-    if direction == "BtoA":
-        c_in, c_out = c_out, c_in
-    net = build_generator(cfg, c_in, c_out)  # this generator only
+    meta_out = translator_meta(cfg, direction, int(meta.get("step", 0)))
+    net = build_generator(cfg, meta_out["in_channels"], meta_out["out_channels"])  # this generator only
     try:
         net.load_state_dict(module_state(tensors, name))
     except RuntimeError as err:
         raise CheckpointError(f"{display_path(path)} does not fit its config ({str(err).splitlines()[0]})") from None
     net.to(resolve_device(device))
     net.train(cfg.test_mode == "paper")  # paper: the image's own BatchNorm statistics, dropout on
-    multiple = 2 ** cfg.unet_downs if cfg.model == "unet" else 4
-    return TrainedTranslator(net, cfg, direction, path, int(meta.get("step", 0)), c_in, c_out, multiple,
-                             {"pixel_range": "pm1", "test_mode": cfg.test_mode, "trained_size": cfg.image_size})
+    return _trained(net, cfg, meta_out, path, "pytorch")
 
 
 def image_files(source: str | Path) -> list[Path]:
@@ -143,7 +147,7 @@ def _check_out(files: list[Path], out: Path) -> None:
 
 
 @torch.no_grad()
-def apply_files(model: TrainedTranslator, source: str | Path, out: Path, log=print) -> dict:
+def apply_files(model: Trained, source: str | Path, out: Path, log=print) -> dict:
     """Translate each image file of `source` and write it to OUT/<its name>. Returns counts."""
     files = image_files(source)
     _check_out(files, out)
@@ -152,14 +156,14 @@ def apply_files(model: TrainedTranslator, source: str | Path, out: Path, log=pri
     written, unreadable = 0, []
     for path in files:
         try:
-            image = to_tensor(read_image(path, model.in_channels))
+            image = to_tensor(read_image(path, model.meta["in_channels"]))
         except BAD_IMAGE_ERRORS as err:
             unreadable.append(path.name)
             log(f"warning: {display_path(path)} could not be read ({type(err).__name__}): skipped")
             continue
-        y = model(image)
-        array = y.permute(1, 2, 0).numpy()
-        picture = Image.fromarray(array[..., 0] if model.out_channels == 1 else array, "L" if model.out_channels == 1 else "RGB")
+        array = translate_image(model, image).permute(1, 2, 0).numpy()
+        grey = model.meta["out_channels"] == 1
+        picture = Image.fromarray(array[..., 0] if grey else array, "L" if grey else "RGB")
         picture.save(out / path.name)
         written += 1
     return {"images": written, "unreadable": unreadable}
