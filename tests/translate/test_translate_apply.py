@@ -90,3 +90,18 @@ def test_apply_refuses_a_gan_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("ganforge: error: ") and "a GAN run, not a translation run" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_onnx_export_of_the_generator_gives_the_same_images(runs, tmp_path):
+    import torch
+
+    from ganforge.export.read import load_exported
+    from ganforge.export.write import export_run
+    from ganforge.translate.use import translate_image
+
+    path = export_run(runs[0], tmp_path / "g.onnx")
+    exported, trained = load_exported(path), load_trained(runs[0])
+    assert exported.runtime == "onnxruntime" and exported.meta["direction"] == "AtoB"
+    x = torch.randint(0, 256, (1, 32, 32), dtype=torch.uint8)
+    diff = (translate_image(exported, x).int() - translate_image(trained, x).int()).abs()
+    assert int(diff.max()) <= 1  # the same pre- and post-processing; float rounding at most
