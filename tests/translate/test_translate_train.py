@@ -106,3 +106,27 @@ def test_pix2pix_small_learns_edges_to_digits(tmp_path):
     before, after = _test_l1(untrained), _test_l1(trained)
     assert after < 0.5 * before, (before, after)
     assert after < 0.15, after
+
+
+def test_bad_pairs_are_reported_once_with_their_files(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for side in "AB":
+        (data / side).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(np.full((32, 32), 20 * i, dtype=np.uint8)).save(data / side / f"{i}.png")
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(data / "A" / "alone.png")
+    Image.fromarray(np.zeros((20, 32), dtype=np.uint8)).save(data / "A" / "odd.png")
+    Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(data / "B" / "odd.png")
+    lines = []
+    out = train(toy("pix2pix-small", data=str(data), batch_size=2), tmp_path / "run", steps=2, log=lines.append)
+    warned = [line for line in lines if line.startswith("warning:")]
+    assert len(warned) == 1 and "alone.png" in warned[0] and "odd.png" in warned[0]
+    assert "1 no partner in B/" in warned[0] and "1 sizes differ" in warned[0]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    warnings = [r for r in rows if r.get("kind") == "warning"]
+    assert len(warnings) == 1 and len(warnings[0]["files"]) == 2
+    train(None, out, resume=True, steps=4, log=lines.append)  # a resumed run does not repeat it
+    assert len([line for line in lines if line.startswith("warning:")]) == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -136,8 +137,11 @@ class TranslateRun(RunState):
             gens = {side: torch.Generator().manual_seed(_seed(self.cfg.seed, 17, i, step))
                     for i, side in enumerate("AB")}
             stats, ok = cyclegan_step(self.cfg, self.modules, self.optimizers, self.loss, a, b, self.pools, gens)
-        for scheduler in self.schedulers.values():
-            scheduler.step()  # the schedule is a function of the step, taken or skipped
+        with warnings.catch_warnings():
+            # L1 alone never steps D's optimizer; its schedule still follows the step count
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            for scheduler in self.schedulers.values():
+                scheduler.step()  # the schedule is a function of the step, taken or skipped
         return stats, ok
 
     # -- pictures --

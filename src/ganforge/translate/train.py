@@ -130,7 +130,7 @@ def _loop(run: TranslateRun, folder: RunFolder, log) -> Path:
 
 def _report_issues(run: TranslateRun, mlog: MetricsLog, log) -> None:
     """Bad pairs and unreadable images of the train and test splits: one warning, once per run."""
-    issues = run.train_set.issues + run.test_set.issues
+    issues = list(dict.fromkeys(run.train_set.issues + run.test_set.issues))  # a lone file shows in both splits
     if len(issues) <= run.issues_reported:
         return
     run.issues_reported = len(issues)
@@ -194,7 +194,7 @@ def _finish(run: TranslateRun, folder: RunFolder, status: str, log, stop_reason:
         mode=run.cfg.mode, data=run.cfg.data, model=run.cfg.model, device=str(run.device), steps=run.step,
         total_steps=run.total_steps, epochs=run.epoch(), images_seen=run.images_seen,
         seconds=round(run.seconds, 3), images_per_second=round(run.images_seen / max(run.seconds, 1e-9), 2),
-        skipped_steps=run.skipped, data_issues=len(run.train_set.issues) + len(run.test_set.issues),
+        skipped_steps=run.skipped, data_issues=len(set(run.train_set.issues + run.test_set.issues)),
         final={k: v for k, v in final.items() if k not in ("kind", "step", "time")},
         outputs=lambda: _final_outputs(run, log))
     if not run.quiet:
