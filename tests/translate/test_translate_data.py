@@ -102,3 +102,12 @@ def test_builtins_are_paired_or_unpaired_with_labels():
     assert not unpaired.paired and unpaired.b.shape[1] == 3
     digits = open_translation_data("digits2mnist", "train", load_size=32, channels_a=1, channels_b=1)
     assert not digits.paired and digits.labels_a is not None
+
+
+def test_horse2zebra_toy_is_unpaired_colour_with_disjoint_splits():
+    train = open_translation_data("horse2zebra-toy", "train", load_size=32, channels_a=3, channels_b=3)
+    test = open_translation_data("horse2zebra-toy", "test", load_size=32, channels_a=3, channels_b=3)
+    assert not train.paired and train.a.shape == (800, 3, 32, 32) and test.b.shape == (200, 3, 32, 32)
+    assert not torch.equal(train.a[:200], test.a)
+    # zebras hold near-black and near-white pixels, horses none
+    assert int((train.b < 40).all(1).sum()) > 0 and int((train.a < 40).all(1).sum()) == 0

@@ -123,7 +123,8 @@ def add_translate_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
                                    "(see `ganforge translate recipes`).")
     t.add_argument("recipe", nargs="?", help="recipe name (see `ganforge translate recipes`)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (e.g. lambda_l1=50)")
-    t.add_argument("--data", help="a built-in (edges2mnist, thin2thick, thin2thick-unpaired, digits2mnist) or a "
+    t.add_argument("--data", help="a built-in (edges2mnist, thin2thick, thin2thick-unpaired, digits2mnist, "
+                                  "horse2zebra-toy), a downloaded dataset (`translate download`) or a "
                                   "folder: A/ + B/, side-by-side AB images, or trainA/ + trainB/")
     t.add_argument("--out", help="run folder (default runs/translate-<recipe>)")
     budget = t.add_mutually_exclusive_group()
