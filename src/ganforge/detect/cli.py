@@ -166,7 +166,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in image files; draw them and write YOLO txt and JSON per image."""
     from ganforge.detect.use import image_files, predict_files, predict_output
     from ganforge.export import open_model
+    from ganforge.video import kind
 
+    if args.as_video or kind(args.source) in ("video", "camera", "stream"):
+        return _predict_video(args)
     files = image_files(args.source)
     out = predict_output(args.run, args.source, args.out, args.force, model=args.model)
     model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
@@ -175,6 +178,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{counts['boxes']} boxes in {counts['images']} images (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
           f"wrote <name>.png, .txt and .json per image to {display_path(args.out)}")
     return 2 if counts["images"] == 0 else 0
+
+
+def _predict_video(args: argparse.Namespace) -> int:
+    from ganforge.detect.use import predict_output
+    from ganforge.detect.video import predict_video, speed_line
+    from ganforge.export import open_model
+    from ganforge.video import kind
+
+    local = kind(args.source) not in ("camera", "stream")  # a file or folder: an input never written over
+    out = predict_output(args.run, args.source if local else None, args.out, args.force, model=args.model)
+    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
+    result = predict_video(model, args.source, out, conf=args.conf, iou=args.iou, stride=args.vid_stride,
+                           max_frames=args.max_frames)
+    print(f"{result['boxes']} boxes in {result['frames']} frames (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
+          f"wrote {display_path(result['video'])}, labels/ and a .jsonl of boxes per frame")
+    print(speed_line(result, model.runtime))
+    if result["stopped"] is not None:
+        raise result["stopped"]
+    return 0
 
 
 def cmd_map(args: argparse.Namespace) -> int:
@@ -260,7 +282,11 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p = sub.add_parser("predict", help="draw detected boxes on images; YOLO txt and JSON per image")
     p.add_argument("run", metavar="RUN", nargs="?", help="a run folder that `ganforge detect train` wrote")
     p.add_argument("--model", metavar="FILE", help="an exported detector (.onnx, .pt) in place of RUN")
-    p.add_argument("--source", required=True, help="an image file or a folder of images")
+    p.add_argument("--source", required=True, help="an image file or a folder of images; a video file (MP4, MKV, "
+                                                   "AVI, ...), a camera index or a stream URL")
+    p.add_argument("--as-video", action="store_true", help="a folder of frames: one annotated video, not images")
+    p.add_argument("--vid-stride", type=int, default=1, metavar="K", help="video: every K-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="video: stop after N frames")
     p.add_argument("--out", required=True, help="a new folder for <name>.png, <name>.txt and <name>.json")
     p.add_argument("--force", action="store_true", help="replace an earlier `detect predict` --out folder")
     p.add_argument("--conf", type=_fraction("--conf"), default=DRAW_CONF,
