@@ -221,3 +221,23 @@ def write_video(images, path: str | os.PathLike, fps: float = 10.0) -> Path:
         for image in images:
             writer.write(image)
     return Path(path)
+
+
+def frames_to_video(frames_dir: str | os.PathLike, out: str | os.PathLike, fps: float = 5.0) -> Path | None:
+    """The PNG frames of a folder (natural name order, as `viz.make_gif`) as a video; None if it
+    has none. The last frame is held for a second, as in the GIF."""
+    import numpy as np
+    from PIL import Image
+
+    from ganforge.viz import _natural_key
+
+    files = sorted((p for p in Path(frames_dir).glob("*.png") if not p.name.startswith(".")), key=_natural_key)
+    if not files:
+        return None
+
+    def images():
+        for path in files + [files[-1]] * int(fps):
+            with Image.open(path) as img:
+                yield torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1)
+
+    return write_video(images(), out, fps)
