@@ -199,6 +199,30 @@ def _predict_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Each way of running the run's detector: file size, mAP@0.5 on a split, ms/image and FPS."""
+    from ganforge.detect.benchmark import benchmark, table
+    from ganforge.detect.datasets import open_detection_data
+    from ganforge.detect.use import load_trained
+    from ganforge.outputs import check_file, json_with, run_record
+
+    if args.repeat < 1:
+        raise GanforgeError("--repeat must be at least 1")
+    own = f"benchmark-{args.split}.json"
+    out = check_file(Path(args.json) if args.json else Path(args.run) / own, ours=json_with("rows", "map_floor"),
+                     inputs=[p for p in run_record(args.run) if p.name != own], force=args.force, flag="--json")
+    model = load_trained(args.run, args.checkpoint, args.device)
+    data = open_detection_data(args.data or model.config.data, args.split)
+    if len(data) == 0:
+        raise GanforgeError(f"the {args.split} split of {args.data or model.config.data} has no images")
+    result = benchmark(model, Path(args.run), data, repeat=args.repeat, log=lambda *a: None)
+    result["split"] = args.split
+    print(table(result))
+    write_json(out, result)
+    print(f"wrote {display_path(out)}")
+    return 0 if all(r["ok"] for r in result["rows"]) else 1
+
+
 def cmd_map(args: argparse.Namespace) -> int:
     """Score detection files against truth files and print per-class AP and the mAP."""
     from ganforge.detect.map_files import load_for_map
@@ -296,6 +320,16 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                                         "default: the latest")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=cmd_predict)
+    b = sub.add_parser("benchmark", help="eager, speed layer, ONNX Runtime, TorchScript: size, mAP@0.5, ms, FPS")
+    b.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
+    b.add_argument("--split", default="val", help="split whose mAP@0.5 each way must keep (default val)")
+    b.add_argument("--data", help="another dataset with the same classes (default: the run's)")
+    b.add_argument("--repeat", type=int, default=20, help="timed batch-1 forwards per way (median; default 20)")
+    b.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best); default: the latest")
+    b.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    b.add_argument("--json", metavar="FILE", help="write the rows here (default RUN/benchmark-SPLIT.json)")
+    b.add_argument("--force", action="store_true", help="replace a --json file ganforge did not write")
+    b.set_defaults(func=cmd_benchmark)
     m = sub.add_parser(
         "map", help="mAP of per-image detection files against truth files",
         description="One file per image. Pixel files: truth 'class left top width height [difficult]', "
