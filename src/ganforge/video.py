@@ -21,6 +21,7 @@ from ganforge.errors import ConfigError, DataError
 from ganforge.io import display_path
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # a folder's frames
 CODECS = {".mp4": ("libx264", "yuv420p"), ".mkv": ("ffv1", "bgr0"), ".avi": ("mjpeg", "yuvj420p"),
           ".mov": ("libx264", "yuv420p")}
 
@@ -51,8 +52,6 @@ def kind(source: str | os.PathLike) -> str:
     path = Path(text)
     if path.is_dir():
         return "frames"
-    from ganforge.detect.data import IMAGE_SUFFIXES
-
     return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
 
 
@@ -151,7 +150,8 @@ def _expected_frames(container, stream) -> int | None:
 
 
 def _folder(folder: Path, stride: int, max_frames: int | None, clock: dict) -> Iterator[tuple[int, torch.Tensor]]:
-    from ganforge.detect.data import BAD_IMAGE_ERRORS, IMAGE_SUFFIXES, read_image
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
 
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -159,8 +159,9 @@ def _folder(folder: Path, stride: int, max_frames: int | None, clock: dict) -> I
     for number, path in enumerate(files[::stride][:max_frames]):
         start = time.perf_counter()
         try:
-            image = read_image(path)
-        except BAD_IMAGE_ERRORS as exc:
+            with Image.open(path) as img:
+                image = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             raise VideoStopped(f"frame {display_path(path)} could not be read ({type(exc).__name__}); the "
                                f"{number} frames before it were used", number * stride) from None
         clock["decode"] += time.perf_counter() - start

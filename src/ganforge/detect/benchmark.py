@@ -65,8 +65,9 @@ def benchmark(model: Trained, run_dir: Path, data, *, repeat: int = 20, ways=WAY
     net = model.module
     device = model.device
     example = torch.rand(1, 3, net.input_size, net.input_size, device=device)
-    checkpoint = Path(model.source)
-    weights = sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file()) if checkpoint.is_dir() else 0
+    # eager and the speed layer run the float32 weights themselves: their size, not the checkpoint's
+    # (which also holds the optimizer state)
+    weights = sum(t.numel() * t.element_size() for t in net.state_dict().values())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for way in ways:
