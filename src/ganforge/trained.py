@@ -54,14 +54,15 @@ class Trained:
         return self.module(*inputs)
 
 
-def run_task(run_dir: str | Path) -> str:
-    """The task of a run folder, from its config.json (GAN runs predate the `task` key)."""
+def run_task(run_dir: str | Path, default: str | None = None) -> str:
+    """The task of a run folder, from its config.json (GAN runs predate the `task` key). Without
+    one, `default` (whose loader then says what is wrong with the folder)."""
     run = Path(run_dir)
-    if not run.is_dir():
-        raise ConfigError(f"{display_path(run)} is not a folder: give a run folder that ganforge trained")
     try:
         config = json.loads((run / "config.json").read_text())
     except (OSError, ValueError):
+        if default:
+            return default
         raise ConfigError(f"{display_path(run)} has no readable config.json: give a run folder that "
                           "ganforge trained") from None
     task = config.get("task", "gan") if isinstance(config, dict) else None
@@ -78,9 +79,10 @@ def task_use(task: str):
         raise ConfigError(f"this ganforge cannot use models of task {task!r}: upgrade ganforge") from None
 
 
-def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu") -> Trained:
+def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu",
+             default: str | None = None) -> Trained:
     """The trained model of any run folder, through its task's loader."""
-    return task_use(run_task(run_dir)).load_trained(run_dir, checkpoint, device)
+    return task_use(run_task(run_dir, default)).load_trained(run_dir, checkpoint, device)
 
 
 def tensor_spec(name: str, tensor: torch.Tensor, batch: int | None) -> dict:

@@ -4,11 +4,12 @@ boxes, YOLO txt and JSON per image."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.io import write_png
+from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from ganforge.checkpoint import load_checkpoint, load_latest, module_state
@@ -21,7 +22,8 @@ from ganforge.detect.model import DETECTORS, YoloV1
 from ganforge.detect.run import SWITCH
 from ganforge.device import resolve_device
 from ganforge.errors import CheckpointError, ConfigError, DataError
-from ganforge.io import atomic_write_text, display_path, write_json
+from ganforge.io import atomic_write_bytes, atomic_write_text, display_path, write_json
+from ganforge.outputs import OutputFolder, check_file, distinct_stems, json_with, run_record
 from ganforge.trained import Trained
 
 
@@ -165,14 +167,28 @@ def detection_records(det: dict, names: list[str], width: int, height: int) -> t
     return lines, items
 
 
-def predict_files(model: Trained, files: list[Path], out: Path, *, conf: float, iou: float,
+def _inputs(run_dir: str | Path | None, model: str | Path | None) -> list[Path]:
+    return [*(run_record(run_dir) if run_dir else []), *([Path(model)] if model else [])]
+
+
+def predict_output(run_dir: str | Path | None, source: str | Path | None, out: str | Path, force: bool = False,
+                   model: str | Path | None = None) -> OutputFolder:
+    """`detect predict`'s --out, checked before the model loads: never the source or anything in
+    it, never an entry of the run folder or the exported model, never a folder of files ganforge
+    did not write."""
+    sources = [Path(source)] if source is not None else []  # a camera or a stream has no path
+    return OutputFolder(out, "detect predict", inputs=[*sources, *_inputs(run_dir, model)], force=force).check()
+
+
+def predict_files(model: Trained, files: list[Path], out: OutputFolder, *, conf: float, iou: float,
                   log=print) -> dict:
-    """Detect in each file and write OUT/<stem>.png (boxes drawn), <stem>.txt (YOLO: class xc yc w h
-    score, normalised) and <stem>.json (boxes in the image's pixels). Returns counts."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Detect in each file and write into `out` (checked and opened by the caller) <name>.png (boxes
+    drawn), <name>.txt (YOLO: class xc yc w h score, normalised) and <name>.json (boxes in the
+    image's pixels), where <name> is the file's stem, or its whole name when two sources share a
+    stem (`a.jpg`, `a.png`). Returns counts."""
     names = model.meta["class_names"]
     written, unreadable, boxes = 0, [], 0
-    for path in files:
+    for path, name in zip(files, distinct_stems(files)):
         try:
             image = read_image(path)
         except BAD_IMAGE_ERRORS as exc:
@@ -181,15 +197,27 @@ def predict_files(model: Trained, files: list[Path], out: Path, *, conf: float, 
             continue
         height, width = image.shape[-2:]
         det = detect_images(model, [image], conf=conf, iou=iou)[0]
-        write_png(draw_detections(image, det, names), str(out / f"{path.stem}.png"))
         lines, items = detection_records(det, names, width, height)
-        atomic_write_text(out / f"{path.stem}.txt", "".join(line + "\n" for line in lines))
-        write_json(out / f"{path.stem}.json", {"image": path.name, "width": width, "height": height,
-                                               "detections": items})
+        drawn = io.BytesIO()
+        Image.fromarray(draw_detections(image, det, names).permute(1, 2, 0).contiguous().numpy()).save(drawn,
+                                                                                                     format="PNG")
+        atomic_write_bytes(out.target(f"{name}.png"), drawn.getvalue())
+        atomic_write_text(out.target(f"{name}.txt"), "".join(line + "\n" for line in lines))
+        write_json(out.target(f"{name}.json"), {"image": path.name, "width": width, "height": height,
+                                                "detections": items})
         written += 1
         boxes += len(items)
     return {"images": written, "boxes": boxes, "unreadable": unreadable}
 
 
-def val_json_path(run_dir: Path, split: str, metric: str) -> Path:
-    return run_dir / f"val-{split}-{metric}.json"
+def val_json_path(run_dir: str | Path | None, split: str, metric: str, given: str | None = None,
+                  force: bool = False, model: str | Path | None = None) -> Path:
+    """Where `detect val` writes its result: `given`, or RUN/val-SPLIT-METRIC.json; checked before
+    anything slow never to be an entry of the run folder or the exported model, nor a file ganforge
+    did not write."""
+    if run_dir is None and not given:
+        raise ConfigError("with --model, say where the result goes: --json FILE")
+    own = f"val-{split}-{metric}.json"
+    out = Path(given) if given else Path(run_dir) / own
+    inputs = [p for p in _inputs(run_dir, model) if not p.name.startswith("val-")]
+    return check_file(out, inputs=inputs, ours=json_with("metric", "map"), force=force, flag="--json")

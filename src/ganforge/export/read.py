@@ -148,7 +148,7 @@ def open_model(task: str, run: str | None, model: str | None, checkpoint: str | 
             raise ConfigError("--checkpoint chooses within a run folder: drop it with --model")
         trained = load_exported(model, device)
     else:
-        trained = load_run(run, checkpoint, device)
+        trained = load_run(run, checkpoint, device, default=task)
     if trained.task != task:
         raise ConfigError(f"{display_path(model or run)} holds a {trained.task} model, not a {task} one")
     return trained

@@ -20,6 +20,7 @@ import torch
 
 from ganforge.errors import ConfigError
 from ganforge.io import display_path
+from ganforge.outputs import check_file
 from ganforge.trained import META_FORMAT, META_VERSION, Trained, load_run, tensor_spec
 
 FORMATS = ("onnx", "torchscript")
@@ -73,23 +74,18 @@ def _torchscript(model: Trained, path: Path, meta: dict, batch: int | None) -> N
 
 
 def check_output(out: Path, run_dir: Path, force: bool) -> None:
-    """Never write into the run's own record, over a folder, or over a file ganforge did not
-    export; an earlier export is replaced only with `force`."""
-    run = run_dir.resolve()
-    target = out.resolve()
-    if target == run or run in target.parents:
-        raise ConfigError(f"--out {display_path(out)} is inside the run folder {display_path(run_dir)}: write the "
-                          "exported file elsewhere")
-    if out.is_dir():
-        raise ConfigError(f"--out {display_path(out)} is a folder: give a file name such as model.onnx")
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise ConfigError(f"{display_path(out)} exists: add --force to replace it, or choose another --out")
-        from ganforge.export.read import read_meta
+    """Never write into the run folder, over a folder, or over a file ganforge did not export; an
+    earlier export is replaced only with `force`."""
+    from ganforge.export.read import read_meta
 
+    check_file(out, inputs=[run_dir], force=True)  # the run and folders: refused whatever --force says
+    if out.exists() or out.is_symlink():
         if out.is_symlink() or read_meta(out, quiet=True) is None:
             raise ConfigError(f"{display_path(out)} is not a file ganforge exported: it is never overwritten, "
-                              "choose another --out")
+                              "choose another --out; nothing was written")
+        if not force:
+            raise ConfigError(f"{display_path(out)} exists: add --force to replace it, or choose another --out; "
+                              "nothing was written")
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, fmt: str = "onnx", checkpoint: str | None = None,

@@ -74,7 +74,7 @@ def _trained(module: nn.Module, cfg: GANConfig, meta: dict, source: Path | None,
 def load_trained(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu") -> Trained:
     """The generator of a GAN run (EMA weights when kept) as a `Trained`: `preprocess(latent)` ->
     its inputs, `postprocess(output)` -> uint8 N x C x H x W."""
-    generator, cfg, meta = load_generator(run_dir, checkpoint, device=device, log=lambda *a: None)
+    generator, cfg, meta = load_generator(run_dir, checkpoint, device=device)  # says which checkpoint it fell back to
     return from_generator(generator, cfg, step=int(meta.get("step", 0)), ema="G_ema" in meta.get("modules", []),
                           source=Path(run_dir))
 
