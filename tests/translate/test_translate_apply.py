@@ -105,3 +105,22 @@ def test_onnx_export_of_the_generator_gives_the_same_images(runs, tmp_path):
     x = torch.randint(0, 256, (1, 32, 32), dtype=torch.uint8)
     diff = (translate_image(exported, x).int() - translate_image(trained, x).int()).abs()
     assert int(diff.max()) <= 1  # the same pre- and post-processing; float rounding at most
+
+
+def test_apply_translates_a_video_frame_by_frame(runs, tmp_path, capsys):
+    import torch
+
+    from ganforge.video import frames, write_video
+
+    clip = tmp_path / "clip.mp4"
+    base = torch.zeros(3, 30, 46, dtype=torch.uint8)
+    moving = []
+    for t in range(6):
+        frame = base.clone()
+        frame[:, 8:20, 4 + 4 * t:14 + 4 * t] = 255  # a square moving right
+        moving.append(frame)
+    write_video(moving, clip, fps=5)
+    assert main(["translate", "apply", str(runs[1]), "--source", str(clip), "--out", str(tmp_path / "out")]) == 0
+    assert "flicker" in capsys.readouterr().out
+    out = list(frames(tmp_path / "out" / "clip.mp4"))
+    assert len(out) == 6 and out[0][1].shape == (3, 30, 46)  # the same frame count and size

@@ -84,6 +84,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     model = load_trained(args.run, args.checkpoint, args.device, direction=args.direction)
     counts = apply_files(model, args.source, Path(args.out))
+    if "video" in counts:
+        flicker = "-" if counts["flicker"] is None else f"{counts['flicker']:.3f}"
+        print(f"translated {counts['images']} frames {model.meta['direction']} into {display_path(counts['video'])}; "
+              f"flicker (mean change between output frames / between input frames): {flicker}")
+        return 2 if counts["images"] == 0 else 0
     print(f"translated {counts['images']} image(s) {model.meta['direction']} with {display_path(model.source)}; "
           f"wrote them to {display_path(args.out)} under their own names")
     return 2 if counts["images"] == 0 else 0

@@ -147,8 +147,45 @@ def _check_out(files: list[Path], out: Path) -> None:
 
 
 @torch.no_grad()
+def apply_video(model: Trained, source: Path, out: Path) -> dict:
+    """Translate a video frame by frame into OUT/<its name> (same frame count and rate). Returns the
+    frame count and the flicker figure: the mean change between consecutive output frames over
+    the mean change between consecutive input frames (1: the output flickers as much as the input).
+    A video that breaks half-way keeps the frames written and says where it stopped."""
+    from ganforge.video import VideoStopped, VideoWriter, fps_of, frames
+
+    _check_out([source], out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / MARKER, {"format": "ganforge-translate-apply"})
+    target = out / (source.stem + (source.suffix if source.suffix.lower() in (".mp4", ".mkv", ".avi", ".mov") else ".mp4"))
+    change_in = change_out = 0.0
+    previous = None
+    count = 0
+    with VideoWriter(target, fps_of(source)) as writer:
+        try:
+            for _, frame in frames(source):
+                image = frame if model.meta["in_channels"] == 3 else frame.float().mul(
+                    torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True).round().byte()
+                translated = translate_image(model, image)
+                if previous is not None:
+                    change_in += float((image.float() - previous[0].float()).abs().mean())
+                    change_out += float((translated.float() - previous[1].float()).abs().mean())
+                previous = (image, translated)
+                writer.write(translated)
+                count += 1
+        except VideoStopped as err:
+            raise VideoStopped(f"{err}; the {count} frames before it are in {display_path(target)}", err.frame) from None
+    flicker = change_out / change_in if change_in > 0 else None
+    return {"images": count, "video": target, "flicker": flicker}
+
+
+@torch.no_grad()
 def apply_files(model: Trained, source: str | Path, out: Path, log=print) -> dict:
     """Translate each image file of `source` and write it to OUT/<its name>. Returns counts."""
+    from ganforge.video import VIDEO_SUFFIXES
+
+    if Path(source).is_file() and Path(source).suffix.lower() in VIDEO_SUFFIXES:
+        return apply_video(model, Path(source), out)
     files = image_files(source)
     _check_out(files, out)
     out.mkdir(parents=True, exist_ok=True)
