@@ -94,11 +94,13 @@ def _parser() -> argparse.ArgumentParser:
 
     from .export.cli import add_export_parser
     from .serve import add_serve_parser
+    from .translate.cli import add_translate_parser
 
     add_report_parser(sub)
     add_detect_parser(sub)
     add_export_parser(sub)
     add_serve_parser(sub)
+    add_translate_parser(sub)
     return p
 
 
@@ -276,7 +278,7 @@ def cmd_eval(args) -> int:
 COMMANDS = {"recipes": cmd_recipes, "config": cmd_config, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
             "report": lambda args: args.func(args), "explore": lambda args: args.func(args),
             "detect": lambda args: args.func(args), "export": lambda args: args.func(args),
-            "serve": lambda args: args.func(args)}
+            "serve": lambda args: args.func(args), "translate": lambda args: args.func(args)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if extra:
         # `key=value` overrides may sit anywhere on the train command line.
-        takes = args.command == "train" or (args.command == "detect" and args.detect_command == "train")
+        takes = args.command == "train" or (args.command == "detect" and args.detect_command == "train") or (
+            args.command == "translate" and args.translate_command == "train")
         bad = [e for e in extra if e.startswith("-") or "=" not in e or not takes]
         if bad:
             parser.error(f"unrecognized arguments: {' '.join(bad)}")
@@ -343,6 +346,8 @@ def _train_command(args) -> tuple[str, str | None] | None:
         return "ganforge train", f"runs/{recipe}" if recipe else None
     if args.command == "detect" and getattr(args, "detect_command", None) == "train":
         return "ganforge detect train", f"runs/detect-{recipe}" if recipe and "=" not in recipe else None
+    if args.command == "translate" and getattr(args, "translate_command", None) == "train":
+        return "ganforge translate train", f"runs/translate-{recipe}" if recipe and "=" not in recipe else None
     return None
 
 

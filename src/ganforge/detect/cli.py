@@ -166,7 +166,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in image files; draw them and write YOLO txt and JSON per image."""
     from ganforge.detect.use import image_files, predict_files, predict_output
     from ganforge.export import open_model
+    from ganforge.video import kind
 
+    if args.as_video or kind(args.source) in ("video", "camera", "stream"):
+        return _predict_video(args)
     files = image_files(args.source)
     out = predict_output(args.run, args.source, args.out, args.force, model=args.model)
     model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
@@ -175,6 +178,49 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{counts['boxes']} boxes in {counts['images']} images (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
           f"wrote <name>.png, .txt and .json per image to {display_path(args.out)}")
     return 2 if counts["images"] == 0 else 0
+
+
+def _predict_video(args: argparse.Namespace) -> int:
+    from ganforge.detect.use import predict_output
+    from ganforge.detect.video import predict_video, speed_line
+    from ganforge.export import open_model
+    from ganforge.video import kind
+
+    local = kind(args.source) not in ("camera", "stream")  # a file or folder: an input never written over
+    out = predict_output(args.run, args.source if local else None, args.out, args.force, model=args.model)
+    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
+    result = predict_video(model, args.source, out, conf=args.conf, iou=args.iou, stride=args.vid_stride,
+                           max_frames=args.max_frames)
+    print(f"{result['boxes']} boxes in {result['frames']} frames (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
+          f"wrote {display_path(result['video'])}, labels/ and a .jsonl of boxes per frame")
+    print(speed_line(result, model.runtime))
+    if result["stopped"] is not None:
+        raise result["stopped"]
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Each way of running the run's detector: file size, mAP@0.5 on a split, ms/image and FPS."""
+    from ganforge.detect.benchmark import benchmark, table
+    from ganforge.detect.datasets import open_detection_data
+    from ganforge.detect.use import load_trained
+    from ganforge.outputs import check_file, json_with, run_record
+
+    if args.repeat < 1:
+        raise GanforgeError("--repeat must be at least 1")
+    own = f"benchmark-{args.split}.json"
+    out = check_file(Path(args.json) if args.json else Path(args.run) / own, ours=json_with("rows", "map_floor"),
+                     inputs=[p for p in run_record(args.run) if p.name != own], force=args.force, flag="--json")
+    model = load_trained(args.run, args.checkpoint, args.device)
+    data = open_detection_data(args.data or model.config.data, args.split)
+    if len(data) == 0:
+        raise GanforgeError(f"the {args.split} split of {args.data or model.config.data} has no images")
+    result = benchmark(model, Path(args.run), data, repeat=args.repeat, log=lambda *a: None)
+    result["split"] = args.split
+    print(table(result))
+    write_json(out, result)
+    print(f"wrote {display_path(out)}")
+    return 0 if all(r["ok"] for r in result["rows"]) else 1
 
 
 def cmd_map(args: argparse.Namespace) -> int:
@@ -260,7 +306,11 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p = sub.add_parser("predict", help="draw detected boxes on images; YOLO txt and JSON per image")
     p.add_argument("run", metavar="RUN", nargs="?", help="a run folder that `ganforge detect train` wrote")
     p.add_argument("--model", metavar="FILE", help="an exported detector (.onnx, .pt) in place of RUN")
-    p.add_argument("--source", required=True, help="an image file or a folder of images")
+    p.add_argument("--source", required=True, help="an image file or a folder of images; a video file (MP4, MKV, "
+                                                   "AVI, ...), a camera index or a stream URL")
+    p.add_argument("--as-video", action="store_true", help="a folder of frames: one annotated video, not images")
+    p.add_argument("--vid-stride", type=int, default=1, metavar="K", help="video: every K-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="video: stop after N frames")
     p.add_argument("--out", required=True, help="a new folder for <name>.png, <name>.txt and <name>.json")
     p.add_argument("--force", action="store_true", help="replace an earlier `detect predict` --out folder")
     p.add_argument("--conf", type=_fraction("--conf"), default=DRAW_CONF,
@@ -270,6 +320,16 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                                         "default: the latest")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=cmd_predict)
+    b = sub.add_parser("benchmark", help="eager, speed layer, ONNX Runtime, TorchScript: size, mAP@0.5, ms, FPS")
+    b.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
+    b.add_argument("--split", default="val", help="split whose mAP@0.5 each way must keep (default val)")
+    b.add_argument("--data", help="another dataset with the same classes (default: the run's)")
+    b.add_argument("--repeat", type=int, default=20, help="timed batch-1 forwards per way (median; default 20)")
+    b.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best); default: the latest")
+    b.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    b.add_argument("--json", metavar="FILE", help="write the rows here (default RUN/benchmark-SPLIT.json)")
+    b.add_argument("--force", action="store_true", help="replace a --json file ganforge did not write")
+    b.set_defaults(func=cmd_benchmark)
     m = sub.add_parser(
         "map", help="mAP of per-image detection files against truth files",
         description="One file per image. Pixel files: truth 'class left top width height [difficult]', "

@@ -171,12 +171,13 @@ def _inputs(run_dir: str | Path | None, model: str | Path | None) -> list[Path]:
     return [*(run_record(run_dir) if run_dir else []), *([Path(model)] if model else [])]
 
 
-def predict_output(run_dir: str | Path | None, source: str | Path, out: str | Path, force: bool = False,
+def predict_output(run_dir: str | Path | None, source: str | Path | None, out: str | Path, force: bool = False,
                    model: str | Path | None = None) -> OutputFolder:
     """`detect predict`'s --out, checked before the model loads: never the source or anything in
     it, never an entry of the run folder or the exported model, never a folder of files ganforge
     did not write."""
-    return OutputFolder(out, "detect predict", inputs=[Path(source), *_inputs(run_dir, model)], force=force).check()
+    sources = [Path(source)] if source is not None else []  # a camera or a stream has no path
+    return OutputFolder(out, "detect predict", inputs=[*sources, *_inputs(run_dir, model)], force=force).check()
 
 
 def predict_files(model: Trained, files: list[Path], out: OutputFolder, *, conf: float, iou: float,

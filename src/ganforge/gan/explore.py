@@ -26,6 +26,7 @@ from ganforge.errors import ConfigError
 from ganforge.gan.latents import Latent, LatentSpec
 from ganforge.gan.sampling import generate_latent, load_generator
 from ganforge.outputs import OutputFolder, run_record
+from ganforge.video import frames_to_video
 from ganforge.viz import make_gif, save_grid
 
 DEFAULT_DIMS = 4
@@ -90,6 +91,7 @@ class Explorer:
         self.generator, self.spec, self.pixel_range, self.device = generator, spec, pixel_range, device
         self.rng = torch.Generator().manual_seed(seed)
         self.n, self.frames = n, frames
+        self.mp4 = False  # also write each exploration as an MP4
 
     def base(self) -> Latent:
         """n random latents (classes and categories random; continuous codes drawn from U(-1, 1))."""
@@ -107,6 +109,8 @@ class Explorer:
         still = torch.stack(shots, 1).flatten(0, 1)  # sample-major: one row per sample
         save_grid(still, out.target(f"{name}.png"), nrow=len(shots))
         make_gif(out.path / name, out.target(f"{name}.gif"))
+        if self.mp4:
+            frames_to_video(out.path / name, out.target(f"{name}.mp4"))
         return [out.path / name, out.path / f"{name}.gif", out.path / f"{name}.png"]
 
     def values(self, low: float, high: float) -> list[float]:
@@ -165,7 +169,7 @@ class Explorer:
 def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int = 0, n: int = 8,
                 frames: int = 16, lerp: bool = False, dims: str | None = None, codes: str | None = None,
                 value_range: str = "-2,2", checkpoint: str | None = None, device: str = "cpu",
-                force: bool = False) -> list[Path]:
+                force: bool = False, mp4: bool = False) -> list[Path]:
     """Write every exploration this run supports into `out` (default RUN/explore, which each
     exploration of the run replaces); the paths written. Another `out` is a new folder, or with
     `force` an earlier `explore` folder (see ganforge.outputs)."""
@@ -187,6 +191,9 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int
         chosen_dims = list(range(min(DEFAULT_DIMS, spec.latent_dim)))
     out = folder.open()
     ex = Explorer(generator, spec, cfg.pixel_range, seed, n, frames, resolve_device(device))
+    ex.mp4 = mp4
+    if mp4 and (Path(run_dir) / "samples").is_dir():  # the run's progress grids, as progress.gif has them
+        frames_to_video(Path(run_dir) / "samples", out.target("progress.mp4"))
     written = ex.write(out, "interpolation", ex.interpolation(spherical=not lerp))
     if chosen_dims:
         written += ex.write(out, "traversal", ex.traversal(chosen_dims, low, high))
@@ -211,13 +218,15 @@ def add_explore_parser(sub) -> None:
     x.add_argument("--range", default="-2,2", help="values a traversal sweeps (default -2,2)")
     x.add_argument("--checkpoint", help="checkpoint folder (default: the latest)")
     x.add_argument("--device", default="cpu")
+    x.add_argument("--mp4", action="store_true", help="also write each exploration, and the run's progress "
+                                                      "grids (progress.mp4), as MP4 video")
     x.set_defaults(func=explore_command)
 
 
 def explore_command(args) -> int:
     written = explore_run(args.run_dir, args.out, seed=args.seed, n=args.n, frames=args.frames, lerp=args.lerp,
                           dims=args.dims, codes=args.codes, value_range=args.range, checkpoint=args.checkpoint,
-                          device=args.device, force=args.force)
+                          device=args.device, force=args.force, mp4=args.mp4)
     gifs = [p for p in written if p.suffix == ".gif"]
     print(f"wrote {len(gifs)} explorations to {gifs[0].parent}: " + ", ".join(p.stem for p in gifs))
     return 0
