@@ -11,6 +11,7 @@ from torchvision.io import write_png
 from torchvision.transforms.v2 import functional as F
 
 from ganforge.checkpoint import load_checkpoint, load_latest, module_state
+from ganforge.data.decode import image_problem
 from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import BAD_IMAGE_ERRORS, IMAGE_SUFFIXES, read_image
 from ganforge.detect.draw import draw_detections
@@ -98,7 +99,7 @@ def predict_files(model: TrainedDetector, files: list[Path], out: Path, *, conf:
             image = read_image(path)
         except BAD_IMAGE_ERRORS as exc:
             unreadable.append(path.name)
-            log(f"warning: {display_path(path)} could not be read ({type(exc).__name__}): skipped")
+            log(f"warning: {display_path(path)} could not be read ({image_problem(exc)}): skipped")
             continue
         height, width = image.shape[-2:]
         x = F.resize(image, [size, size], antialias=True).unsqueeze(0)
