@@ -31,13 +31,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from ganforge import distributed as dist
+from ganforge.checkpoint import check_state_fits, module_state
 from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import LabelIssues
 from ganforge.detect.datasets import DETECTION_DATASETS, shared_images
 from ganforge.detect.evaluate import evaluate_model
-from ganforge.detect.run import DetectRun, pretrain_batches
+from ganforge.detect.run import DetectRun, net_builder, pretrain_batches
 from ganforge.errors import ConfigError, GanforgeError
-from ganforge.io import MetricsLog, read_metrics
+from ganforge.io import MetricsLog, display_path, read_metrics
 from ganforge.report import write_run_report
 from ganforge.runs import (NoLog, Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due,
                            resume_config, silent, warn, continue_resumed, with_budget)
@@ -98,6 +99,9 @@ def _resume(folder: RunFolder, steps, epochs, quiet: bool, log, overrides) -> Pa
     shared = dist.broadcast_json({"config": cfg.to_dict(), "changed": changed} if dist.is_main() else None)
     cfg, changed = DetectConfig.from_dict(shared["config"]), shared["changed"]
     tensors, meta = dist.broadcast_state(tensors, meta)
+    # Shapes first, on the meta device: a config edited to absurd widths is refused before allocating.
+    check_state_fits(net_builder(cfg, len(meta.get("names") or [])), module_state(tensors, "net"),
+                     f"the checkpoint of {display_path(folder.path)}")
     # A new budget stretches the schedule from the saved state on: the lambda reads the new total.
     run = DetectRun(with_budget(cfg, steps, None if epochs is None else float(epochs)), folder.path, quiet=quiet)
     cfg = run.cfg
