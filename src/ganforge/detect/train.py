@@ -207,10 +207,10 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
     where = shlex.quote(str(run.dir))
     if interrupted is None and stopped:
         log(f"stopped after max_seconds={cfg.max_seconds:g} at step {run.step} of {run.total_steps} "
-            f"(checkpoint saved): continue with `{RESUME} {where}`")
+            f"(checkpoint saved): continue with `{dist.relaunch(RESUME)} {where}`")
     if interrupted is not None:
         raise TrainingInterrupted(f"stopped by signal {interrupted} at step {run.step}: checkpoint saved; "
-                                  f"continue with `{RESUME} {where}`", flag.exit_code())
+                                  f"continue with `{dist.relaunch(RESUME)} {where}`", flag.exit_code())
     return run.dir
 
 
@@ -255,7 +255,7 @@ def _skipped(run: DetectRun, mlog: MetricsLog, progress: Progress, log) -> None:
     raise TrainingDiverged(
         f"training diverged: {run.consecutive_skips} consecutive steps with a non-finite loss or gradient at "
         f"step {run.step}; the last good checkpoint is in {run.dir / 'checkpoints'}: continue with a lower "
-        f"learning rate, e.g. `{RESUME} {shlex.quote(str(run.dir))} lr={run.cfg.lr / 2:g}`")
+        f"learning rate, e.g. `{dist.relaunch(RESUME)} {shlex.quote(str(run.dir))} lr={run.cfg.lr / 2:g}`")
 
 
 def _issues(run: DetectRun) -> LabelIssues:
