@@ -427,3 +427,15 @@ def test_a_detector_checkpoint_asking_for_an_absurd_width_is_refused_before_allo
     for command in (["detect", "val", run], ["detect", "train", "--resume", run, "--steps", "9"]):
         line = one_error_line(ganforge(*command, prefix=cap))
         assert "tensor head.1.weight is 64x12544 in the checkpoint, 200000000x12544 in the model" in line, line
+
+
+def test_predict_into_an_existing_file_is_called_a_file(trained, toy_data, tmp_path, capsys):
+    from ganforge.cli import main
+
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    source = toy_data.parent / "images" / "val"
+    assert main(["detect", "predict", str(trained), "--source", str(source), "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0] and "free space" not in err[0], err
+    assert existing.read_text() == "mine"
