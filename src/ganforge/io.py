@@ -135,7 +135,7 @@ def read_metrics(path: str | os.PathLike, kind: str | None = None) -> list[dict]
     for line in text.splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # a cut line, a number past Python's limit, or nesting
             continue
         if not isinstance(row, dict):
             continue
