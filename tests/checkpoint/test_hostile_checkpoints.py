@@ -94,3 +94,14 @@ def test_meta_nested_too_deep_is_one_line(tmp_path):
     (step / ck.MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="meta.json nests deeper than 100 levels: the checkpoint is damaged"):
         ck.load_checkpoint(step)
+
+
+def test_run_files_nested_past_the_recursion_limit_read_as_unreadable(tmp_path):
+    from ganforge.io import read_metrics
+    from ganforge.runs.folder import is_run_folder
+
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "config.json").write_text(deep)
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n' + deep + "\n" + "9" * 5000 + "\n")
+    assert not is_run_folder(tmp_path)
+    assert [row["step"] for row in read_metrics(tmp_path / "metrics.jsonl")] == [1]
