@@ -49,9 +49,11 @@ def _parser() -> argparse.ArgumentParser:
                         "restart); each restart continues from the latest checkpoint")
 
     s = sub.add_parser("sample", help="generate images from a trained run")
-    s.add_argument("run_dir", metavar="RUN", help="a run folder that `ganforge train` wrote")
+    s.add_argument("run_dir", metavar="RUN", nargs="?", help="a run folder that `ganforge train` wrote")
+    s.add_argument("--model", metavar="FILE", help="an exported generator (.onnx, .pt) in place of RUN")
     s.add_argument("--n", type=int, default=64, help=f"images to write (1 to {MAX_SAMPLES:,}; default 64)")
-    s.add_argument("--out", required=True, help="folder for the PNGs and grid.png")
+    s.add_argument("--out", required=True, help="a new folder for the PNGs and grid.png")
+    s.add_argument("--force", action="store_true", help="replace an earlier `sample` --out folder")
     s.add_argument("--seed", type=int, default=0, help="seed of the latents (the same seed, the same images)")
     s.add_argument("--checkpoint", help="a checkpoint folder, or a name in RUN/checkpoints (e.g. best); "
                                         "default: the latest")
@@ -85,12 +87,18 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the latents and of KID's subsets")
     e.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     e.add_argument("--out", help="where to write eval.json (default: the run folder)")
+    e.add_argument("--force", action="store_true", help="replace an --out file that ganforge did not write")
 
     from .detect.cli import add_detect_parser
     from .report import add_report_parser
 
+    from .export.cli import add_export_parser
+    from .serve import add_serve_parser
+
     add_report_parser(sub)
     add_detect_parser(sub)
+    add_export_parser(sub)
+    add_serve_parser(sub)
     return p
 
 
@@ -247,11 +255,13 @@ def _check_n(n: int, low: int, high: int) -> None:
 
 
 def cmd_sample(args) -> int:
-    from .gan.sampling import sample_to_dir
+    from .export import open_model
+    from .gan.sampling import sample_output, sample_to_dir
 
     _check_n(args.n, 1, MAX_SAMPLES)
-    out = sample_to_dir(args.run_dir, args.n, args.out, seed=args.seed, checkpoint=args.checkpoint,
-                        device=args.device, label=args.label, labels=args.labels)
+    folder = sample_output(args.run_dir, args.model, args.checkpoint, args.out, args.force)
+    model = open_model("gan", args.run_dir, args.model, args.checkpoint, args.device)
+    out = sample_to_dir(model, args.n, folder, seed=args.seed, label=args.label, labels=args.labels)
     print(f"wrote {args.n} images and grid.png to {out}")
     return 0
 
@@ -265,7 +275,8 @@ def cmd_eval(args) -> int:
 
 COMMANDS = {"recipes": cmd_recipes, "config": cmd_config, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
             "report": lambda args: args.func(args), "explore": lambda args: args.func(args),
-            "detect": lambda args: args.func(args)}
+            "detect": lambda args: args.func(args), "export": lambda args: args.func(args),
+            "serve": lambda args: args.func(args)}
 
 
 def main(argv: list[str] | None = None) -> int:

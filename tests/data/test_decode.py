@@ -217,18 +217,25 @@ def _detection_yaml(root: Path, images: Path) -> Path:
 def _tiny_detector():
     from ganforge.detect.config import DetectConfig
     from ganforge.detect.model import build_detector
-    from ganforge.detect.use import TrainedDetector
+    from ganforge.detect.use import from_net
 
-    net = build_detector("yolov1-s", 1, fc_width=8).eval()
-    return TrainedDetector(net, DetectConfig(), ["thing"], Path("none"), 0, False)
+    return from_net(build_detector("yolov1-s", 1, fc_width=8), DetectConfig(), ["thing"])
+
+
+def _predict(files: list[Path], out: Path, **options) -> dict:
+    from ganforge.detect.use import predict_files
+    from ganforge.outputs import OutputFolder
+
+    folder = OutputFolder(out, "detect predict", inputs=files).check().open()
+    return predict_files(_tiny_detector(), files, folder, **options)
 
 
 def test_the_detector_decodes_every_mode_as_the_gan_decoder_does(tmp_path):
     """Training and validation (a DetectionSet) and prediction (the drawn copy, with no box over
     the threshold) see the pixels the GAN loader sees: 16-bit scaled, float TIFFs, alpha on white."""
     from ganforge.data.decode import decode_file
-    from ganforge.detect.use import predict_files
     from ganforge.detect.yolo_txt import load_yolo
+    from ganforge.outputs import distinct_stems
 
     expected = write_modes(tmp_path / "modes")
     data = load_yolo(_detection_yaml(tmp_path, tmp_path / "modes"), "train")
@@ -242,18 +249,15 @@ def test_the_detector_decodes_every_mode_as_the_gan_decoder_does(tmp_path):
         assert torch.equal(data.readable(i), gan[i]), name  # validation reads them this way
     _assert_pixels(gan, expected)
     predicted = tmp_path / "predicted"
-    unique = [n for n in files if n != "p_transparent.gif"]  # its stem is p_transparent.png's
-    counts = predict_files(_tiny_detector(), [tmp_path / "modes" / n for n in unique], predicted,
-                           conf=1.5, iou=0.5, log=lambda line: None)
-    assert counts == {"images": len(unique), "boxes": 0, "unreadable": []}
-    for i, name in enumerate(files):  # the drawn copy, with nothing drawn, is the decoded image
-        if name in unique:
-            drawn = np.asarray(Image.open(predicted / f"{Path(name).stem}.png"))
-            assert torch.equal(torch.from_numpy(drawn).permute(2, 0, 1), gan[i]), name
+    sources = [tmp_path / "modes" / n for n in files]
+    counts = _predict(sources, predicted, conf=1.5, iou=0.5, log=lambda line: None)
+    assert counts == {"images": len(files), "boxes": 0, "unreadable": []}
+    for i, (name, out) in enumerate(zip(files, distinct_stems(sources))):
+        drawn = np.asarray(Image.open(predicted / f"{out}.png"))  # with nothing drawn: the decoded image
+        assert torch.equal(torch.from_numpy(drawn).permute(2, 0, 1), gan[i]), name
 
 
 def test_a_tiny_png_that_claims_12000x12000_pixels_is_refused_by_every_task(tmp_path):
-    from ganforge.detect.use import predict_files
     from ganforge.detect.yolo_txt import load_yolo
 
     images = tmp_path / "images"
@@ -272,8 +276,9 @@ def test_a_tiny_png_that_claims_12000x12000_pixels_is_refused_by_every_task(tmp_
     assert where.endswith("bomb.png") and reason.startswith("image too large: Image size (144000000 pixels)")
     # predict skips it with one line and writes nothing for it.
     lines: list[str] = []
-    counts = predict_files(_tiny_detector(), [images / "bomb.png", images / "fine.png"], tmp_path / "out",
-                           conf=0.5, iou=0.5, log=lines.append)
+    counts = _predict([images / "bomb.png", images / "fine.png"], tmp_path / "out", conf=0.5, iou=0.5,
+                      log=lines.append)
     assert counts["unreadable"] == ["bomb.png"] and counts["images"] == 1
     assert len(lines) == 1 and "bomb.png could not be read (image too large" in lines[0]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fine.json", "fine.png", "fine.txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
+        "fine.json", "fine.png", "fine.txt"]

@@ -178,7 +178,7 @@ def test_predict_writes_drawn_png_yolo_txt_and_json_in_original_pixels(trained, 
     proc = ganforge("detect", "predict", trained, "--source", source, "--out", out, "--conf", "0.001")
     assert_ok(proc)
     assert "broken.png could not be read" in proc.stdout.decode() + proc.stderr.decode()
-    assert sorted(p.name for p in out.iterdir()) == ["square.jpg".replace(".jpg", e) for e in (".json", ".png", ".txt")] + \
+    assert sorted(p.name for p in out.iterdir()) == [".ganforge-output"] + ["square.jpg".replace(".jpg", e) for e in (".json", ".png", ".txt")] + \
         ["wide.json", "wide.png", "wide.txt"]
     assert Image.open(out / "wide.png").size == (200, 150)
     doc = json.loads((out / "wide.json").read_text())

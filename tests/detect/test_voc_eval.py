@@ -227,3 +227,84 @@ def test_coco50_equals_pycocotools_ap50():
         ours = evaluate(preds, truths, 4, metric="coco50")
         ref = _pycocotools_ap50(preds, truths, 4)
         assert [ours.ap[c] for c in range(4)] == pytest.approx(ref.tolist(), abs=1e-6)
+
+
+def _pycocotools_ap(preds, truths, classes):
+    """pycocotools' AP@[.5:.95] per class (area all, 100 detections), as its first summary line."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, anns, dets = [], [], []
+    for i, (p, t) in enumerate(zip(preds, truths)):
+        images.append({"id": i})
+        for (x1, y1, x2, y2), label in zip(t["boxes"].tolist(), t["labels"].tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": label, "iscrowd": 0,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+        for (x1, y1, x2, y2), score, label in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()):
+            dets.append({"image_id": i, "category_id": label, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(classes)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        coco_eval = COCOeval(gt, gt.loadRes(dets), "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    precision = coco_eval.eval["precision"][:, :, :, 0, 2]  # IoU, recall, class, area all, 100 dets
+    per_class = [float(precision[:, :, c].mean()) if (precision[:, :, c] > -1).all() else None
+                 for c in range(classes)]
+    return per_class, float(coco_eval.stats[0])
+
+
+def _crowded_scenes(n_images, classes, seed):
+    """Overlapping objects, many duplicates, and some images with more than 100 detections: where
+    COCO's matching (best unmatched box, IoU >= t, 100 per image) differs from VOC's."""
+    rng = np.random.default_rng(seed)
+    truths, preds = [], []
+    for _ in range(n_images):
+        n = int(rng.integers(0, 12))
+        xy = rng.uniform(0, 200, size=(n, 2))
+        wh = rng.uniform(10, 80, size=(n, 2))
+        boxes = np.concatenate([xy, xy + wh], 1)
+        labels = rng.integers(classes, size=n).tolist()
+        det_boxes, det_scores, det_labels = [], [], []
+        for box, label in zip(boxes, labels):
+            for _ in range(int(rng.integers(0, 15))):
+                x1, y1, x2, y2 = box + rng.normal(0, 0.1 * (box[2] - box[0]), size=4)
+                det_boxes.append([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)])  # a valid box
+                det_scores.append(float(rng.choice([rng.uniform(), 0.5])))  # some tied scores
+                det_labels.append(label if rng.uniform() > 0.2 else int(rng.integers(classes)))
+        for _ in range(int(rng.integers(0, 30))):
+            x, y = rng.uniform(0, 250, size=2)
+            det_boxes.append([x, y, x + rng.uniform(5, 60), y + rng.uniform(5, 60)])
+            det_scores.append(float(rng.uniform()))
+            det_labels.append(int(rng.integers(classes)))
+        truths.append(_truth(boxes.tolist(), labels))
+        preds.append(_pred(det_boxes, det_scores, det_labels))
+    return preds, truths
+
+
+@pytest.mark.parametrize("scenes,seed", [("separated", 0), ("separated", 1), ("crowded", 0), ("crowded", 1),
+                                         ("crowded", 2), ("crowded", 3)])
+def test_coco_equals_pycocotools_ap_50_95(scenes, seed):
+    pytest.importorskip("pycocotools")
+    classes = 4 if scenes == "separated" else 3
+    preds, truths = (_random_scenes(40, classes, seed=seed) if scenes == "separated"
+                     else _crowded_scenes(30, classes, seed))
+    ours = evaluate(preds, truths, classes, metric="coco")
+    per_class, stat = _pycocotools_ap(preds, truths, classes)
+    assert [ours.ap[c] for c in range(classes)] == pytest.approx(per_class, abs=1e-6)
+    assert ours.map == pytest.approx(stat, abs=1e-6)
+    assert ours.label == "COCO mAP@[.5:.95]" and 0.05 < ours.map < 0.9
+    assert ours.map < evaluate(preds, truths, classes, metric="coco50").map  # stricter IoUs only lower it
+
+
+def test_coco_refuses_another_iou_and_has_no_ap_without_truth():
+    preds, truths = _random_scenes(5, 2, seed=0)
+    with pytest.raises(ConfigError, match="drop --iou"):
+        evaluate(preds, truths, 2, metric="coco", iou=0.7)
+    result = evaluate(preds, truths, 3, metric="coco")
+    assert result.ap[2] is None and result.n_truth[2] == 0

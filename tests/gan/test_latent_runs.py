@@ -84,7 +84,7 @@ def test_sample_labels_and_explore_write_what_they_promise(tmp_path, capsys):
     run = train(_config("infogan-mnist", "conditional=projection"), tmp_path / "run", steps=2, quiet=True)
     code, _, err = _cli(["sample", run, "--labels", "3,4", "--n", "6", "--out", tmp_path / "s"], capsys)
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["0.png", "1.png", "2.png", "3.png", "4.png",
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".ganforge-output", "0.png", "1.png", "2.png", "3.png", "4.png",
                                                                  "5.png", "grid.png"]
     code, out, err = _cli(["explore", run, "--frames", "3", "--n", "2", "--seed", "5"], capsys)
     assert code == 0, err

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ganforge.detect.odm import BOX_FORMATS, load_pair
+from ganforge.detect.odm import BOX_FORMATS
 from ganforge.detect.voc_eval import METRICS, APResult, evaluate
 from ganforge.errors import GanforgeError
 from ganforge.io import display_path, write_json
@@ -138,33 +138,40 @@ def cmd_val(args: argparse.Namespace) -> int:
     """Per-class AP and mAP of a trained run on a split; also written to JSON."""
     from ganforge.detect.datasets import open_detection_data
     from ganforge.detect.evaluate import evaluate_model
-    from ganforge.detect.use import load_detector, val_json_path
+    from ganforge.detect.use import val_json_path
+    from ganforge.export import open_model
 
-    model = load_detector(args.run, args.checkpoint, args.device)
-    data = open_detection_data(args.data or model.cfg.data, args.split)
-    if data.names != model.names:
-        raise GanforgeError(f"{args.data or model.cfg.data} has classes {', '.join(data.names)}, the run was trained "
-                            f"on {', '.join(model.names)}: evaluate it on data with the same class names")
+    out = val_json_path(args.run, args.split, args.metric, args.json, args.force, model=args.model)
+    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
+    names = model.meta["class_names"]
+    data = open_detection_data(args.data or model.config.data, args.split)
+    if data.names != names:
+        raise GanforgeError(f"{args.data or model.config.data} has classes {', '.join(data.names)}, the run was "
+                            f"trained on {', '.join(names)}: evaluate it on data with the same class names")
     if len(data) == 0:
-        raise GanforgeError(f"the {args.split} split of {args.data or model.cfg.data} has no images")
-    result = evaluate_model(model.net, data, metric=args.metric, iou=args.iou, channels_last=model.channels_last)
+        raise GanforgeError(f"the {args.split} split of {args.data or model.config.data} has no images")
+    result = evaluate_model(model.module, data, metric=args.metric, iou=args.iou,
+                            channels_last=model.meta.get("channels_last", False))
     if data.issues:  # the loader's, and images that failed to decode while scoring
         print(f"warning: {data.issues.summary()}", file=sys.stderr)
     _print_ap(result, data.names, len(data))
-    out = Path(args.json) if args.json else val_json_path(Path(args.run), args.split, args.metric)
-    write_json(out, {**result.to_json(data.names), "split": args.split, "data": args.data or model.cfg.data,
-                     "images": len(data), "checkpoint": model.checkpoint.name, "step": model.step})
+    write_json(out, {**result.to_json(data.names), "split": args.split, "data": args.data or model.config.data,
+                     "images": len(data), "checkpoint": model.meta["checkpoint"], "step": model.meta["step"],
+                     "runtime": model.runtime})
     print(f"wrote {display_path(out)}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in image files; draw them and write YOLO txt and JSON per image."""
-    from ganforge.detect.use import image_files, load_detector, predict_files
+    from ganforge.detect.use import image_files, predict_files, predict_output
+    from ganforge.export import open_model
 
     files = image_files(args.source)
-    model = load_detector(args.run, args.checkpoint, args.device)
-    counts = predict_files(model, files, Path(args.out), conf=args.conf, iou=args.iou)
+    out = predict_output(args.run, args.source, args.out, args.force, model=args.model)
+    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
+    counts = predict_files(model, files, out.open(), conf=args.conf, iou=args.iou)
+    out.remove()  # nothing was readable: leave no empty folder behind
     print(f"{counts['boxes']} boxes in {counts['images']} images (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
           f"wrote <name>.png, .txt and .json per image to {display_path(args.out)}")
     return 2 if counts["images"] == 0 else 0
@@ -172,22 +179,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_map(args: argparse.Namespace) -> int:
     """Score detection files against truth files and print per-class AP and the mAP."""
-    preds, truths, names = load_pair(args.gt, args.pred, args.format)
-    # the files' corners are inclusive pixels (the devkit's and Object-Detection-Metrics'
-    # convention): VOC metrics add the pixel, COCO's does not
-    result = evaluate(preds, truths, len(names), metric=args.metric, iou=args.iou,
-                      plus_one=args.metric != "coco50")
+    from ganforge.detect.map_files import load_for_map
+
+    scored = load_for_map(args.gt, args.pred, args.layout, args.format, args.images)
+    for line in scored.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    # pixel files' corners are inclusive pixels (the devkit's and Object-Detection-Metrics'
+    # convention): VOC metrics add the pixel, COCO's do not; YOLO and ganforge boxes are continuous
+    result = evaluate(scored.preds, scored.truths, len(scored.names), metric=args.metric, iou=args.iou,
+                      plus_one=scored.plus_one and not args.metric.startswith("coco"))
     if args.json:
-        print(json.dumps(result.to_json(names), sort_keys=True))
+        print(json.dumps(result.to_json(scored.names), sort_keys=True))
         return 0
-    width = max([len(n) for n in names] + [5])
-    print(f"{'class':<{width}}  {'truth':>6}  AP ({METRICS[args.metric]}, IoU > {args.iou:g})")
-    for c, name in enumerate(names):
-        ap = result.ap[c]
-        print(f"{name:<{width}}  {result.n_truth[c]:>6}  " + ("-  (no truth: not in the mean)" if ap is None
-                                                             else f"{ap:.4f}"))
-    shown = "-" if result.map is None else f"{result.map:.4f}"
-    print(f"{result.label}: {shown}  ({len(truths)} images)")
+    _print_ap(result, scored.names, len(scored.truths))
     return 0
 
 
@@ -209,6 +213,7 @@ _iou = _fraction("--iou")
 def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``detect`` and its subcommands to `subparsers`; returns the ``detect`` parser."""
     from ganforge.detect.infer import DRAW_CONF, NMS_IOU
+    from ganforge.detect.map_files import LAYOUTS
 
     detect = subparsers.add_parser("detect", help="YOLO v1 detection: train, val, predict, recipes, map")
     sub = detect.add_subparsers(dest="detect_command", required=True)
@@ -238,22 +243,26 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     r.set_defaults(func=cmd_recipes)
 
     v = sub.add_parser("val", help="per-class AP and mAP of a trained run on a split")
-    v.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
+    v.add_argument("run", metavar="RUN", nargs="?", help="a run folder that `ganforge detect train` wrote")
+    v.add_argument("--model", metavar="FILE", help="an exported detector (.onnx, .pt) in place of RUN")
     v.add_argument("--data", help="another dataset with the same classes (default: the run's)")
     v.add_argument("--split", default="val", help="split to score: val (default) or test")
     v.add_argument("--metric", choices=list(METRICS), default="voc07",
-                   help="voc07 11-point (default), voc12 all-point, coco50 101-point")
+                   help="voc07 11-point (default), voc12 all-point, coco50 101-point at IoU .5, coco AP@[.5:.95]")
     v.add_argument("--iou", type=_iou, default=0.5, help="IoU a match must exceed (default 0.5)")
     v.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best) or a checkpoint folder; "
                                         "default: the latest")
     v.add_argument("--json", metavar="FILE", help="write the result here (default RUN/val-SPLIT-METRIC.json)")
+    v.add_argument("--force", action="store_true", help="replace a --json file that ganforge did not write")
     v.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     v.set_defaults(func=cmd_val)
 
     p = sub.add_parser("predict", help="draw detected boxes on images; YOLO txt and JSON per image")
-    p.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
+    p.add_argument("run", metavar="RUN", nargs="?", help="a run folder that `ganforge detect train` wrote")
+    p.add_argument("--model", metavar="FILE", help="an exported detector (.onnx, .pt) in place of RUN")
     p.add_argument("--source", required=True, help="an image file or a folder of images")
-    p.add_argument("--out", required=True, help="folder for <name>.png, <name>.txt and <name>.json")
+    p.add_argument("--out", required=True, help="a new folder for <name>.png, <name>.txt and <name>.json")
+    p.add_argument("--force", action="store_true", help="replace an earlier `detect predict` --out folder")
     p.add_argument("--conf", type=_fraction("--conf"), default=DRAW_CONF,
                    help=f"score threshold (default {DRAW_CONF:g})")
     p.add_argument("--iou", type=_iou, default=NMS_IOU, help=f"per-class NMS IoU (default {NMS_IOU:g})")
@@ -263,15 +272,21 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.set_defaults(func=cmd_predict)
     m = sub.add_parser(
         "map", help="mAP of per-image detection files against truth files",
-        description="Truth lines: 'class left top width height [difficult]'; detection lines: "
-                    "'class confidence left top width height'; pixels, one .txt per image.")
+        description="One file per image. Pixel files: truth 'class left top width height [difficult]', "
+                    "detections 'class confidence left top width height'. YOLO txt: 'class xc yc w h' and "
+                    "'class xc yc w h score', normalised (give --images for the sizes, unless --pred is a "
+                    "`detect predict` folder). The layout of each side is detected where unambiguous.")
     m.add_argument("--gt", required=True, help="folder of truth .txt files")
     m.add_argument("--pred", required=True, help="folder of detection .txt files")
     m.add_argument("--iou", type=_iou, default=0.5, help="IoU a match must exceed (default 0.5)")
     m.add_argument("--metric", choices=list(METRICS), default="voc07",
-                   help="voc07 11-point (default), voc12 all-point, coco50 101-point")
+                   help="voc07 11-point (default), voc12 all-point, coco50 101-point at IoU .5, coco AP@[.5:.95]")
     m.add_argument("--format", choices=BOX_FORMATS, default="xywh",
-                   help="last four numbers: left top width height (xywh, default) or corners (xyxy)")
+                   help="pixel files' last four numbers: left top width height (xywh, default) or corners (xyxy)")
+    m.add_argument("--layout", choices=LAYOUTS, default="auto",
+                   help="auto (default: per side, refused when ambiguous), pixels, yolo, or ganforge "
+                        "(detect predict's JSON)")
+    m.add_argument("--images", help="folder of the images (same stems), for the sizes YOLO txt is normalised by")
     m.add_argument("--json", action="store_true", help="print one JSON object (map, per-class ap)")
     m.set_defaults(func=cmd_map)
     return detect

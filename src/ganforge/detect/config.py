@@ -119,7 +119,7 @@ class DetectConfig(Config):
     eval_every: int = option(500, "steps between mAPs on the val split (0 = only at the end)", ge=0,
                              resume=True)
     metric: str = option("voc07", "the mAP in eval rows and for the best checkpoint: voc07 11-point, "
-                         "voc12 all-point, coco50 101-point", choices=tuple(METRICS))
+                         "voc12 all-point, coco50 101-point at IoU .5, coco AP@[.5:.95]", choices=tuple(METRICS))
     predict_every: int = option(250, "steps between drawings of the fixed val images' predictions", gt=0,
                                 resume=True)
     predict_images: int = option(16, "val images drawn in predictions/ (a square grid)", gt=0)

@@ -29,7 +29,8 @@ def predict_dataset(model: nn.Module, dataset: DetectionSet, *, conf: float = EV
     was_training = model.training
     model.eval()
     resize = Augmented(dataset, model.input_size, train=False).transform
-    device = next(model.parameters()).device
+    # an exported model (ONNX Runtime) has no parameters: it takes CPU tensors
+    device = next(model.parameters(), torch.empty(0)).device
     out: list[dict[str, torch.Tensor] | None] = []
     try:
         for start in range(0, len(dataset), batch_size):

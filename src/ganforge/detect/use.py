@@ -1,13 +1,15 @@
-"""Using a trained detector: load it from its run folder, score it on a split (`detect val`) and
-run it over image files (`detect predict`), writing drawn boxes, YOLO txt and JSON per image."""
+"""Using a trained detector: load it from its run folder (or wrap an exported one) as a `Trained`,
+score it on a split (`detect val`) and run it over image files (`detect predict`), writing drawn
+boxes, YOLO txt and JSON per image."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.io import write_png
+from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from ganforge.checkpoint import build_for_state, load_checkpoint, load_latest, module_state
@@ -16,12 +18,14 @@ from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import BAD_IMAGE_ERRORS, IMAGE_SUFFIXES, read_image
 from ganforge.detect.draw import draw_detections
 from ganforge.detect.evaluate import to_input
-from ganforge.detect.infer import postprocess
+from ganforge.detect.infer import DRAW_CONF, EVAL_CONF, MAX_DETECTIONS, NMS_IOU, postprocess
 from ganforge.detect.model import YoloV1
 from ganforge.detect.run import net_builder
 from ganforge.device import resolve_device
 from ganforge.errors import CheckpointError, ConfigError, DataError
-from ganforge.io import atomic_write_text, display_path, write_json
+from ganforge.io import atomic_write_bytes, atomic_write_text, display_path, write_json
+from ganforge.outputs import OutputFolder, check_file, distinct_stems, json_with, run_record
+from ganforge.trained import Trained
 
 
 @dataclass
@@ -82,17 +86,107 @@ def image_files(source: str | Path) -> list[Path]:
     raise DataError(f"--source {display_path(path)} does not exist: give an image file or a folder of images")
 
 
-@torch.no_grad()
-def predict_files(model: TrainedDetector, files: list[Path], out: Path, *, conf: float, iou: float,
-                  log=print) -> dict:
-    """Detect in each file and write OUT/<stem>.png (boxes drawn), <stem>.txt (YOLO: class xc yc w h
-    score, normalised) and <stem>.json (boxes in the image's pixels). Returns counts."""
-    out.mkdir(parents=True, exist_ok=True)
-    net = model.net
-    device = next(net.parameters()).device
+def preprocess(images: list[torch.Tensor], input_size: int, channels_last: bool = False) -> tuple[torch.Tensor]:
+    """uint8 3 x H x W images of any sizes -> the network's N x 3 x S x S input: a plain resize to
+    its square side (no letterbox, as in training), then [0, 1]."""
+    x = torch.stack([F.resize(image, [input_size, input_size], antialias=True) for image in images])
+    return (to_input(x, channels_last),)
+
+
+def image_sizes(images: list[torch.Tensor]) -> list[tuple[int, int]]:
+    return [tuple(image.shape[-2:]) for image in images]
+
+
+def _trained(net: YoloV1, cfg: DetectConfig, names: list[str], meta: dict, channels_last: bool,
+             source: Path | None, runtime: str = "pytorch") -> Trained:
     size = net.input_size
+
+    def pre(images: list[torch.Tensor]) -> tuple[torch.Tensor]:
+        return preprocess(images, size, channels_last)
+
+    def post(raw: torch.Tensor, sizes: list[tuple[int, int]], conf: float = DRAW_CONF, iou: float = NMS_IOU):
+        return postprocess(raw, sizes, net.boxes, conf=conf, iou=iou)
+
+    example = (torch.zeros(1, 3, size, size),)
+    return Trained("detect", net, cfg, example, pre, post, meta, source, runtime)
+
+
+def detector_meta(net: YoloV1, cfg: DetectConfig, names: list[str], checkpoint: str, step: int) -> dict:
+    """What a file needs to be used without ganforge's run folder (docs/EXPORT.md)."""
+    return {"task": "detect", "model": cfg.model, "config": cfg.to_dict(), "checkpoint": checkpoint, "step": step,
+            "channels": 3, "image_size": net.input_size, "pixel_range": "01",
+            "normalization": "x / 255 after a bilinear antialiased resize to image_size (no letterbox)",
+            "input_names": ["images"], "output_name": "grid", "class_names": list(names), "grid": net.grid,
+            "boxes": net.boxes, "num_classes": net.num_classes,
+            "output_layout": "N x S x S x (5B + C): per cell [x, y, sqrt(w), sqrt(h), confidence] * B, "
+                             "then C class scores",
+            "postprocess": {"conf": DRAW_CONF, "eval_conf": EVAL_CONF, "iou": NMS_IOU, "max_det": MAX_DETECTIONS,
+                            "score": "class score x box confidence, per-class NMS"}}
+
+
+def from_net(net: YoloV1, cfg: DetectConfig, names: list[str], *, checkpoint: str = "", step: int = 0) -> Trained:
+    """A detector network in memory (eval mode) as a `Trained`."""
+    return _trained(net.eval(), cfg, names, detector_meta(net, cfg, names, checkpoint, step), False, None)
+
+
+def load_trained(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu") -> Trained:
+    """A detector run as a `Trained`: the network, `preprocess(images)` and
+    `postprocess(raw, sizes, conf=, iou=)`, and the meta an export carries."""
+    model = load_detector(run_dir, checkpoint, device)
+    meta = detector_meta(model.net, model.cfg, model.names, model.checkpoint.name, model.step)
+    meta["channels_last"] = model.channels_last  # how this PyTorch net is fed; an export is plain NCHW
+    return _trained(model.net, model.cfg, model.names, meta, model.channels_last, model.checkpoint)
+
+
+def wrap_exported(module, meta: dict, runtime: str, source: Path) -> Trained:
+    """An exported detector (ONNX Runtime or TorchScript behind `module`) with the same pre- and
+    post-processing as its run."""
+    module.input_size, module.grid = int(meta["image_size"]), int(meta["grid"])
+    module.boxes, module.num_classes = int(meta["boxes"]), int(meta["num_classes"])
+    cfg = DetectConfig.from_dict(meta["config"])
+    return _trained(module, cfg, list(meta["class_names"]), meta, False, source, runtime)
+
+
+def detect_images(model: Trained, images: list[torch.Tensor], *, conf: float, iou: float) -> list[dict]:
+    """Detections (CPU tensors, in each image's own pixels) for uint8 images of any sizes."""
+    raw = model(*(x.to(model.device) for x in model.preprocess(images)))
+    return [{k: v.cpu() for k, v in d.items()}
+            for d in model.postprocess(raw, image_sizes(images), conf=conf, iou=iou)]
+
+
+def detection_records(det: dict, names: list[str], width: int, height: int) -> tuple[list[str], list[dict]]:
+    """YOLO txt lines (class xc yc w h score, normalised) and JSON items (pixels) of one image."""
+    lines, items = [], []
+    for (x1, y1, x2, y2), score, label in zip(det["boxes"].tolist(), det["scores"].tolist(),
+                                              det["labels"].tolist()):
+        lines.append(f"{label} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
+                     f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f} {score:.6f}")
+        items.append({"class": label, "name": names[label], "score": round(score, 6),
+                      "box_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)]})
+    return lines, items
+
+
+def _inputs(run_dir: str | Path | None, model: str | Path | None) -> list[Path]:
+    return [*(run_record(run_dir) if run_dir else []), *([Path(model)] if model else [])]
+
+
+def predict_output(run_dir: str | Path | None, source: str | Path, out: str | Path, force: bool = False,
+                   model: str | Path | None = None) -> OutputFolder:
+    """`detect predict`'s --out, checked before the model loads: never the source or anything in
+    it, never an entry of the run folder or the exported model, never a folder of files ganforge
+    did not write."""
+    return OutputFolder(out, "detect predict", inputs=[Path(source), *_inputs(run_dir, model)], force=force).check()
+
+
+def predict_files(model: Trained, files: list[Path], out: OutputFolder, *, conf: float, iou: float,
+                  log=print) -> dict:
+    """Detect in each file and write into `out` (checked and opened by the caller) <name>.png (boxes
+    drawn), <name>.txt (YOLO: class xc yc w h score, normalised) and <name>.json (boxes in the
+    image's pixels), where <name> is the file's stem, or its whole name when two sources share a
+    stem (`a.jpg`, `a.png`). Returns counts."""
+    names = model.meta["class_names"]
     written, unreadable, boxes = 0, [], 0
-    for path in files:
+    for path, name in zip(files, distinct_stems(files)):
         try:
             image = read_image(path)
         except BAD_IMAGE_ERRORS as exc:
@@ -100,24 +194,28 @@ def predict_files(model: TrainedDetector, files: list[Path], out: Path, *, conf:
             log(f"warning: {display_path(path)} could not be read ({image_problem(exc)}): skipped")
             continue
         height, width = image.shape[-2:]
-        x = F.resize(image, [size, size], antialias=True).unsqueeze(0)
-        raw = net(to_input(x.to(device), model.channels_last))
-        det = {k: v.cpu() for k, v in postprocess(raw, [(height, width)], net.boxes, conf=conf, iou=iou)[0].items()}
-        write_png(draw_detections(image, det, model.names), str(out / f"{path.stem}.png"))
-        lines, items = [], []
-        for (x1, y1, x2, y2), score, label in zip(det["boxes"].tolist(), det["scores"].tolist(),
-                                                  det["labels"].tolist()):
-            lines.append(f"{label} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
-                         f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f} {score:.6f}")
-            items.append({"class": label, "name": model.names[label], "score": round(score, 6),
-                          "box_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)]})
-        atomic_write_text(out / f"{path.stem}.txt", "".join(line + "\n" for line in lines))
-        write_json(out / f"{path.stem}.json", {"image": path.name, "width": width, "height": height,
-                                               "detections": items})
+        det = detect_images(model, [image], conf=conf, iou=iou)[0]
+        lines, items = detection_records(det, names, width, height)
+        drawn = io.BytesIO()
+        Image.fromarray(draw_detections(image, det, names).permute(1, 2, 0).contiguous().numpy()).save(drawn,
+                                                                                                     format="PNG")
+        atomic_write_bytes(out.target(f"{name}.png"), drawn.getvalue())
+        atomic_write_text(out.target(f"{name}.txt"), "".join(line + "\n" for line in lines))
+        write_json(out.target(f"{name}.json"), {"image": path.name, "width": width, "height": height,
+                                                "detections": items})
         written += 1
         boxes += len(items)
     return {"images": written, "boxes": boxes, "unreadable": unreadable}
 
 
-def val_json_path(run_dir: Path, split: str, metric: str) -> Path:
-    return run_dir / f"val-{split}-{metric}.json"
+def val_json_path(run_dir: str | Path | None, split: str, metric: str, given: str | None = None,
+                  force: bool = False, model: str | Path | None = None) -> Path:
+    """Where `detect val` writes its result: `given`, or RUN/val-SPLIT-METRIC.json; checked before
+    anything slow never to be an entry of the run folder or the exported model, nor a file ganforge
+    did not write."""
+    if run_dir is None and not given:
+        raise ConfigError("with --model, say where the result goes: --json FILE")
+    own = f"val-{split}-{metric}.json"
+    out = Path(given) if given else Path(run_dir) / own
+    inputs = [p for p in _inputs(run_dir, model) if not p.name.startswith("val-")]
+    return check_file(out, inputs=inputs, ours=json_with("metric", "map"), force=force, flag="--json")

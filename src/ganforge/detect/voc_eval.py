@@ -18,7 +18,8 @@ Per class, over all images:
 The three metrics integrate the same precision/recall curve differently, so their numbers differ and
 each is labelled: ``voc07`` the 11-point interpolated AP (VOC 2007 test, the paper's 63.4),
 ``voc12`` the all-point AP (VOC 2010 and later), ``coco50`` the 101-point AP at IoU .5 that
-pycocotools and torchmetrics call AP50 (here with VOC matching and, like pycocotools, no +1).
+pycocotools and torchmetrics call AP50 (here with VOC matching and, like pycocotools, no +1), and
+``coco`` COCO's primary AP@[.5:.95] with pycocotools' matching (coco_eval.py; `iou` must be .5).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ METRICS = {
     "voc07": "VOC07 11-point",
     "voc12": "VOC12 all-point",
     "coco50": "COCO 101-point",
+    "coco": "COCO",  # AP@[.5:.95], coco_eval.py
 }
 
 
@@ -43,7 +45,7 @@ METRICS = {
 class APResult:
     """Per-class AP and their mean under one metric at one IoU threshold."""
 
-    metric: str  # voc07 | voc12 | coco50
+    metric: str  # voc07 | voc12 | coco50 | coco
     iou: float
     map: float | None  # mean over classes with truth; None when no class has any
     ap: dict[int, float | None]  # class index -> AP (None: no truth, excluded from the mean)
@@ -52,8 +54,8 @@ class APResult:
 
     @property
     def label(self) -> str:
-        """What the number is, e.g. 'VOC07 11-point mAP@0.5'."""
-        return f"{METRICS[self.metric]} mAP@{self.iou:g}"
+        """What the number is, e.g. 'VOC07 11-point mAP@0.5' or 'COCO mAP@[.5:.95]'."""
+        return "COCO mAP@[.5:.95]" if self.metric == "coco" else f"{METRICS[self.metric]} mAP@{self.iou:g}"
 
     def to_json(self, names: list[str] | None = None) -> dict:
         """``{"metric", "iou", "label", "map", "ap": {name: AP}, "n_truth": {name: count}}``."""
@@ -100,6 +102,15 @@ def evaluate(predictions: list[dict], truths: list[dict], num_classes: int, *,
         raise ConfigError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
     if len(predictions) != len(truths):
         raise ValueError(f"{len(predictions)} prediction lists for {len(truths)} images")
+    if metric == "coco":
+        if iou != 0.5:
+            raise ConfigError(f"--metric coco averages IoU 0.50 to 0.95 itself: drop --iou {iou:g} "
+                              "(or use coco50, voc07, voc12)")
+        from ganforge.detect.coco_eval import coco_ap
+
+        ap_c, n_truth_c, n_dets_c = coco_ap(predictions, truths, num_classes)
+        valid_c = [v for v in ap_c.values() if v is not None]
+        return APResult(metric, iou, float(np.mean(valid_c)) if valid_c else None, ap_c, n_truth_c, n_dets_c)
     # class -> list of (score, image, row in that image's IoU matrix)
     dets: dict[int, list[tuple[float, int, int]]] = defaultdict(list)
     overlaps: dict[tuple[int, int], torch.Tensor] = {}  # (image, class) -> dets x truths IoU

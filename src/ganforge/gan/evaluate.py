@@ -9,6 +9,9 @@ from ganforge.gan.baselines import real_ceiling, untrained_generator
 from ganforge.io import write_json
 
 
+EVAL_NAME = "eval.json"  # beside the run (or the image folder) unless --out says otherwise
+
+
 def evaluate_run(run_dir: str | Path | None = None, *, images: str | Path | None = None,
                  data: str | None = None, n: int = 10000, checkpoint: str | None = None,
                  features: str = "auto", inception_path: str | None = None, split: str = "test",
@@ -67,14 +70,20 @@ def evaluate_run(run_dir: str | Path | None = None, *, images: str | Path | None
 
 def evaluate_command(args) -> int:
     from ganforge.metrics.evaluate import format_table
+    from ganforge.outputs import check_file, json_with, run_record
 
+    source = args.run_dir or args.images  # neither: evaluate_run says what to give
+    out = Path(args.out) if args.out else Path(source or ".")
+    if out.suffix != ".json":
+        out = out / EVAL_NAME
+    if source:  # never over the run's (or image folder's) own files, the data, or a JSON ganforge did not write
+        inputs = [*run_record(source, own=(EVAL_NAME,)),
+                  *(Path(p) for p in (args.data, args.checkpoint) if p and Path(p).exists())]
+        check_file(out, inputs=inputs, ours=json_with("protocol"), force=getattr(args, "force", False))
     result = evaluate_run(args.run_dir, images=args.images, data=args.data, n=args.n,
                           checkpoint=args.checkpoint, features=args.features,
                           inception_path=args.inception_weights, split=args.split, seed=args.seed,
                           device=args.device)
-    out = Path(args.out) if args.out else (Path(args.run_dir) if args.run_dir else Path(args.images))
-    if out.suffix != ".json":
-        out = out / "eval.json"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)

@@ -25,9 +25,12 @@ from ganforge.device import resolve_device
 from ganforge.errors import ConfigError
 from ganforge.gan.latents import Latent, LatentSpec
 from ganforge.gan.sampling import generate_latent, load_generator
+from ganforge.outputs import OutputFolder, run_record
 from ganforge.viz import make_gif, save_grid
 
 DEFAULT_DIMS = 4
+EXPLORE = "explore"  # the run's own folder of explorations
+_NAMES = ("interpolation", "traversal", "classes")  # with code-*: what explore writes
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -95,20 +98,16 @@ class Explorer:
     def images(self, latent: Latent) -> torch.Tensor:
         return generate_latent(self.generator, latent, device=self.device, pixel_range=self.pixel_range)
 
-    def write(self, out: Path, name: str, frames: list[Latent]) -> list[Path]:
+    def write(self, out: OutputFolder, name: str, frames: list[Latent]) -> list[Path]:
         """Frames as PNGs in out/name/, the GIF out/name.gif, and the still out/name.png."""
         shots = [self.images(f) for f in frames]
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("frame_*.png"):
-            old.unlink()
         width = len(str(len(shots) - 1))
         for i, shot in enumerate(shots):
-            save_grid(shot, folder / f"frame_{i:0{width}d}.png", nrow=self.n)
+            save_grid(shot, out.target(f"{name}/frame_{i:0{width}d}.png"), nrow=self.n)
         still = torch.stack(shots, 1).flatten(0, 1)  # sample-major: one row per sample
-        save_grid(still, out / f"{name}.png", nrow=len(shots))
-        make_gif(folder, out / f"{name}.gif")
-        return [folder, out / f"{name}.gif", out / f"{name}.png"]
+        save_grid(still, out.target(f"{name}.png"), nrow=len(shots))
+        make_gif(out.path / name, out.target(f"{name}.gif"))
+        return [out.path / name, out.path / f"{name}.gif", out.path / f"{name}.png"]
 
     def values(self, low: float, high: float) -> list[float]:
         return torch.linspace(low, high, self.frames).tolist()
@@ -165,10 +164,20 @@ class Explorer:
 
 def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int = 0, n: int = 8,
                 frames: int = 16, lerp: bool = False, dims: str | None = None, codes: str | None = None,
-                value_range: str = "-2,2", checkpoint: str | None = None, device: str = "cpu") -> list[Path]:
-    """Write every exploration this run supports into `out` (default RUN/explore); the paths written."""
+                value_range: str = "-2,2", checkpoint: str | None = None, device: str = "cpu",
+                force: bool = False) -> list[Path]:
+    """Write every exploration this run supports into `out` (default RUN/explore, which each
+    exploration of the run replaces); the paths written. Another `out` is a new folder, or with
+    `force` an earlier `explore` folder (see ganforge.outputs)."""
     if n <= 0 or frames < 2:
         raise ConfigError(f"bad value --n {n} / --frames {frames}: need at least 1 sample and 2 frames")
+    inputs = [*run_record(run_dir, own=(EXPLORE,)), *([Path(checkpoint)] if checkpoint is not None else [])]
+    if out is None:  # the run's own explore/, replaced by each exploration (one from before markers adopted)
+        folder = OutputFolder(Path(run_dir) / EXPLORE, "explore", inputs=inputs, force=True)
+        folder.adopt(lambda name: name.split("/")[0].split(".")[0] in _NAMES or name.startswith("code-"))
+    else:
+        folder = OutputFolder(out, "explore", inputs=inputs, force=force)
+    folder.check()
     low, high = parse_range(value_range)
     generator, cfg, _ = load_generator(run_dir, checkpoint, device=device)
     spec = LatentSpec.from_config(cfg)
@@ -176,8 +185,7 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int
     chosen_codes = parse_codes(codes, spec)
     if not chosen_dims and codes is None:
         chosen_dims = list(range(min(DEFAULT_DIMS, spec.latent_dim)))
-    out = Path(out) if out is not None else Path(run_dir) / "explore"
-    out.mkdir(parents=True, exist_ok=True)
+    out = folder.open()
     ex = Explorer(generator, spec, cfg.pixel_range, seed, n, frames, resolve_device(device))
     written = ex.write(out, "interpolation", ex.interpolation(spherical=not lerp))
     if chosen_dims:
@@ -192,7 +200,8 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int
 def add_explore_parser(sub) -> None:
     x = sub.add_parser("explore", help="interpolate, traverse latent dimensions and codes, show classes")
     x.add_argument("run_dir")
-    x.add_argument("--out", help="output folder (default RUN/explore)")
+    x.add_argument("--out", help="a new output folder (default RUN/explore, replaced each time)")
+    x.add_argument("--force", action="store_true", help="replace an earlier `explore` --out folder")
     x.add_argument("--seed", type=int, default=0)
     x.add_argument("--n", type=int, default=8, help="samples per frame")
     x.add_argument("--frames", type=int, default=16, help="frames per interpolation or traversal")
@@ -208,7 +217,7 @@ def add_explore_parser(sub) -> None:
 def explore_command(args) -> int:
     written = explore_run(args.run_dir, args.out, seed=args.seed, n=args.n, frames=args.frames, lerp=args.lerp,
                           dims=args.dims, codes=args.codes, value_range=args.range, checkpoint=args.checkpoint,
-                          device=args.device)
+                          device=args.device, force=args.force)
     gifs = [p for p in written if p.suffix == ".gif"]
     print(f"wrote {len(gifs)} explorations to {gifs[0].parent}: " + ", ".join(p.stem for p in gifs))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ from ganforge.errors import CheckpointError, ConfigError
 from ganforge.gan.config import GANConfig
 from ganforge.gan.labels import parse_labels
 from ganforge.gan.latents import LatentSpec, apply_generator
+from ganforge.io import atomic_write_bytes
 from ganforge.models import build_models
+from ganforge.outputs import OutputFolder, run_record
 from ganforge.viz import save_grid
 
 
@@ -86,25 +89,38 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None, *,
     return generator.to(device).eval(), cfg, meta
 
 
-def sample_to_dir(run_dir: str | Path, n: int, out: str | Path, *, seed: int = 0,
-                  checkpoint: str | Path | None = None, device="cpu", label: int | None = None,
+def sample_output(run_dir: str | Path | None, model_file: str | Path | None, checkpoint: str | Path | None,
+                  out: str | Path, force: bool = False) -> OutputFolder:
+    """`sample`'s --out, checked before the model loads: a new folder (or, with `force`, an earlier
+    `sample` folder), never the run folder, anything in it, or the exported model."""
+    inputs = [*(run_record(run_dir) if run_dir else []), *([Path(checkpoint)] if checkpoint is not None else []),
+              *([Path(model_file)] if model_file else [])]
+    return OutputFolder(out, "sample", inputs=inputs, force=force).check()
+
+
+def sample_to_dir(model, n: int, folder: OutputFolder, *, seed: int = 0, label: int | None = None,
                   labels: str | None = None) -> Path:
-    """Write `n` PNG images and `grid.png` to `out`; a conditional run's of class `label`, or
+    """Write `n` PNG images and `grid.png` into `folder` (checked by `sample_output`) from `model` (a
+    `Trained` generator: a run's, or an exported file's); a conditional model's of class `label`, or
     cycling through the comma-separated `labels`."""
+    from ganforge.gan.use import images
+
     if n <= 0:
         raise ConfigError(f"bad value --n {n}: must be greater than zero")
-    generator, cfg, _ = load_generator(run_dir, checkpoint, device=device)
-    spec = LatentSpec.from_config(cfg)
-    wanted = parse_labels(labels, label, spec.num_classes, run_dir)
-    images = generate(generator, n, spec, seed=seed, device=resolve_device(str(device)),
-                      pixel_range=cfg.pixel_range, labels=wanted, progress=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    spec = LatentSpec.from_config(model.config)
+    wanted = parse_labels(labels, label, spec.num_classes, model.source)
+    latent = spec.fixed(n, seed)
+    if wanted is not None:
+        latent["labels"] = torch.tensor(wanted)[torch.arange(n) % len(wanted)]
+    pictures = images(model, latent, progress=True)
+    folder.open()
     from PIL import Image
 
     width = len(str(n - 1))
-    for i, img in enumerate(images):
+    for i, img in enumerate(pictures):
         arr = img.permute(1, 2, 0).numpy()
-        Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(out / f"{i:0{width}d}.png")
-    save_grid(images[:min(n, 64)], out / "grid.png", nrow=max(1, int(math.sqrt(min(n, 64)))))
-    return out
+        buf = io.BytesIO()
+        Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(buf, format="PNG")
+        atomic_write_bytes(folder.target(f"{i:0{width}d}.png"), buf.getvalue())
+    save_grid(pictures[:min(n, 64)], folder.target("grid.png"), nrow=max(1, int(math.sqrt(min(n, 64)))))
+    return folder.path
