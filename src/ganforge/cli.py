@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import GanforgeError
-from .io import display_path, first_line
+from .io import display_path, first_line, os_error_advice
 
 MAX_SAMPLES = 100_000  # `sample --n`: one PNG each
 MAX_EVAL = 200_000  # `eval --n`
@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ganforge: error: {died}; {_next_step(args)}", file=sys.stderr)
         return 2
     except OSError as err:
+        if os_error_advice(err):  # a path the person gave that cannot be what it is asked to be
+            print(f"ganforge: error: {os_error_advice(err)}", file=sys.stderr)
+            return 2
         # A full disk or a permission problem outside the checkpoint writer: still one line.
         where = f" ({display_path(err.filename)})" if getattr(err, "filename", None) else ""
         print(f"ganforge: error: {err.strerror or first_line(err)}{where}: free space or fix permissions, "

@@ -395,3 +395,47 @@ def test_flip_on_for_digits_is_warned_about_once(tmp_path, capsys):
     lines = [line for line in (out + err).splitlines() if line.startswith("warning: flip=on")]
     assert len(lines) == 1 and "digits-det" in lines[0] and "flip=auto" in lines[0]
     assert [r["alarm"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "warning"] == ["flip"]
+
+
+def test_a_run_of_the_other_task_is_named_for_what_it_is(trained, tmp_path):
+    from ganforge.detect.use import load_detector
+    from ganforge.errors import ConfigError
+    from ganforge.gan.sampling import load_generator
+
+    with pytest.raises(ConfigError, match=r"is a detector run, not a GAN run: .*`ganforge detect predict"):
+        load_generator(trained)  # what sample, eval and explore load
+    line = one_error_line(ganforge("sample", trained, "--out", tmp_path / "grid"))
+    assert "detect" in line and "`ganforge detect predict`" in line and "unknown keys" not in line, line
+    gan_run = Path(__file__).resolve().parents[1] / "fixtures" / "v1-run"
+    with pytest.raises(ConfigError, match=r"is a GAN run, not a detector run: .*`ganforge sample`"):
+        load_detector(gan_run)
+
+
+def test_a_detector_checkpoint_asking_for_an_absurd_width_is_refused_before_allocating(trained, tmp_path):
+    import shutil
+
+    from ganforge.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    for step in list_checkpoints(run / "checkpoints"):
+        tensors, meta = load_checkpoint(step)
+        meta["config"]["fc_width"] = 200_000_000  # a 10 TB head
+        shutil.rmtree(step)
+        save_checkpoint(run / "checkpoints", step.name, tensors, meta)
+    cap = ["prlimit", f"--as={6 << 30}"] if shutil.which("prlimit") else []
+    for command in (["detect", "val", run], ["detect", "train", "--resume", run, "--steps", "9"]):
+        line = one_error_line(ganforge(*command, prefix=cap))
+        assert "tensor head.1.weight is 64x12544 in the checkpoint, 200000000x12544 in the model" in line, line
+
+
+def test_predict_into_an_existing_file_is_called_a_file(trained, toy_data, tmp_path, capsys):
+    from ganforge.cli import main
+
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    source = toy_data.parent / "images" / "val"
+    assert main(["detect", "predict", str(trained), "--source", str(source), "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0] and "free space" not in err[0], err
+    assert existing.read_text() == "mine"

@@ -48,7 +48,7 @@ def _launch(args: argparse.Namespace) -> int:
         if device is None:
             try:
                 device = json.loads((Path(args.resume) / "config.json").read_text()).get("device")
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, RecursionError):
                 device = None
         return launch_train(args, device if isinstance(device, str) else None, None)
     cfg = _recipe_config(args)

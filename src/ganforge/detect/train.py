@@ -31,15 +31,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from ganforge import distributed as dist
+from ganforge.checkpoint import check_state_fits, module_state
 from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import LabelIssues
 from ganforge.detect.datasets import DETECTION_DATASETS, shared_images
 from ganforge.detect.evaluate import evaluate_model
 from ganforge.detect.pretrain import forget_pretrain_rows, run_pretraining
-from ganforge.detect.run import DetectRun
+from ganforge.detect.run import DetectRun, net_builder
 from ganforge.detect.step import train_step
 from ganforge.errors import ConfigError, GanforgeError
-from ganforge.io import MetricsLog, read_metrics
+from ganforge.io import MetricsLog, display_path, read_metrics
 from ganforge.report import write_run_report
 from ganforge.runs import (NoLog, Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due,
                            resume_config, silent, warn, continue_resumed, with_budget)
@@ -100,6 +101,9 @@ def _resume(folder: RunFolder, steps, epochs, quiet: bool, log, overrides) -> Pa
     shared = dist.broadcast_json({"config": cfg.to_dict(), "changed": changed} if dist.is_main() else None)
     cfg, changed = DetectConfig.from_dict(shared["config"]), shared["changed"]
     tensors, meta = dist.broadcast_state(tensors, meta)
+    # Shapes first, on the meta device: a config edited to absurd widths is refused before allocating.
+    check_state_fits(net_builder(cfg, len(meta.get("names") or [])), module_state(tensors, "net"),
+                     f"the checkpoint of {display_path(folder.path)}")
     # A new budget stretches the schedule from the saved state on: the lambda reads the new total.
     run = DetectRun(with_budget(cfg, steps, None if epochs is None else float(epochs)), folder.path, quiet=quiet)
     cfg = run.cfg
@@ -211,10 +215,10 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
     if interrupted is None and stopped:
         log(f"stopped after max_seconds={cfg.max_seconds:g} at {at}"
             f"{'' if in_pretraining else f' of {run.total_steps}'} (checkpoint saved): continue with "
-            f"`{RESUME} {where}`")
+            f"`{dist.relaunch(RESUME)} {where}`")
     if interrupted is not None:
         raise TrainingInterrupted(f"stopped by signal {interrupted} at {at}: checkpoint saved; "
-                                  f"continue with `{RESUME} {where}`", flag.exit_code())
+                                  f"continue with `{dist.relaunch(RESUME)} {where}`", flag.exit_code())
     return run.dir
 
 
@@ -233,7 +237,7 @@ def _skipped(run: DetectRun, mlog: MetricsLog, progress: Progress, log) -> None:
     raise TrainingDiverged(
         f"training diverged: {run.consecutive_skips} consecutive steps with a non-finite loss or gradient at "
         f"step {run.step}; the last good checkpoint is in {run.dir / 'checkpoints'}: continue with a lower "
-        f"learning rate, e.g. `{RESUME} {shlex.quote(str(run.dir))} lr={run.cfg.lr / 2:g}`")
+        f"learning rate, e.g. `{dist.relaunch(RESUME)} {shlex.quote(str(run.dir))} lr={run.cfg.lr / 2:g}`")
 
 
 def _issues(run: DetectRun) -> LabelIssues:

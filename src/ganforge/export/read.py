@@ -150,5 +150,8 @@ def open_model(task: str, run: str | None, model: str | None, checkpoint: str | 
     else:
         trained = load_run(run, checkpoint, device, default=task)
     if trained.task != task:
-        raise ConfigError(f"{display_path(model or run)} holds a {trained.task} model, not a {task} one")
+        use = {"gan": "`ganforge sample`, `eval` or `explore`",
+               "detect": "`ganforge detect predict` or `ganforge detect val`"}.get(trained.task, "its own commands")
+        raise ConfigError(f"{display_path(model or run)} holds a {trained.task} model, not a {task} one: "
+                          f"use {use} with it")
     return trained

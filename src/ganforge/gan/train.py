@@ -206,11 +206,12 @@ def _loop(run: GANRun, folder: RunFolder, log) -> Path:
     dist.barrier()
     if interrupted is None and stopped:
         log(f"stopped after max_seconds={cfg.max_seconds:g} at step {run.step} of {run.total_steps} "
-            f"(checkpoint saved): continue with `ganforge train --resume {shlex.quote(str(run.dir))}`")
+            f"(checkpoint saved): continue with "
+            f"`{dist.relaunch('ganforge train --resume')} {shlex.quote(str(run.dir))}`")
     if interrupted is not None:
         raise TrainingInterrupted(
             f"stopped by signal {interrupted} at step {run.step}: checkpoint saved; continue with "
-            f"`ganforge train --resume {shlex.quote(str(run.dir))}`", flag.exit_code())
+            f"`{dist.relaunch('ganforge train --resume')} {shlex.quote(str(run.dir))}`", flag.exit_code())
     return run.dir
 
 

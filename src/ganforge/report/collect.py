@@ -7,13 +7,13 @@ Only what makes a page impossible (not a run folder, nothing to look at yet) rai
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import GanforgeError
+from ..documents import loads_json
+from ..errors import DataError, GanforgeError
 from ..io import read_metrics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -113,11 +113,12 @@ class RunData:
 
 def _read_json(path: Path, notes: list[str]) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_json(path.read_bytes(), path.name)  # depth-checked: a run folder may come from anyone
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as err:
-        notes.append(f"{path.name} could not be read ({type(err).__name__}); it is left out")
+    except (OSError, DataError) as err:
+        why = type(err).__name__ if isinstance(err, OSError) else "damaged JSON"
+        notes.append(f"{path.name} could not be read ({why}); it is left out")
         return None
 
 
