@@ -282,3 +282,54 @@ def decode_cache(cache: Path) -> dict[str, torch.Tensor]:
 def leftovers(root: Path) -> list[Path]:
     """Temporary files an atomic write would leave behind if it did not clean up."""
     return [p for p in root.rglob("*") if ".tmp" in p.name or p.name.endswith(".part")]
+
+
+# The served page's runs (tests/serve): a class-conditional GAN that also takes InfoGAN codes (class
+# picker and code sliders on one page) and a detector, beside the report tests' unconditional run.
+def _serve_cli(argv: list[str]) -> int:
+    from ganforge.cli import main
+    return main(argv)
+
+
+INFO_ARGS = ["default", "--steps", "4", "data=digits", "base_filters=8", "batch_size=16", "info_categorical=10",
+             "info_continuous=2", "conditional=projection", "num_classes=10", "log_every=2", "sample_every=4", "checkpoint_every=4", "--quiet"]
+DETECT_ARGS = ["model=yolov1-s", "fc_width=64", "batch_size=4", "threads=1", "workers=0", "pretrain_steps=0",
+               "log_every=2", "eval_every=6", "predict_every=6", "checkpoint_every=6", "predict_images=2",
+               "device=cpu", "--steps", "6", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def serve_runs(tmp_path_factory, _runs, ganforge_cache) -> dict[str, Path]:
+    from ganforge.detect.digits import load_digits_det
+    from ganforge.detect.write_dataset import write_dataset
+
+    root = tmp_path_factory.mktemp("serve-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GANFORGE_CACHE", str(ganforge_cache))
+        mp.setenv("GANFORGE_DATA", str(root / "data"))
+        data = write_dataset({"train": load_digits_det("train", count=12), "val": load_digits_det("val", count=4),
+                              "test": load_digits_det("test", count=2)}, root / "digits-yolo", "yolo")
+        assert _serve_cli(["train", *INFO_ARGS, "--out", str(root / "info")]) == 0
+        assert _serve_cli(["detect", "train", "adam", "--data", str(data), "--out", str(root / "det"),
+                              *DETECT_ARGS]) == 0
+    return {"gan": _runs["gan"], "info": root / "info", "det": root / "det"}
+
+
+@pytest.fixture
+def serving():
+    """A function: `with serving(RUN, ...) as server:` runs `ganforge serve` on a free port."""
+    return _serving
+
+
+@contextlib.contextmanager
+def _serving(*runs: Path):
+    """`ganforge serve` on 127.0.0.1 (a free port) in this process; yields the server."""
+    from ganforge.serve import make_server
+
+    server = make_server(list(runs), port=0, log=lambda *a: None)
+    server.start_background()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
