@@ -26,14 +26,17 @@ def _distinct_names(runs: list[RunData]) -> None:
             r.name = f"{r.path.resolve().parent.name}/{r.name}"
 
 
-def write_report(run_dirs: list[Path], out: Path | None = None, live: bool = False, force: bool = False) -> Path:
+def write_report(run_dirs: list[Path], out: Path | None = None, live: bool = False, force: bool = False,
+                 served: str | None = None) -> Path:
     """Write the report of `run_dirs` to `out` (default: ``RUN/report.html`` for one run,
     ``./compare.html`` for several) atomically, and return its path.
 
     live: the run is still training; the page says so and reloads itself (the trainer passes True
-    at its snapshots and False once it is done). Raises GanforgeError for a folder that is not a
-    run, a run with nothing to show yet, or an `out` that cannot be written: an entry of a run it
-    reads (other than its own report.html), or a file that ganforge did not write (unless `force`)."""
+    at its snapshots and False once it is done). served: the address of `ganforge serve`'s page
+    for this run, linked from the top of a single run's page while it is served. Raises
+    GanforgeError for a folder that is not a run, a run with nothing to show yet, or an `out` that
+    cannot be written: an entry of a run it reads (other than its own report.html), or a file that
+    ganforge did not write (unless `force`)."""
     if not run_dirs:
         raise GanforgeError("no run folder given: name one or more folders that `ganforge train` wrote")
     single = len(run_dirs) == 1
@@ -46,7 +49,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None, live: bool = Fal
     _distinct_names(runs)
     inside = single and target.parent.resolve() == runs[0].path.resolve()
     media = Media(runs[0].path, embed=not inside)
-    page = single_page(runs[0], media, live) if single else compare_page(runs, media, live)
+    page = single_page(runs[0], media, live, served) if single else compare_page(runs, media, live)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, page)

@@ -198,7 +198,7 @@ def _found(body: str, ids: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(sid, t) for sid, t in ids if f'id="{sid}"' in body]
 
 
-def single_page(run: RunData, media: Media, live: bool) -> str:
+def single_page(run: RunData, media: Media, live: bool, served: str | None = None) -> str:
     page = Page(media)
     body = run_sections(page, run, "r0", 2, with_charts=True)
     nav = _nav(_found(body, [("r0-samples-s", "Samples"), ("r0-pred-s", "Predictions"), ("r0-curves", "Curves"),
@@ -207,7 +207,7 @@ def single_page(run: RunData, media: Media, live: bool) -> str:
     title = f"{run.name}: {run.recipe} ({run.status})"
     return _document(title, f"<header><h1>{h(run.name)}</h1><p class=\"lede\">{h(run.task.upper())} run "
                             f"of recipe <code>{h(run.recipe)}</code></p></header>{nav}<main>{body}</main>",
-                     page, live)
+                     page, live, served)
 
 
 def compare_page(runs: list[RunData], media: Media, live: bool) -> str:
@@ -236,13 +236,16 @@ def compare_page(runs: list[RunData], media: Media, live: bool) -> str:
                                            f"{h(names)}</p></header>{nav}<main>{body}</main>", page, live)
 
 
-def _document(title: str, body: str, page: Page, live: bool) -> str:
+def _document(title: str, body: str, page: Page, live: bool, served: str | None = None) -> str:
     payload = {"live": live, "refresh": REFRESH_SECONDS, "sliders": page.sliders, "charts": page.charts,
                "markers": {k: {"label": v[0], "color": v[1], "dash": v[2]} for k, v in MARKERS.items()}}
     data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\u0021--")
     when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     live_note = (f'<p class="live-note" role="status">This run is training: the page reloads every '
                  f"{REFRESH_SECONDS} s.</p>") if live else ""
+    if served:  # `ganforge serve` is running this run's model: a link to its page (gone when it stops)
+        live_note += (f'<p class="live-note served-note" role="status">Play with this model in the browser: '
+                      f'<a href="{h(served)}">{h(served)}</a> (while <code>ganforge serve</code> runs).</p>')
     # uPlot (vendored, MIT) draws the curves: small, no dependencies, fast with long logs, and it
     # shows the values under the cursor; the page's own script and styles are beside it.
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '

@@ -1,0 +1,155 @@
+"""What the page is given for each run: its exported ONNX model, the layout the page needs to feed it
+and read its output, what `eval` measured, and (a detector) a few example images.
+
+A run is exported once per checkpoint into a cache folder of its own (ganforge's cache, never the
+run folder), and the export is reused while the run's latest checkpoint stays the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ganforge.errors import ConfigError
+from ganforge.io import display_path, first_line
+from ganforge.serve.server import safe_file
+
+EXAMPLES = 4  # example images offered for a detector, from its validation split
+
+
+@dataclass
+class ServedRun:
+    run_dir: Path
+    task: str  # "gan" or "detect"
+    model_bytes: bytes  # the exported ONNX file
+    layout: dict  # what the page needs: see `page_layout`
+    measured: dict = field(default_factory=dict)  # eval's findings the page shows beside its controls
+    examples: list[tuple[str, bytes]] = field(default_factory=list)  # (name, PNG bytes)
+    notes: list[str] = field(default_factory=list)  # one-line warnings printed when serving
+
+
+def run_task(run_dir: Path) -> str:
+    """A run folder's task, from its config.json (a detector's records `task`; a GAN's does not)."""
+    path = run_dir / "config.json"
+    if not run_dir.is_dir() or not path.is_file():
+        raise ConfigError(f"{display_path(run_dir)} is not a run folder (no config.json): give folders that "
+                          "`ganforge train` or `ganforge detect train` wrote")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, ValueError) as err:
+        raise ConfigError(f"{display_path(path)} cannot be read ({first_line(err)})") from None
+    task = config.get("task", "gan") if isinstance(config, dict) else None
+    if task not in ("gan", "detect"):
+        raise ConfigError(f"{display_path(run_dir)} is a {task!r} run: the page serves GAN and detector runs")
+    return task
+
+
+def export_cached(run_dir: Path, checkpoint: str | None = None) -> Path:
+    """The run's ONNX export (batch 1) in the cache, made by `ganforge export` the first time and
+    again whenever the run's latest checkpoint changes."""
+    from ganforge.checkpoint import list_checkpoints
+    from ganforge.export import export_run, read_meta
+    from ganforge.paths import cache_dir
+
+    checkpoints = list_checkpoints(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else []
+    if not checkpoints and checkpoint is None:
+        raise ConfigError(f"{display_path(run_dir)} has no checkpoint yet: train it first")
+    chosen = Path(checkpoint) if checkpoint and Path(checkpoint).is_dir() else (
+        run_dir / "checkpoints" / checkpoint if checkpoint else checkpoints[-1])
+    stamp = hashlib.sha256()
+    stamp.update(str(run_dir.resolve()).encode("utf-8", "surrogateescape"))
+    for part in sorted(chosen.iterdir()) if chosen.is_dir() else []:
+        if part.is_file() and not part.is_symlink():
+            st = part.stat()
+            stamp.update(f"{part.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
+    folder = cache_dir() / "serve" / stamp.hexdigest()[:20]
+    out = folder / "model.onnx"
+    if out.is_symlink() or (out.exists() and read_meta(out, quiet=True) is None):
+        out.unlink()  # not an export that this version reads (an older format, a damaged file): made again
+    if not out.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        export_run(run_dir, out, fmt="onnx", checkpoint=checkpoint, batch=1, force=False)
+    return out
+
+
+def page_layout(meta: dict) -> dict:
+    """An exported file's metadata (docs/EXPORT.md) reduced to what the page's JavaScript reads: a
+    GAN's input names, latent layout and pixel range, or a detector's input, size, classes and
+    post-processing defaults."""
+    inputs = list(meta["input_names"])
+    if meta["task"] == "detect":
+        post = meta.get("postprocess", {})
+        return {"input": inputs[0], "input_size": int(meta["image_size"]), "pixel_range": meta["pixel_range"],
+                "names": list(meta["class_names"]), "grid": int(meta["grid"]), "boxes": int(meta["boxes"]),
+                "conf": float(post["conf"]), "iou": float(post["iou"]), "max_det": int(post["max_det"])}
+    latent = meta["latent"]
+    return {"inputs": inputs, "latent_dim": int(latent["noise"]), "num_classes": int(latent["classes"]),
+            "class_names": list(meta.get("class_names") or []), "categorical": int(latent["categorical"]),
+            "continuous": int(latent["continuous"]), "pixel_range": meta["pixel_range"],
+            "channels": int(meta["channels"]), "image_size": int(meta["image_size"])}
+
+
+def gan_measurements(run_dir: Path) -> dict:
+    """What `ganforge eval` measured of the latent space (eval.json): class fidelity, and the
+    InfoGAN codes' meaning: the categorical code's agreement with the classifier and its matching of
+    code values to classes, and each continuous code's correlation with slant and stroke width."""
+    path = run_dir / "eval.json"
+    if not path.is_file() or path.is_symlink():
+        return {}
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, ValueError):
+        return {}
+    out: dict = {}
+    fidelity = result.get("class_fidelity")
+    if isinstance(fidelity, dict) and "mean" in fidelity:
+        out["class_fidelity"] = {"mean": fidelity["mean"], "per_class": fidelity.get("per_class", {})}
+    info = result.get("infogan") or {}
+    if "categorical" in info:
+        out["categorical"] = {"agreement": info["categorical"]["agreement"],
+                              "matching": info["categorical"].get("matching", {})}
+    if "continuous" in info:
+        cont = info["continuous"]
+        out["continuous"] = {"codes": cont["codes"], "slant_code": cont.get("slant_code"),
+                             "width_code": cont.get("width_code")}
+    return out
+
+
+def detector_examples(run_dir: Path, n: int = EXAMPLES) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Up to `n` images of the run's validation split as PNG bytes (made in memory, never written)."""
+    from PIL import Image
+
+    from ganforge.detect.datasets import open_detection_data
+
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    try:
+        data = open_detection_data(config["data"], "val")
+    except Exception as err:  # noqa: BLE001 - no examples is a note, not a failure: the page takes any image
+        return [], [f"note: no example images for {display_path(run_dir)}: its val split cannot be read "
+                    f"({first_line(err)})"]
+    out = []
+    for i in range(min(n, len(data))):
+        image, _ = data[i]
+        buf = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+        out.append((f"{i}.png", buf.getvalue()))
+    return out, []
+
+
+def load_served(run_dir: str | Path, checkpoint: str | None = None) -> ServedRun:
+    run_dir = Path(run_dir)
+    task = run_task(run_dir)
+    from ganforge.export import read_meta
+
+    model_path = export_cached(run_dir, checkpoint)
+    meta = read_meta(model_path)
+    model_bytes = safe_file(model_path.parent, model_path.name)  # the cache's own file, not a link
+    served = ServedRun(run_dir, task, model_bytes, page_layout(meta))
+    if task == "gan":
+        served.measured = gan_measurements(run_dir)
+    else:
+        served.examples, served.notes = detector_examples(run_dir)
+    return served
