@@ -30,14 +30,18 @@ def read_meta(path: str | Path, quiet: bool = False) -> dict | None:
     from ganforge.export.write import EXTRA_FILE, META_KEY
 
     path = Path(path)
+    if not zipfile.is_zipfile(path):
+        try:
+            import onnx
+        except ImportError:
+            raise ConfigError("the onnx package is not installed: pip install 'ganforge[export]' "
+                              "(onnx, onnxscript, onnxruntime)") from None
     try:
         if zipfile.is_zipfile(path):  # a TorchScript archive
             with zipfile.ZipFile(path) as archive:
                 name = next((n for n in archive.namelist() if n.endswith(f"/extra/{EXTRA_FILE}")), None)
                 text = archive.read(name).decode() if name else None
         else:
-            import onnx
-
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             text = props.get(META_KEY)
     except Exception:  # noqa: BLE001 - any parse failure means: not a model file we can read
