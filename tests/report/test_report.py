@@ -113,6 +113,9 @@ def test_stopped_run_is_labelled_stopped(stopped_run):
     assert f"{summary['steps']:,} of 100,000" in text
     assert "r0-fid" not in [c["id"] for c in data["charts"]] and 'id="r0-eval"' not in text
     assert len(data["sliders"]["r0-samples"]) == len(_grids(stopped_run)) >= 2
+    # stopped by its time budget, at a step that does not depend on the machine's speed
+    assert summary["stop_reason"] == "max_seconds" and summary["steps"] == 13
+    assert [g.name for g in _grids(stopped_run)] == [f"step_{s:06d}.png" for s in (1, 5, 10, 12, 13)]
 
 
 def test_several_runs_are_compared_with_their_pictures_inside(gan_run, stopped_run, tmp_path):
