@@ -203,6 +203,9 @@ def test_detection_run_gets_map_ap_and_predictions(gan_run):
     widths = re.findall(r'class="bar" style="width:([\d.]+)%"', text)
     assert [float(w) for w in widths] == [35.0, 50.0, 5.0]
     assert "VOC07 mAP@0.5" in html.text("r0-eval")
+    # the AP bars say which evaluation they are from; the drawings say what they leave out
+    assert "last evaluation during training, step 300" in ap_text
+    assert "Only boxes scoring over 0.2 are drawn" in html.text("r0-pred-s")
 
 
 def test_conditional_run_gets_explore_pictures_and_class_fidelity(gan_run):
@@ -350,3 +353,44 @@ def test_report_command(gan_run, stopped_run, tmp_path, capsys, monkeypatch):
     args = parser.parse_args(["report", str(gan_run), "--out", str(tmp_path / "sub")])
     (tmp_path / "sub").mkdir()
     assert args.func(args) == 0 and (tmp_path / "sub" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("step, heading", [
+    (30, "Evaluation at step 30 (eval.json): stale"),
+    (60, "Evaluation of the finished run at step 60 (eval.json)"),
+    (None, "Evaluation from eval.json (its step is not recorded)"),
+])
+def test_eval_json_says_its_step_and_whether_it_is_stale(gan_run, step, heading):
+    protocol = {"features": "cnn-digits", "n_fake": 200, "metrics": {"fid": "Frechet distance " * 5}}
+    if step is not None:
+        protocol["checkpoint_step"] = step
+    (gan_run / "eval.json").write_text(json.dumps({"fid": 12.5, "protocol": protocol}))
+    _, html, _ = _page(write_report([gan_run]))
+    evaluation = html.text("r0-eval")
+    assert heading in evaluation
+    assert ("the run has trained to step 60 since" in evaluation) == (step == 30)
+    assert ("finished run" in evaluation) == (step == 60)
+
+
+def test_explorations_show_their_step_and_a_stale_one_says_so(gan_run, tmp_path):
+    from ganforge.cli import main
+
+    # explore writes explore.json: the checkpoint step of every picture (here step 60, the last)
+    assert main(["explore", str(gan_run), "--n", "2", "--frames", "2", "--dims", "0"]) == 0
+    record = json.loads((gan_run / "explore" / "explore.json").read_text())
+    assert {k: v["checkpoint_step"] for k, v in record["pictures"].items()} == {"interpolation": 60,
+                                                                               "traversal": 60}
+    _, html, _ = _page(write_report([gan_run]))
+    assert html.text("r0-explore").count("step 60") == 4 and "stale" not in html.text("r0-explore")
+    # an exploration of an older checkpoint, and a picture from before explore.json existed
+    record["pictures"]["interpolation"]["checkpoint_step"] = 30
+    (gan_run / "explore" / "explore.json").write_text(json.dumps(record))
+    _png(gan_run / "explore" / "older.png", (10, 10, 10))
+    _, html, _ = _page(write_report([gan_run]))
+    explore = html.text("r0-explore")
+    assert "interpolation.png, step 30; stale: the run has trained to step 60 since" in explore
+    assert "traversal.png, step 60" in explore and "older.png, step not recorded" in explore
+    # a file of that name that ganforge did not write is left alone
+    (gan_run / "explore" / "explore.json").write_text("mine")
+    assert main(["explore", str(gan_run), "--n", "2", "--frames", "2", "--dims", "0"]) == 0
+    assert (gan_run / "explore" / "explore.json").read_text() == "mine"

@@ -17,6 +17,7 @@ when it kept them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from ganforge.device import resolve_device
 from ganforge.errors import ConfigError
 from ganforge.gan.latents import Latent, LatentSpec
 from ganforge.gan.sampling import generate_latent, load_generator
+from ganforge.io import write_json
 from ganforge.viz import make_gif, save_grid
 
 DEFAULT_DIMS = 4
@@ -170,7 +172,7 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int
     if n <= 0 or frames < 2:
         raise ConfigError(f"bad value --n {n} / --frames {frames}: need at least 1 sample and 2 frames")
     low, high = parse_range(value_range)
-    generator, cfg, _ = load_generator(run_dir, checkpoint, device=device)
+    generator, cfg, meta = load_generator(run_dir, checkpoint, device=device)
     spec = LatentSpec.from_config(cfg)
     chosen_dims = parse_dims(dims, spec.latent_dim)
     chosen_codes = parse_codes(codes, spec)
@@ -186,7 +188,26 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int
         written += ex.write(out, "classes", ex.classes())
     for name in chosen_codes:
         written += ex.write(out, f"code-{name}", ex.code(name, low, high))
+    _record(out, written, {"checkpoint_step": meta.get("step"), "checkpoint": checkpoint or "latest",
+                           "seed": seed, "range": [low, high], "dims": chosen_dims})
     return written
+
+
+def _record(out: Path, written: list[Path], entry: dict) -> None:
+    """explore.json: which checkpoint step each picture shows, so the report can say it (and say
+    when the run has trained past it). Entries of pictures written by earlier calls are kept."""
+    path = out / "explore.json"
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        record = {"pictures": {}}
+    except (OSError, ValueError):
+        return  # a file ganforge did not write (or cannot read): left as it is
+    pictures = record.get("pictures") if isinstance(record, dict) else None
+    if not isinstance(pictures, dict):
+        return
+    pictures.update({p.stem: entry for p in written if p.suffix == ".png"})
+    write_json(path, {"pictures": dict(sorted(pictures.items()))})
 
 
 def add_explore_parser(sub) -> None:

@@ -11,7 +11,8 @@ from .charts import MARKERS, build_charts, marker_legend, markers
 from .collect import Frame, RunData
 from .media import Media, frame_label, image_size
 from .tables import (bars, checkpoints_table, compare_table, config_table, definitions, duration,
-                     eval_json_block, eval_rows_table, events_table, h, num, settings_diff, value_html)
+                     eval_json_block, eval_rows_table, eval_step, events_table, h, num, settings_diff,
+                     step_note, value_html)
 
 REFRESH_SECONDS = 20  # a live page reloads this often; snapshots come every few seconds to minutes
 
@@ -106,9 +107,14 @@ def _media_sections(page: Page, run: RunData, key: str, level: int) -> str:
         body = f'<div class="media-row">{body}{_gifs(page, run.gifs, "the sample grids as an animation")}</div>'
         out.append(_section(f"{key}-samples-s", "Samples over time", body, level))
     if run.predictions:
+        from ganforge.detect.infer import DRAW_CONF
+
         body = page.slider(f"{key}-pred", run.predictions, "validation images with predicted boxes")
         body = (f'<div class="media-row">{body}'
                 f'{_gifs(page, run.prediction_gifs, "the predictions over training as an animation")}</div>')
+        # A young model's boxes mostly score under the drawing threshold: say so, or the frames look broken.
+        body += (f'<p class="note">Only boxes scoring over {DRAW_CONF:g} are drawn, so early frames can look '
+                 "empty while the model is still learning; the mAP curve scores every box.</p>")
         out.append(_section(f"{key}-pred-s", "Predictions over time", body, level))
     return "".join(out)
 
@@ -146,10 +152,11 @@ def _charts_html(page: Page, charts: list[dict], key: str) -> str:
 
 
 def _detection(run: RunData) -> str:
-    ap = next((r["ap"] for r in reversed(run.evals) if isinstance(r.get("ap"), dict)), None)
-    src = "last evaluation during training"
+    row = next((r for r in reversed(run.evals) if isinstance(r.get("ap"), dict)), None)
+    ap = row["ap"] if row else None
+    src = f"last evaluation during training, {step_note(row.get('step'), run)}" if row else ""
     if isinstance((run.eval_json or {}).get("ap"), dict):
-        ap, src = run.eval_json["ap"], "eval.json"
+        ap, src = run.eval_json["ap"], f"eval.json, {step_note(eval_step(run), run)}"
     return bars(ap, f"Average precision per class ({src})", top=1.0) if ap else ""
 
 
@@ -160,13 +167,17 @@ def _explore(page: Page, run: RunData) -> str:
         what = "animation" if p.suffix.lower() == ".gif" else "picture"
         if p.suffix.lower() == ".gif" and not page.media.fits(p):
             continue
-        alt = f"explore {what}: {p.stem.replace('_', ' ').replace('-', ' ')}"
+        entry = ((run.explore_record or {}).get("pictures") or {}).get(p.stem)
+        step = entry.get("checkpoint_step") if isinstance(entry, dict) else None
+        when = step_note(step if isinstance(step, int) else None, run)
+        alt = f"explore {what}: {p.stem.replace('_', ' ').replace('-', ' ')}, {when}"
         x = {"src": page.media.src(p), "alt": alt, "size": image_size(p)}
-        figs.append(f'<figure>{_img(x, "explore")}<figcaption>{h(name)}</figcaption></figure>')
+        figs.append(f'<figure>{_img(x, "explore")}<figcaption>{h(name)}, {h(when)}</figcaption></figure>')
     fidelity = (run.eval_json or {}).get("class_fidelity")
     body = f'<div class="gallery">{"".join(figs)}</div>' if figs else ""
     if fidelity is not None:
-        body += f"<h3>Class fidelity</h3>{value_html(fidelity, 'class fidelity per class')}"
+        body += (f"<h3>Class fidelity (eval.json, {h(step_note(eval_step(run), run))})</h3>"
+                 f"{value_html(fidelity, 'class fidelity per class')}")
     return body
 
 
