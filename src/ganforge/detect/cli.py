@@ -123,6 +123,36 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every config key of a detector recipe: its value, type and meaning (like `ganforge config`)."""
+    from ganforge.cli import cmd_config as print_config
+    from ganforge.detect.recipes import RECIPES
+
+    return print_config(args, RECIPES)
+
+
+# The keys of a run's config that `val` and `predict` may change: where and how fast they run, never
+# what the model is.
+RUNTIME_KEYS = ("device", "threads")
+
+
+def _runtime(args: argparse.Namespace) -> str:
+    """Apply `threads=` and return the device (`device=` wins over --device)."""
+    from ganforge.config import apply_overrides, split_overrides
+    from ganforge.detect.recipes import RECIPES
+    from ganforge.speed.cpu import set_threads
+
+    given = dict(split_overrides(args.overrides))
+    wrong = [k for k in given if k not in RUNTIME_KEYS]
+    if wrong:
+        raise GanforgeError(f"{wrong[0]!r} cannot change when using a trained run; `detect "
+                            f"{args.detect_command}` takes {', '.join(k + '=' for k in RUNTIME_KEYS)}")
+    cfg = apply_overrides(RECIPES.get("adam").config, given)  # checks the values as training would
+    if "threads" in given:
+        set_threads(cfg.threads)
+    return cfg.device if "device" in given else args.device
+
+
 def _print_ap(result: APResult, names: list[str], images: int) -> None:
     width = max([len(n) for n in names] + [5])
     print(f"{'class':<{width}}  {'truth':>6}  AP ({METRICS[result.metric]}, IoU > {result.iou:g})")
@@ -140,7 +170,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     from ganforge.detect.evaluate import evaluate_model
     from ganforge.detect.use import load_detector, val_json_path
 
-    model = load_detector(args.run, args.checkpoint, args.device)
+    model = load_detector(args.run, args.checkpoint, _runtime(args))
     data = open_detection_data(args.data or model.cfg.data, args.split)
     if data.names != model.names:
         raise GanforgeError(f"{args.data or model.cfg.data} has classes {', '.join(data.names)}, the run was trained "
@@ -163,7 +193,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ganforge.detect.use import image_files, load_detector, predict_files
 
     files = image_files(args.source)
-    model = load_detector(args.run, args.checkpoint, args.device)
+    model = load_detector(args.run, args.checkpoint, _runtime(args))
     counts = predict_files(model, files, Path(args.out), conf=args.conf, iou=args.iou)
     print(f"{counts['boxes']} boxes in {counts['images']} images (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
           f"wrote <name>.png, .txt and .json per image to {display_path(args.out)}")
@@ -248,6 +278,7 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                                         "default: the latest")
     v.add_argument("--json", metavar="FILE", help="write the result here (default RUN/val-SPLIT-METRIC.json)")
     v.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    v.add_argument("overrides", nargs="*", metavar="key=value", help="run-time keys: device=, threads=")
     v.set_defaults(func=cmd_val)
 
     p = sub.add_parser("predict", help="draw detected boxes on images; YOLO txt and JSON per image")
@@ -260,7 +291,13 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best) or a checkpoint folder; "
                                         "default: the latest")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-time keys: device=, threads=")
     p.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("config", help="every config key of a detector recipe: its value, type and meaning")
+    c.add_argument("recipe", help="recipe name (see `ganforge detect recipes`)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(func=cmd_config)
     m = sub.add_parser(
         "map", help="mAP of per-image detection files against truth files",
         description="Truth lines: 'class left top width height [difficult]'; detection lines: "
@@ -284,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(["detect", *(sys.argv[1:] if argv is None else argv)])
     args.argv = ["detect", *(sys.argv[1:] if argv is None else argv)]
     if extra:
-        if args.detect_command != "train" or any(e.startswith("-") or "=" not in e for e in extra):
+        if args.detect_command not in ("train", "val", "predict") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:
