@@ -390,7 +390,35 @@ def test_explorations_show_their_step_and_a_stale_one_says_so(gan_run, tmp_path)
     explore = html.text("r0-explore")
     assert "interpolation.png, step 30; stale: the run has trained to step 60 since" in explore
     assert "traversal.png, step 60" in explore and "older.png, step not recorded" in explore
+    # the traversal still says which block of rows is which dimension, and the values of its columns
+    import numpy as np
+    from PIL import Image
+
+    still = np.asarray(Image.open(gan_run / "explore" / "traversal.png").convert("L"))
+    plain = np.asarray(Image.open(gan_run / "explore" / "traversal" / "frame_0.png").convert("L"))
+    side = 2 * (plain.shape[0] - 2) + 2  # 2 rows (n=2, one dimension) by 2 values, 2-pixel padding
+    margin = still.shape[1] - side
+    assert still.shape[0] == side + 16 and margin > 10
+    assert (still[16:, :margin - 4] < 100).sum() > 10 and (still[:14] < 100).sum() > 10  # text in both
     # a file of that name that ganforge did not write is left alone
     (gan_run / "explore" / "explore.json").write_text("mine")
     assert main(["explore", str(gan_run), "--n", "2", "--frames", "2", "--dims", "0"]) == 0
     assert (gan_run / "explore" / "explore.json").read_text() == "mine"
+
+
+def test_uniform_grey_first_grids_are_explained(gan_run):
+    import torch
+
+    from ganforge.viz import save_grid
+
+    grids = sorted((gan_run / "samples").glob("*.png"))
+    noise = torch.randint(1, 256, (16, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for grid in grids:
+        save_grid(noise, grid, nrow=4)
+    assert "uniform grey" not in write_report([gan_run]).read_text()
+    grey = torch.full((16, 1, 8, 8), 128, dtype=torch.uint8)
+    for step in (1, 20):
+        save_grid(grey, gan_run / "samples" / f"step_{step:06d}.png", nrow=4)
+    _, html, _ = _page(write_report([gan_run]))
+    note = html.text("r0-samples-s")
+    assert "The first 2 grids are uniform grey" in note and "BatchNorm" in note and "running statistics" in note

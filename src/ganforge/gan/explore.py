@@ -27,7 +27,7 @@ from ganforge.errors import ConfigError
 from ganforge.gan.latents import Latent, LatentSpec
 from ganforge.gan.sampling import generate_latent, load_generator
 from ganforge.io import write_json
-from ganforge.viz import make_gif, save_grid
+from ganforge.viz import make_gif, save_grid, save_labelled_grid
 
 DEFAULT_DIMS = 4
 
@@ -97,8 +97,10 @@ class Explorer:
     def images(self, latent: Latent) -> torch.Tensor:
         return generate_latent(self.generator, latent, device=self.device, pixel_range=self.pixel_range)
 
-    def write(self, out: Path, name: str, frames: list[Latent]) -> list[Path]:
-        """Frames as PNGs in out/name/, the GIF out/name.gif, and the still out/name.png."""
+    def write(self, out: Path, name: str, frames: list[Latent], labels: tuple[list[str], list[str]] | None = None
+              ) -> list[Path]:
+        """Frames as PNGs in out/name/, the GIF out/name.gif, and the still out/name.png (with
+        `labels`: (one per block of n rows, one per column) written beside the still's cells)."""
         shots = [self.images(f) for f in frames]
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -108,7 +110,10 @@ class Explorer:
         for i, shot in enumerate(shots):
             save_grid(shot, folder / f"frame_{i:0{width}d}.png", nrow=self.n)
         still = torch.stack(shots, 1).flatten(0, 1)  # sample-major: one row per sample
-        save_grid(still, out / f"{name}.png", nrow=len(shots))
+        if labels:
+            save_labelled_grid(still, out / f"{name}.png", len(shots), labels[0], self.n, labels[1])
+        else:
+            save_grid(still, out / f"{name}.png", nrow=len(shots))
         make_gif(folder, out / f"{name}.gif")
         return [folder, out / f"{name}.gif", out / f"{name}.png"]
 
@@ -183,7 +188,9 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int
     ex = Explorer(generator, spec, cfg.pixel_range, seed, n, frames, resolve_device(device))
     written = ex.write(out, "interpolation", ex.interpolation(spherical=not lerp))
     if chosen_dims:
-        written += ex.write(out, "traversal", ex.traversal(chosen_dims, low, high))
+        # A block of n rows per dimension, a column per value: say which is which on the still.
+        labels = ([f"z[{d}]" for d in chosen_dims], [f"{v:+.1f}" for v in ex.values(low, high)])
+        written += ex.write(out, "traversal", ex.traversal(chosen_dims, low, high), labels)
     if spec.conditional:
         written += ex.write(out, "classes", ex.classes())
     for name in chosen_codes:

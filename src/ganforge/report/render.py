@@ -9,7 +9,7 @@ from importlib import resources
 from .. import __version__
 from .charts import MARKERS, build_charts, marker_legend, markers
 from .collect import Frame, RunData
-from .media import Media, frame_label, image_size
+from .media import Media, frame_label, image_size, uniform_grey
 from .tables import (bars, checkpoints_table, compare_table, config_table, definitions, duration,
                      eval_json_block, eval_rows_table, eval_step, events_table, h, num, settings_diff,
                      step_note, value_html)
@@ -105,6 +105,7 @@ def _media_sections(page: Page, run: RunData, key: str, level: int) -> str:
         body = page.slider(f"{key}-samples", run.samples, "fixed-latent sample grid",
                            str(run.config.get("sample_name", "")))
         body = f'<div class="media-row">{body}{_gifs(page, run.gifs, "the sample grids as an animation")}</div>'
+        body += _grey_note(run)
         out.append(_section(f"{key}-samples-s", "Samples over time", body, level))
     if run.predictions:
         from ganforge.detect.infer import DRAW_CONF
@@ -117,6 +118,21 @@ def _media_sections(page: Page, run: RunData, key: str, level: int) -> str:
                  "empty while the model is still learning; the mAP curve scores every box.</p>")
         out.append(_section(f"{key}-pred-s", "Predictions over time", body, level))
     return "".join(out)
+
+
+def _grey_note(run: RunData) -> str:
+    """Why the first grids are flat grey, when they are: a reader otherwise takes it for a bug."""
+    grey = 0
+    for frame in run.samples[:40]:
+        if not all(uniform_grey(p) for p in frame.images):
+            break
+        grey += 1
+    if not grey:
+        return ""
+    which = "The first grid is" if grey == 1 else f"The first {grey} grids are"
+    return (f'<p class="note">{which} uniform grey. That is expected early on: grids are drawn with G in '
+            "inference mode, where BatchNorm uses its running statistics, and those start at mean 0 and "
+            "variance 1 and take some hundred steps to follow the real activations.</p>")
 
 
 def _gifs(page: Page, gifs, what: str) -> str:
