@@ -147,14 +147,14 @@ def launch_train(args, device: str | None, batch_size: int | None) -> int:
     """`--nproc N` of `train` or `detect train`: the same command on N processes, started by
     torchrun's launcher. `device` and `batch_size` (None when unknown before the run starts, e.g.
     on --resume) are checked first, in one line."""
-    from . import distributed as dist
+    from .launch import launch_command
 
     command = _train_command(args)[0]
 
     def next_step() -> str:
         return _next_step(args).replace(f"`{command} --resume", f"`{command} --nproc {args.nproc} --resume")
 
-    return dist.launch_command(args.argv, args.nproc, args.max_restarts, device=device, batch_size=batch_size,
+    return launch_command(args.argv, args.nproc, args.max_restarts, device=device, batch_size=batch_size,
                                next_step=next_step)
 
 
@@ -318,10 +318,11 @@ def _speaks(err: GanforgeError) -> bool:
     meets the same bad input), unless the error is another rank's own; a lost process is named
     by `--nproc`'s launcher, so its workers do not add a line of their own."""
     from . import distributed as dist
+    from .launch import LAUNCHED_BY_GANFORGE
 
     if isinstance(err, dist.ElsewhereError):
         return False
-    if isinstance(err, dist.PeerLost) and os.environ.get(dist.LAUNCHED_BY_GANFORGE):
+    if isinstance(err, dist.PeerLost) and os.environ.get(LAUNCHED_BY_GANFORGE):
         return False
     return not dist.launched() or dist.env_rank() == 0 or getattr(err, "rank_specific", False)
 

@@ -324,9 +324,9 @@ def test_one_coco_json_finds_its_val_file_or_warns_that_val_is_not_held_out(tmp_
 
 def _poison_loss(monkeypatch, bad_calls: set[int]) -> None:
     """Make equation 3's total NaN on the given calls (1-based) of the training step's loss."""
-    import ganforge.detect.run as detect_run
+    import ganforge.detect.step as detect_step
 
-    real, calls = detect_run.yolo_loss, [0]
+    real, calls = detect_step.yolo_loss, [0]
 
     def poisoned(*args, **kwargs):
         parts = real(*args, **kwargs)
@@ -335,7 +335,7 @@ def _poison_loss(monkeypatch, bad_calls: set[int]) -> None:
             parts.total = parts.total * float("nan")
         return parts
 
-    monkeypatch.setattr(detect_run, "yolo_loss", poisoned)
+    monkeypatch.setattr(detect_step, "yolo_loss", poisoned)
 
 
 def test_a_non_finite_step_is_skipped_and_training_goes_on(toy_data, tmp_path, capsys, monkeypatch):

@@ -96,6 +96,9 @@ class DetectConfig(Config):
     lr: float = option(1e-2, "peak learning rate (the schedule scales it)", gt=0, resume=True)
     momentum: float = option(0.9, "SGD momentum", ge=0, lt=1)
     weight_decay: float = option(5e-4, "L2 weight decay (the paper's 5e-4)", ge=0)
+    loss_grad_scale: float = option(1.0, "factor on equation 3's gradient, the backward pass only (the logged "
+                                    "loss is unscaled); darknet steps on 1/2 dL/dw, so the paper recipe "
+                                    "sets 0.5 (docs/DETECTION.md)", gt=0)
     beta1: float = option(0.9, "Adam beta1", ge=0, lt=1)
     beta2: float = option(0.999, "Adam beta2", ge=0, lt=1)
     opt_eps: float = option(1e-8, "Adam / RMSprop epsilon", ge=0)
@@ -110,7 +113,7 @@ class DetectConfig(Config):
     steps: int | None = option(None, "total optimisation steps of the whole run", gt=0)
     epochs: float | None = option(None, "or total epochs over the train split (converted to steps)", gt=0)
     max_seconds: float = option(0.0, "stop this invocation (checkpointed, resumable) after this much "
-                                "training time; 0 = no limit", ge=0, resume=True)
+                                "training time, the pretraining stage included; 0 = no limit", ge=0, resume=True)
     # -- outputs --
     log_every: int = option(50, "steps between train rows of metrics.jsonl", gt=0, resume=True)
     eval_every: int = option(500, "steps between mAPs on the val split (0 = only at the end)", ge=0,

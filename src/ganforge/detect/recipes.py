@@ -30,10 +30,11 @@ def recipe(name: str, source: str, about: str, **changes) -> Recipe:
 
 
 recipe("paper", "Redmon et al. 2016, You Only Look Once, sec. 2.2 (training)",
-       "yolov1 at 448, SGD momentum .9, weight decay 5e-4, batch 64, warm-up 1e-3 -> 1e-2, then "
-       "1e-2 / 1e-3 / 1e-4 over 75 / 30 / 30 epochs (scaled to the budget), dropout .5",
-       model="yolov1", optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4, batch_size=64,
-       schedule="paper", warmup=0.02, dropout=0.5, epochs=135, data="voc07+12", eval_every=2000,
+       "yolov1 at 448, darknet's SGD step (momentum .9, weight decay 5e-4, 1/2 of the loss gradient), "
+       "batch 64, warm-up 1e-3 -> 1e-2, then 1e-2 / 1e-3 / 1e-4 over 75 / 30 / 30 epochs (scaled to the "
+       "budget), dropout .5",
+       model="yolov1", optimizer="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4, loss_grad_scale=0.5,
+       batch_size=64, schedule="paper", warmup=0.02, dropout=0.5, epochs=135, data="voc07+12", eval_every=2000,
        predict_every=1000, checkpoint_every=1000)
 
 recipe("adam", "this project's setup for small data on two CPU cores (measured in docs/DETECTION.md)",

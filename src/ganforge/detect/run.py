@@ -29,7 +29,6 @@ import functools
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ganforge import distributed as dist
@@ -37,15 +36,15 @@ from ganforge import speed as sp
 from ganforge.checkpoint import save_checkpoint
 from ganforge.config import validate
 from ganforge.detect.augment import collate, detection_transform, unwrap, wrap
-from ganforge.detect.boxes import encode_targets
+from ganforge.detect.boxes import GridTargets, encode_targets
 from ganforge.detect.config import SCHEDULES, DetectConfig
 from ganforge.detect.data import DetectionSet
 from ganforge.detect.datasets import open_detection_data
-from ganforge.detect.evaluate import predict_dataset, to_input
+from ganforge.detect.evaluate import predict_dataset
 from ganforge.detect.infer import DRAW_CONF
-from ganforge.detect.loss import yolo_loss
 from ganforge.detect.model import DETECTORS
-from ganforge.errors import ConfigError, DataError
+from ganforge.detect.pretrain import Pretraining, pretrain_batches
+from ganforge.errors import ConfigError
 from ganforge.optim import build_optimizer
 from ganforge.runs import RunState, Window, warn
 
@@ -61,16 +60,19 @@ def _seed(*parts: int) -> int:
 
 
 class StepBatches(torch.utils.data.Dataset):
-    """Item `s` is training batch `s`: (uint8 images B x 3 x size x size, list of targets, new
-    problems with the data).
+    """Item `s` is training batch `s`: (uint8 images B x 3 x size x size, their grid targets, new
+    problems with the data). The targets are encoded here, where the batch is made, so a worker
+    process does it while the step runs.
 
     A pure function of (seed, s), so DataLoader workers, the training process and a resumed run all
     make the same batches (see the module docstring)."""
 
-    def __init__(self, dataset: DetectionSet, input_size: int, batch_size: int, seed: int, *,
+    def __init__(self, dataset: DetectionSet, input_size: int, grid: int, batch_size: int, seed: int, *,
                  augment: bool, flip: bool, color: str = "hsv", part: slice | None = None) -> None:
-        """`part`: the positions of each global batch this process makes (default: all of them)."""
+        """`grid`: the network's S, for the targets. `part`: the positions of each global batch this
+        process makes (default: all of them)."""
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.input_size, self.grid = input_size, grid
         self.part = part if part is not None else slice(0, batch_size)
         self.transform = detection_transform(input_size, train=augment, flip=flip, color=color)
 
@@ -87,7 +89,7 @@ class StepBatches(torch.utils.data.Dataset):
         start = step * self.batch_size
         return [self.permutation(p // n)[p % n] for p in range(start, start + self.batch_size)]
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, list[dict], list[tuple[str, str]]]:
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, GridTargets, list[tuple[str, str]]]:
         """Also returns the problems this call found (images that failed to decode): a worker
         process records them in its own copy of the set, so they travel back with the batch."""
         items = []
@@ -98,7 +100,9 @@ class StepBatches(torch.utils.data.Dataset):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_seed(self.seed, 11, step, k))
                 items.append(unwrap(*self.transform(*wrap(image, target))))
-        return (*collate(items), self.dataset.issues.items[before:])
+        images, targets = collate(items)
+        grid = encode_targets(targets, (self.input_size, self.input_size), self.grid)
+        return images, grid, self.dataset.issues.items[before:]
 
 
 def _one_thread(_: int) -> None:
@@ -149,11 +153,13 @@ class DetectRun(RunState):
             self.ddp = DistributedDataParallel(net, device_ids=ids, **dist.no_buffer_sync())
             if self.rank:  # dropout: a stream of each rank's own
                 torch.manual_seed(cfg.seed + 7919 * self.rank)
+        # The non-finite guard: host-checked, and under DDP a step is taken only where it is finite on all.
+        self.guard = sp.StepGuard(sync_free=False, agree=dist.all_true if self.world > 1 else None)
         self.total_steps = total_steps(cfg, len(self.train_set))
         self.steps_per_epoch = len(self.train_set) / cfg.batch_size
         self.scheduler = self._make_scheduler()
         self.flip = SWITCH.get(cfg.flip, self.train_set.flip)
-        self.batches = StepBatches(self.train_set, self.input_size, cfg.batch_size, cfg.seed,
+        self.batches = StepBatches(self.train_set, self.input_size, net.grid, cfg.batch_size, cfg.seed,
                                    augment=cfg.augment, flip=self.flip, color=cfg.color,
                                    part=dist.global_slice(cfg.batch_size) if self.world > 1 else None)
         # The images drawn over time: the first readable val images, the same in every snapshot.
@@ -168,7 +174,9 @@ class DetectRun(RunState):
         self.best = math.inf  # unused: the best checkpoint goes by mAP (best_map, higher is better)
         self.best_map: float | None = None
         self.pretrained = cfg.pretrain_steps == 0
+        self.pretraining: Pretraining | None = None  # the stage while it runs (checkpointed with the run)
         self.pretrain_accuracy: float | None = None
+        self.resumed = False  # set by a checkpoint: what a fresh run says once is not said again
         self.window = Window()
         self.last_prediction = -1
         self.warned: set[str] = set()
@@ -203,33 +211,20 @@ class DetectRun(RunState):
             worker_init_fn=_one_thread if workers else None, generator=torch.Generator().manual_seed(0),
             prefetch_factor=2 if workers else None, persistent_workers=False)
 
-    # -- one training step --
-    def train_step(self, batch: tuple[torch.Tensor, list[dict]]) -> tuple[dict[str, torch.Tensor], bool]:
-        """Forward, equation 3, backward and the optimizer step (skipped when the loss or a gradient
-        is not finite). Returns the loss parts and whether the step was taken."""
-        images, targets = batch
-        net = self.net
-        net.train()
-        x = to_input(images.to(self.device), self.channels_last)
-        grid = encode_targets(targets, (self.input_size, self.input_size), net.grid).to(self.device)
-        # Under DDP: this rank's rows, equation 3 over them divided by their number; see the module
-        # docstring for why DDP's average of these gradients is one process's on the global batch.
-        forward = self.ddp if self.ddp is not None else net
-        parts = yolo_loss(forward(x), grid, net.boxes, rescore=self.cfg.rescore)
-        self.optimizer.zero_grad(set_to_none=True)
-        # Every rank takes the backward (DDP's all-reduce) or every rank skips it.
-        ok = bool(dist.all_true(bool(torch.isfinite(parts.total))))
-        if ok:
-            parts.total.backward()  # the gradients are the ranks' average: the same on every rank
-            grads = [p.grad for p in net.parameters() if p.grad is not None]
-            ok = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
-        if ok:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()  # the schedule is a function of the step, taken or skipped
-        stats = {"loss": parts.total, "loss_coord": parts.coord, "loss_obj": parts.obj,
-                 "loss_noobj": parts.noobj, "loss_cls": parts.cls}
-        return {k: v.detach() for k, v in stats.items()}, ok
+    # -- the trunk pretraining stage --
+    def pretraining_options(self) -> dict:
+        cfg = self.cfg
+        return {"steps": cfg.pretrain_steps, "lr": cfg.pretrain_lr, "channels_last": self.channels_last,
+                "log_every": max(1, min(100, cfg.pretrain_steps)), "seed": cfg.seed}
+
+    def start_pretraining(self) -> None:
+        """The stage from its first step (a resumed run has it from its checkpoint)."""
+        if self.pretraining is None:
+            self.pretraining = Pretraining(self.net, len(self.names), **self.pretraining_options())
+
+    def pretrain_batches(self):
+        return pretrain_batches(self.train_set, self.pretraining.rng, what=self.cfg.data,
+                                steps=self.cfg.pretrain_steps)
 
     # -- pictures --
     @torch.no_grad()
@@ -267,6 +262,9 @@ class DetectRun(RunState):
                 "data_size": len(self.train_set), "issues_reported": self.issues_reported,
                 "total_steps": self.total_steps, "input_size": self.input_size,
                 "channels_last": self.channels_last}
+        if self.pretraining is not None and not self.pretrained:  # stopped during pretraining
+            stage_tensors, meta["pretraining"] = self.pretraining.state()
+            window_tensors = {**window_tensors, **stage_tensors}
         return window_tensors, meta
 
     def load_extra(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -276,6 +274,10 @@ class DetectRun(RunState):
         self.last_prediction = int(meta.get("last_prediction", -1))
         self.pretrained = bool(meta.get("pretrained", True))
         self.pretrain_accuracy = meta.get("pretrain_accuracy")
+        self.resumed = True
+        if not self.pretrained and "pretraining" in meta:
+            self.pretraining = Pretraining.restore(self.net, len(self.names), tensors, meta["pretraining"],
+                                                   **self.pretraining_options())
         self.issues_reported = int(meta.get("issues_reported", 0))
         if meta.get("names") not in (None, self.names):
             raise ConfigError(f"{self.cfg.data} has other class names now than when this run started "
@@ -284,45 +286,3 @@ class DetectRun(RunState):
         if size is not None and size != len(self.train_set):
             warn(f"{self.cfg.data} has {len(self.train_set)} training images now and had {size} when this "
                  "checkpoint was written: from here the batches differ from an uninterrupted run", self.quiet)
-
-
-def pretrain_batches(run: DetectRun, size: int = 56, batch: int = 64):
-    """The batches of the trunk pretraining: single digits of the train split's own source digits
-    for digits-det; for other data, crops of the training boxes (with a quarter of their size as
-    margin), resized to `size`. Deterministic from the run's seed."""
-    rng = np.random.RandomState(run.cfg.seed)
-    data = run.train_set
-    if data.name == "digits-det":
-        from ganforge.detect.digits import classification_batch
-
-        return lambda step: classification_batch(rng, batch, "train", size)
-    pairs = [(i, k) for i, r in enumerate(data.records) for k in range(len(r.labels)) if not r.difficult[k]]
-    if not pairs:
-        raise ConfigError(f"pretrain_steps={run.cfg.pretrain_steps} needs labelled boxes in the train split "
-                          f"of {run.cfg.data}: it has none; set pretrain_steps=0")
-
-    with_boxes, unreadable = {i for i, _ in pairs}, set()
-
-    def crops(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from torchvision.transforms.v2.functional import resized_crop
-
-        images, labels = [], []
-        while len(images) < batch:
-            i, k = pairs[rng.randint(len(pairs))]
-            image = None if i in unreadable else data.readable(i)  # None (recorded): not decodable
-            if image is None:
-                unreadable.add(i)
-                if len(unreadable) == len(with_boxes):
-                    raise DataError(f"no image with boxes in the train split of {run.cfg.data} can be "
-                                    "decoded; check its image files")
-                continue
-            x1, y1, x2, y2 = data.records[i].boxes[k].tolist()
-            mx, my = (x2 - x1) / 4, (y2 - y1) / 4
-            top, left = max(0, int(y1 - my)), max(0, int(x1 - mx))
-            height = max(1, min(image.shape[1], int(math.ceil(y2 + my))) - top)
-            width = max(1, min(image.shape[2], int(math.ceil(x2 + mx))) - left)
-            images.append(resized_crop(image, top, left, height, width, [size, size], antialias=True))
-            labels.append(int(data.records[i].labels[k]))
-        return torch.stack(images), torch.tensor(labels)
-
-    return crops

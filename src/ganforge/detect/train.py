@@ -35,7 +35,9 @@ from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import LabelIssues
 from ganforge.detect.datasets import DETECTION_DATASETS, shared_images
 from ganforge.detect.evaluate import evaluate_model
-from ganforge.detect.run import DetectRun, pretrain_batches
+from ganforge.detect.pretrain import forget_pretrain_rows, run_pretraining
+from ganforge.detect.run import DetectRun
+from ganforge.detect.step import train_step
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.io import MetricsLog, read_metrics
 from ganforge.report import write_run_report
@@ -110,6 +112,8 @@ def _resume(folder: RunFolder, steps, epochs, quiet: bool, log, overrides) -> Pa
                  f"not bit for bit as it would have on {saved_world} (reductions, BatchNorm statistics summed "
                  "per process, and dropout's per-process random streams differ)", quiet=False)
         changed = {**changed, "world_size": run.world}
+    if run.pretraining is not None and dist.is_main():
+        forget_pretrain_rows(folder.metrics, run.pretraining.step)
     if "lr" in changed:  # the schedule scales the new peak from the next step on
         run.scheduler.base_lrs = [changed["lr"] for _ in run.scheduler.base_lrs]
     return continue_resumed(run, folder, cfg, changed, log, _finish, _loop)
@@ -141,24 +145,25 @@ def _absolute_data(cfg: DetectConfig) -> DetectConfig:
 def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
     cfg = run.cfg
     main = dist.is_main()
-    progress = Progress(folder.path, run.total_steps, run.step, run.quiet, log, write=main)
     interrupted: int | None = None
+    started = time.perf_counter()  # max_seconds bounds this invocation, the pretraining stage included
     with SignalFlag() as flag, (MetricsLog(folder.metrics) if main else NoLog()) as mlog:
         _report_issues(run, mlog, log)
         _report_val_overlap(run, mlog, log)
         _report_flip(run, mlog, log)
+        in_pretraining = False  # stopped (checkpointed) by a signal or max_seconds before its end
         if not run.pretrained:
-            _pretrain(run, mlog, progress)
-            run.save()
-            flag.agree()
+            in_pretraining = run_pretraining(run, mlog, flag, started, log)
             if flag.signum is not None:
                 interrupted = flag.signum
+        progress = Progress(folder.path, run.total_steps, run.step, run.quiet or interrupted is not None
+                            or in_pretraining, log, write=main)
         t0, base_seconds = time.perf_counter(), run.seconds
-        loader = iter(run.loader(cfg.workers)) if interrupted is None else iter(())
-        for images, targets, found in loader:
+        loader = iter(run.loader(cfg.workers)) if interrupted is None and not in_pretraining else iter(())
+        for images, grid, found in loader:
             for where, reason in found:  # from a worker's copy of the set: recorded here too
                 run.train_set.issues.add(where, reason)
-            stats, ok = run.train_step((images, targets))
+            stats, ok = train_step(run, (images, grid))
             run.step += 1
             run.images_seen += cfg.batch_size
             run.seconds = base_seconds + time.perf_counter() - t0
@@ -166,7 +171,7 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
 
             # ---- maintenance: faults, logs, pictures, evaluation, checkpoints, signals ----
             # max_seconds bounds this invocation's training time, so a resumed run gets it anew.
-            timed_out = 0 < cfg.max_seconds <= time.perf_counter() - t0
+            timed_out = 0 < cfg.max_seconds <= time.perf_counter() - started
             # Every rank stops at the same step boundary: a signal or a time-out on any of them.
             timed_out = flag.agree(timed_out)
             done = run.step >= run.total_steps or timed_out
@@ -201,39 +206,16 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
                 stop_reason="signal" if interrupted is not None else "max_seconds" if stopped else None)
     dist.barrier()
     where = shlex.quote(str(run.dir))
+    at = (f"pretraining step {run.pretraining.step} of {cfg.pretrain_steps}" if in_pretraining
+          else f"step {run.step}")
     if interrupted is None and stopped:
-        log(f"stopped after max_seconds={cfg.max_seconds:g} at step {run.step} of {run.total_steps} "
-            f"(checkpoint saved): continue with `{RESUME} {where}`")
+        log(f"stopped after max_seconds={cfg.max_seconds:g} at {at}"
+            f"{'' if in_pretraining else f' of {run.total_steps}'} (checkpoint saved): continue with "
+            f"`{RESUME} {where}`")
     if interrupted is not None:
-        raise TrainingInterrupted(f"stopped by signal {interrupted} at step {run.step}: checkpoint saved; "
+        raise TrainingInterrupted(f"stopped by signal {interrupted} at {at}: checkpoint saved; "
                                   f"continue with `{RESUME} {where}`", flag.exit_code())
     return run.dir
-
-
-def _pretrain(run: DetectRun, mlog: MetricsLog, progress: Progress) -> None:
-    """The classification stage: the trunk learns to tell the classes apart on single objects."""
-    from ganforge.detect.pretrain import pretrain_trunk
-
-    cfg = run.cfg
-    progress.say(f"pretraining the trunk on single objects for {cfg.pretrain_steps} steps")
-    start = time.perf_counter()
-
-    def log_row(step: int, row: dict) -> None:
-        mlog.event(0, "pretrain", pretrain_step=step, **{k: round(v, 5) for k, v in row.items()})
-        progress.say(f"pretrain step {step}/{cfg.pretrain_steps}  loss {row['pretrain_loss']:.4f}  "
-                     f"accuracy {100 * row['pretrain_accuracy']:.1f}%")
-
-    run.pretrain_accuracy = pretrain_trunk(
-        run.net, pretrain_batches(run), len(run.names), steps=cfg.pretrain_steps, lr=cfg.pretrain_lr,
-        channels_last=run.channels_last, log=log_row, log_every=max(1, min(100, cfg.pretrain_steps)))
-    if run.world > 1:
-        # Every rank pretrained on the same batches; rank 0's trunk goes to all, so that the ranks
-        # start the detection steps from one set of weights even where kernels are not deterministic.
-        state, _ = dist.broadcast_state(run.net.state_dict() if dist.is_main() else None, {})
-        if not dist.is_main():
-            run.net.load_state_dict({k: v.to(run.device) for k, v in state.items()})
-    run.pretrained = True
-    run.seconds += time.perf_counter() - start
 
 
 def _skipped(run: DetectRun, mlog: MetricsLog, progress: Progress, log) -> None:
@@ -285,7 +267,7 @@ def _warn(run: DetectRun, mlog: MetricsLog, log, message: str, **fields) -> None
 
 def _report_val_overlap(run: DetectRun, mlog: MetricsLog, log) -> None:
     """A val split that reuses training images measures fit, not held-out accuracy: say so once."""
-    shared = 0 if run.step else shared_images(run.train_set, run.val_set)
+    shared = 0 if run.step or run.resumed else shared_images(run.train_set, run.val_set)
     if shared:
         _warn(run, mlog, log, f"{shared} of the {len(run.val_set)} val images of {run.cfg.data} are training "
               "images, so its mAP and best checkpoint measure fit, not held-out accuracy: give a val split of "
@@ -295,7 +277,7 @@ def _report_val_overlap(run: DetectRun, mlog: MetricsLog, log) -> None:
 
 def _report_flip(run: DetectRun, mlog: MetricsLog, log) -> None:
     """flip=on where the dataset says a mirror image is not one of its objects (digits): say so once."""
-    if run.cfg.flip == "on" and not run.train_set.flip and not run.step:
+    if run.cfg.flip == "on" and not run.train_set.flip and not run.step and not run.resumed:
         _warn(run, mlog, log, f"flip=on mirrors the images of {run.cfg.data}, whose objects change meaning in a "
               "mirror (a mirrored 2 is not a 2): use flip=auto unless that is what you want", alarm="flip")
 
