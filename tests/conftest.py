@@ -95,15 +95,20 @@ def no_network(monkeypatch):
 GAN_ARGS = ["default", "--steps", "60", "data=digits", "log_every=10", "sample_every=20",
             "eval_every=30", "eval_n=200", "checkpoint_every=30", "base_filters=8", "batch_size=32",
             "--quiet"]
-# A time budget stops this one long before its step budget: a real stopped run.
-STOPPED_ARGS = ["default", "--steps", "100000", "data=digits", "log_every=5", "sample_every=5",
-                "max_seconds=3", "g_lr=1e-3", "base_filters=8", "batch_size=32", "--quiet"]
+# A time budget stops this one long before its step budget: a real stopped run. Its grids must not
+# depend on the machine's speed, so it trains 12 steps (grids 1, 5, 10, 12), then is resumed with a
+# budget of 100,000 steps and a time budget that any step exceeds: it stops after step 13, with a grid.
+STOPPED_ARGS = ["default", "--steps", "12", "data=digits", "log_every=5", "sample_every=5",
+                "g_lr=1e-3", "base_filters=8", "batch_size=32", "--quiet"]
+STOPPED_RESUME = ["--steps", "100000", "max_seconds=1e-9", "--quiet"]
 
 
-def _train(out: Path, args: list[str]) -> Path:
+def _train(out: Path, args: list[str], resume: list[str] | None = None) -> Path:
     from ganforge.cli import main as ganforge_main
 
     assert ganforge_main(["train", *args, "--out", str(out)]) == 0
+    if resume is not None:
+        assert ganforge_main(["train", "--resume", str(out), *resume]) == 0
     return out
 
 
@@ -114,7 +119,8 @@ def _runs(tmp_path_factory, ganforge_cache) -> dict[str, Path]:
         mp.setenv("GANFORGE_CACHE", str(ganforge_cache))  # the digits feature net trains once
         mp.setenv("GANFORGE_DATA", str(root / "data"))
         mp.setenv("TORCH_HOME", str(root / "torch"))
-        return {"gan": _train(root / "gan", GAN_ARGS), "stopped": _train(root / "stopped", STOPPED_ARGS)}
+        return {"gan": _train(root / "gan", GAN_ARGS),
+                "stopped": _train(root / "stopped", STOPPED_ARGS, STOPPED_RESUME)}
 
 
 @pytest.fixture
@@ -282,3 +288,54 @@ def decode_cache(cache: Path) -> dict[str, torch.Tensor]:
 def leftovers(root: Path) -> list[Path]:
     """Temporary files an atomic write would leave behind if it did not clean up."""
     return [p for p in root.rglob("*") if ".tmp" in p.name or p.name.endswith(".part")]
+
+
+# The served page's runs (tests/serve): a class-conditional GAN that also takes InfoGAN codes (class
+# picker and code sliders on one page) and a detector, beside the report tests' unconditional run.
+def _serve_cli(argv: list[str]) -> int:
+    from ganforge.cli import main
+    return main(argv)
+
+
+INFO_ARGS = ["default", "--steps", "4", "data=digits", "base_filters=8", "batch_size=16", "info_categorical=10",
+             "info_continuous=2", "conditional=projection", "num_classes=10", "log_every=2", "sample_every=4", "checkpoint_every=4", "--quiet"]
+DETECT_ARGS = ["model=yolov1-s", "fc_width=64", "batch_size=4", "threads=1", "workers=0", "pretrain_steps=0",
+               "log_every=2", "eval_every=6", "predict_every=6", "checkpoint_every=6", "predict_images=2",
+               "device=cpu", "--steps", "6", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def serve_runs(tmp_path_factory, _runs, ganforge_cache) -> dict[str, Path]:
+    from ganforge.detect.digits import load_digits_det
+    from ganforge.detect.write_dataset import write_dataset
+
+    root = tmp_path_factory.mktemp("serve-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GANFORGE_CACHE", str(ganforge_cache))
+        mp.setenv("GANFORGE_DATA", str(root / "data"))
+        data = write_dataset({"train": load_digits_det("train", count=12), "val": load_digits_det("val", count=4),
+                              "test": load_digits_det("test", count=2)}, root / "digits-yolo", "yolo")
+        assert _serve_cli(["train", *INFO_ARGS, "--out", str(root / "info")]) == 0
+        assert _serve_cli(["detect", "train", "adam", "--data", str(data), "--out", str(root / "det"),
+                              *DETECT_ARGS]) == 0
+    return {"gan": _runs["gan"], "info": root / "info", "det": root / "det"}
+
+
+@pytest.fixture
+def serving():
+    """A function: `with serving(RUN, ...) as server:` runs `ganforge serve` on a free port."""
+    return _serving
+
+
+@contextlib.contextmanager
+def _serving(*runs: Path):
+    """`ganforge serve` on 127.0.0.1 (a free port) in this process; yields the server."""
+    from ganforge.serve import make_server
+
+    server = make_server(list(runs), port=0, log=lambda *a: None)
+    server.start_background()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -64,7 +64,8 @@ def test_a_folder_holding_an_input_or_files_ganforge_did_not_write_is_refused_ev
     src = _source(tmp_path)
     for force in (False, True):
         _refused(lambda: OutputFolder(labels, "test", inputs=[src], force=force).open(), "did not write", "a.txt")
-        _refused(lambda: OutputFolder(tmp_path, "test", inputs=[src], force=force).check(), "holds this command's input")
+        _refused(lambda: OutputFolder(tmp_path, "test", inputs=[src], force=force).check(),
+                 "holds this command's input")
     assert (labels / "a.txt").read_text() == "0 0.5 0.5 0.2 0.2\n"
 
 

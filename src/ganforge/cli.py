@@ -11,7 +11,7 @@ import os
 import sys
 
 from .errors import GanforgeError
-from .io import display_path, first_line
+from .io import display_path, first_line, os_error_advice
 
 EPILOG = """exit codes: 0 ok, 2 bad input (one line on stderr says what to do), 3 training diverged,
 130/143 stopped by SIGINT/SIGTERM after saving a checkpoint (resume with --resume)."""
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if extra:
         # `key=value` overrides may sit anywhere on a train command line.
-        takes = getattr(args, "train_task", None) is not None
+        takes = getattr(args, "train_task", None) is not None or getattr(args, "takes_overrides", False)
         bad = [e for e in extra if e.startswith("-") or "=" not in e or not takes]
         if bad:
             parser.error(f"unrecognized arguments: {' '.join(bad)}")
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ganforge: error: {died}; {_next_step(args)}", file=sys.stderr)
         return 2
     except OSError as err:
+        if os_error_advice(err):  # a path the person gave that cannot be what it is asked to be
+            print(f"ganforge: error: {os_error_advice(err)}", file=sys.stderr)
+            return 2
         # A full disk or a permission problem outside the checkpoint writer: still one line.
         where = f" ({display_path(err.filename)})" if getattr(err, "filename", None) else ""
         print(f"ganforge: error: {err.strerror or first_line(err)}{where}: free space or fix permissions, "

@@ -135,7 +135,7 @@ def read_metrics(path: str | os.PathLike, kind: str | None = None) -> list[dict]
     for line in text.splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # a cut line, a number past Python's limit, or nesting
             continue
         if not isinstance(row, dict):
             continue
@@ -213,3 +213,16 @@ def display_path(path: str | os.PathLike | bytes) -> str:
     system) show as ``\\xNN`` escapes instead of breaking an encoder or a terminal."""
     raw = os.fsencode(path)
     return raw.decode("utf-8", errors="backslashreplace")
+
+
+def os_error_advice(err: OSError) -> str | None:
+    """What to do about a file system error that a person caused by a path they gave ('a file where
+    a folder goes'), or None when the cause is the disk (full, read-only, permissions, hardware)."""
+    where = display_path(err.filename) if getattr(err, "filename", None) else "a path"
+    if isinstance(err, FileExistsError) and os.path.isfile(err.filename or ""):
+        return f"{where} is a file, where a folder is needed: give the path of a folder (new or existing)"
+    if isinstance(err, NotADirectoryError):
+        return f"{where}: part of this path is a file, not a folder: give a path made of folders"
+    if isinstance(err, IsADirectoryError):
+        return f"{where} is a folder, where a file is needed: give a file path"
+    return None

@@ -52,6 +52,8 @@ class Pictures:
     gif_what: str = "the pictures as an animation"
     name_key: str = ""  # a config key holding the pictures' file name template
     nav: str = ""  # its link in the page's navigation
+    note: str = ""  # said under the pictures (e.g. what they leave out)
+    grey_note: str = ""  # said when the first pictures are uniform grey: why that is expected
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class Task:
     default_out: str = "runs/{recipe}"  # the run folder when --out is not given
     data_path: Callable[[Any], Path | None] = lambda cfg: None  # a path the run trains on (kept safe)
     report: Report = field(default_factory=Report)
+    # (cfg, tensors, meta, where) on resume, before the run is built: refuse a checkpoint whose
+    # config would build absurd shapes, naming the tensor, before anything is allocated
+    check_state: Callable[..., None] | None = None
 
     def load(self, run: str | Path, checkpoint: str | None = None, device: str = "cpu") -> Any:
         """A trained run ready for use (module, config, example input, pre- and post-processing),

@@ -204,3 +204,81 @@ def test_folder_and_file_names_that_are_not_utf8(tmp_path):
     line = one_error_line(ganforge("train", "seed004-mlp-mnist", "--data", photos, "--out", run + "2",
                                    "--quiet", env=strict))
     assert "4 of 124 files in " in line and "ph\\xffotos" in line and "\\udc" not in line, line
+
+
+# --------------------------------------------------------------------------- one decoder for every task
+
+
+def _detection_yaml(root: Path, images: Path) -> Path:
+    (root / "data.yaml").write_text(f"path: {images}\ntrain: .\nval: .\nnames: [thing]\n")
+    return root / "data.yaml"
+
+
+def _tiny_detector():
+    from ganforge.detect.config import DetectConfig
+    from ganforge.detect.model import build_detector
+    from ganforge.detect.use import from_net
+
+    return from_net(build_detector("yolov1-s", 1, fc_width=8), DetectConfig(), ["thing"])
+
+
+def _predict(files: list[Path], out: Path, **options) -> dict:
+    from ganforge.detect.use import predict_files
+    from ganforge.outputs import OutputFolder
+
+    folder = OutputFolder(out, "detect predict", inputs=files).check().open()
+    return predict_files(_tiny_detector(), files, folder, **options)
+
+
+def test_the_detector_decodes_every_mode_as_the_gan_decoder_does(tmp_path):
+    """Training and validation (a DetectionSet) and prediction (the drawn copy, with no box over
+    the threshold) see the pixels the GAN loader sees: 16-bit scaled, float TIFFs, alpha on white."""
+    from ganforge.data.decode import decode_file
+    from ganforge.detect.yolo_txt import load_yolo
+    from ganforge.outputs import distinct_stems
+
+    expected = write_modes(tmp_path / "modes")
+    data = load_yolo(_detection_yaml(tmp_path, tmp_path / "modes"), "train")
+    assert not data.issues, data.issues.lines()
+    files = sorted(expected)
+    assert [r.image.name for r in data.records] == files
+    gan = torch.stack([torch.from_numpy(decode_file(tmp_path / "modes" / n, 3, SIZE)).permute(2, 0, 1)
+                       for n in files])
+    for i, name in enumerate(files):
+        assert torch.equal(data[i][0], gan[i]), name  # training reads items
+        assert torch.equal(data.readable(i), gan[i]), name  # validation reads them this way
+    _assert_pixels(gan, expected)
+    predicted = tmp_path / "predicted"
+    sources = [tmp_path / "modes" / n for n in files]
+    counts = _predict(sources, predicted, conf=1.5, iou=0.5, log=lambda line: None)
+    assert counts == {"images": len(files), "boxes": 0, "unreadable": []}
+    for i, (name, out) in enumerate(zip(files, distinct_stems(sources))):
+        drawn = np.asarray(Image.open(predicted / f"{out}.png"))  # with nothing drawn: the decoded image
+        assert torch.equal(torch.from_numpy(drawn).permute(2, 0, 1), gan[i]), name
+
+
+def test_a_tiny_png_that_claims_12000x12000_pixels_is_refused_by_every_task(tmp_path):
+    from ganforge.detect.yolo_txt import load_yolo
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("1", (12000, 12000)).save(images / "bomb.png")  # 17 KB on disk, 144 Mpixels decoded
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(images / "fine.png")
+    assert (images / "bomb.png").stat().st_size < 150_000
+    # The GAN loader refuses the folder (1 of 2 files bad is more than it accepts).
+    proc = ganforge("train", "seed004-mlp-mnist", "--data", images, "--out", tmp_path / "run",
+                    "--steps", "1", "--quiet", "--device", "cpu")
+    assert "1 of 2 files" in one_error_line(proc)
+    # The detection loader counts it, says why, and goes on with the other image.
+    data = load_yolo(_detection_yaml(tmp_path, images), "train")
+    assert [r.image.name for r in data.records] == ["fine.png"]
+    (where, reason), = data.issues.items
+    assert where.endswith("bomb.png") and reason.startswith("image too large: Image size (144000000 pixels)")
+    # predict skips it with one line and writes nothing for it.
+    lines: list[str] = []
+    counts = _predict([images / "bomb.png", images / "fine.png"], tmp_path / "out", conf=0.5, iou=0.5,
+                      log=lines.append)
+    assert counts["unreadable"] == ["bomb.png"] and counts["images"] == 1
+    assert len(lines) == 1 and "bomb.png could not be read (image too large" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
+        "fine.json", "fine.png", "fine.txt"]

@@ -178,8 +178,8 @@ def test_predict_writes_drawn_png_yolo_txt_and_json_in_original_pixels(trained, 
     proc = ganforge("detect", "predict", trained, "--source", source, "--out", out, "--conf", "0.001")
     assert_ok(proc)
     assert "broken.png could not be read" in proc.stdout.decode() + proc.stderr.decode()
-    assert sorted(p.name for p in out.iterdir()) == [".ganforge-output"] + ["square.jpg".replace(".jpg", e) for e in (".json", ".png", ".txt")] + \
-        ["wide.json", "wide.png", "wide.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".ganforge-output"] + \
+        ["square.jpg".replace(".jpg", e) for e in (".json", ".png", ".txt")] + ["wide.json", "wide.png", "wide.txt"]
     assert Image.open(out / "wide.png").size == (200, 150)
     doc = json.loads((out / "wide.json").read_text())
     assert (doc["width"], doc["height"]) == (200, 150) and doc["detections"]
@@ -395,3 +395,77 @@ def test_flip_on_for_digits_is_warned_about_once(tmp_path, capsys):
     lines = [line for line in (out + err).splitlines() if line.startswith("warning: flip=on")]
     assert len(lines) == 1 and "digits-det" in lines[0] and "flip=auto" in lines[0]
     assert [r["alarm"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "warning"] == ["flip"]
+
+
+def test_a_run_of_the_other_task_is_named_for_what_it_is(trained, tmp_path):
+    from ganforge.detect.use import load_detector
+    from ganforge.errors import ConfigError
+    from ganforge.gan.sampling import load_generator
+
+    with pytest.raises(ConfigError, match=r"is a detector run, not a GAN run: .*`ganforge detect predict"):
+        load_generator(trained)  # what sample, eval and explore load
+    line = one_error_line(ganforge("sample", trained, "--out", tmp_path / "grid"))
+    assert "detect" in line and "`ganforge detect predict`" in line and "unknown keys" not in line, line
+    gan_run = Path(__file__).resolve().parents[1] / "fixtures" / "v1-run"
+    with pytest.raises(ConfigError, match=r"is a GAN run, not a detector run: .*`ganforge sample`"):
+        load_detector(gan_run)
+
+
+def test_a_detector_checkpoint_asking_for_an_absurd_width_is_refused_before_allocating(trained, tmp_path):
+    import shutil
+
+    from ganforge.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    for step in list_checkpoints(run / "checkpoints"):
+        tensors, meta = load_checkpoint(step)
+        meta["config"]["fc_width"] = 200_000_000  # a 10 TB head
+        shutil.rmtree(step)
+        save_checkpoint(run / "checkpoints", step.name, tensors, meta)
+    cap = ["prlimit", f"--as={6 << 30}"] if shutil.which("prlimit") else []
+    for command in (["detect", "val", run], ["detect", "train", "--resume", run, "--steps", "9"]):
+        line = one_error_line(ganforge(*command, prefix=cap))
+        assert "tensor head.1.weight is 64x12544 in the checkpoint, 200000000x12544 in the model" in line, line
+
+
+def test_predict_into_an_existing_file_is_called_a_file(trained, toy_data, tmp_path, capsys):
+    from ganforge.cli import main
+
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    source = toy_data.parent / "images" / "val"
+    assert main(["detect", "predict", str(trained), "--source", str(source), "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0] and "free space" not in err[0], err
+    assert existing.read_text() == "mine"
+
+
+def test_detect_config_and_run_time_overrides_of_val_and_predict(trained, toy_data, tmp_path, capsys):
+    import torch
+
+    from ganforge.cli import main
+
+    assert main(["detect", "config", "adam", "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["recipe"]["value"] == "adam" and "threads" in rows and "lr" in rows
+    assert main(["detect", "config", "paper"]) == 0 and "momentum" in capsys.readouterr().out
+    assert main(["detect", "config", "nope"]) == 2 and "paper, adam" in capsys.readouterr().err
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["detect", "val", str(trained), "threads=2", "device=cpu", "--json",
+                     str(tmp_path / "v.json")]) == 0
+        assert torch.get_num_threads() == 2 and json.loads((tmp_path / "v.json").read_text())["images"] > 0
+        image = next((toy_data.parent / "images" / "val").glob("*.png"))
+        assert main(["detect", "predict", str(trained), "threads=1", "--source", str(image), "--out",
+                     str(tmp_path / "p")]) == 0
+        assert torch.get_num_threads() == 1 and (tmp_path / "p" / f"{image.stem}.json").is_file()
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
+    # what the model is cannot change, and values are checked as training checks them
+    for bad, words in (("lr=1", "takes device=, threads="), ("threads=-1", "threads"), ("device=tpu", "tpu")):
+        assert main(["detect", "val", str(trained), bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ganforge: error: ") and words in err[0], err

@@ -236,9 +236,16 @@ def test_an_empty_or_wrong_pred_folder_is_an_error_and_a_partial_one_a_warning(t
     wrong = tmp_path / "wrong"  # detections of other images
     wrong.mkdir()
     (wrong / "train_000001.txt").write_text("3 0.5 0.5 0.2 0.2 0.9\n")
-    map_refused(capsys, "--gt", labels, "--pred", wrong, "--images", images, words=("train_000001.txt has no truth file",))
+    map_refused(capsys, "--gt", labels, "--pred", wrong, "--images", images,
+                words=("train_000001.txt has no truth file",))
     map_refused(capsys, "--gt", labels, "--pred", toy_data.parent / "labels" / "train", "--layout", "yolo", "--images",
                 images, words=("has no truth file",))  # a label folder of other images given as detections
+    nothing = tmp_path / "nothing"  # files for every image, none with a detection: 0, said aloud
+    nothing.mkdir()
+    for txt in predicted.glob("*.txt"):
+        (nothing / txt.name).write_text("")
+    code, out, err = cli(capsys, "detect", "map", "--gt", labels, "--pred", nothing, "--images", images)
+    assert code == 0 and "holds no detections at all" in err, err
     part = tmp_path / "part"
     part.mkdir()
     first = sorted(predicted.glob("*.txt"))[0]

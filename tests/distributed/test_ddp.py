@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ganforge import distributed as dist
 from ganforge.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from conftest import assert_ok, ganforge, one_error_line
 
@@ -181,6 +182,7 @@ def test_signal_to_the_launcher_stops_every_rank_at_one_step_and_saves(tmp_path,
     assert meta["step"] == summary["steps"] and sorted(meta["rng"]) == ["0", "1"]
     assert _error_lines(err) == [l for l in _error_lines(err) if f"stopped by signal {int(sig)}" in l]
     assert len(_error_lines(err)) == 1
+    assert f"`ganforge train --nproc 2 --resume {run}`" in _error_lines(err)[0]  # the hint keeps --nproc
 
 
 def test_a_killed_rank_stops_the_others_with_one_line_and_the_run_resumes(tmp_path):
@@ -253,3 +255,12 @@ def test_bad_process_counts_and_batches_are_one_line(tmp_path):
     lines = _error_lines(proc.stderr)
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr.decode()[-3000:]
     assert "batch_size 15 does not divide by the 2 processes" in lines[0]
+
+
+def test_resume_hints_keep_the_process_count(monkeypatch):
+    assert dist.relaunch("ganforge train --resume") == "ganforge train --resume"
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert dist.relaunch("ganforge train --resume") == "ganforge train --nproc 2 --resume"
+    assert dist.relaunch("ganforge detect train --resume") == "ganforge detect train --nproc 2 --resume"

@@ -11,6 +11,8 @@ prefixes, `opt_g`/`opt_d`, one RNG state) are upgraded on load by :func:`upgrade
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,6 @@ import torch
 from torch import nn
 
 from ganforge.errors import CheckpointError
-from ganforge.io import first_line
 
 STATE_VERSION = 2
 # State version 1 names -> version 2 names.
@@ -156,6 +157,52 @@ def module_state(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+_SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[(.*?)\]\) "
+                            r"from checkpoint, the shape in current model is torch\.Size\(\[(.*?)\]\)")
+
+
+def load_error(err: BaseException) -> str:
+    """The line of a `load_state_dict` error that names the tensor (PyTorch's first line only names
+    the module class): 'tensor head.1.weight is 4096x12544 in the checkpoint, 256x12544 in the model
+    its config builds', or the missing or unexpected keys."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+    match = _SIZE_MISMATCH.search(detail)
+    if match:
+        saved, built = ("x".join(d.strip() for d in shape.split(",")) or "a scalar" for shape in match.groups()[1:])
+        return f"tensor {match[1]} is {saved} in the checkpoint, {built} in the model its config builds"
+    return detail[:300].rstrip(". ")
+
+
+def check_state_fits(build: Callable[[], nn.Module], state: dict[str, torch.Tensor], what: str) -> nn.Module:
+    """Build `build`'s module on the meta device and load `state` into it there, which checks the
+    keys and shapes without memory: a config that asks for other (or absurd) sizes than the
+    checkpoint holds is refused naming the tensor, before anything is allocated. Returns the meta
+    module, now holding the state's tensors. `what` names the checkpoint in messages."""
+    try:
+        with torch.device("meta"):
+            module = build()
+        module.load_state_dict(state, assign=True)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{what} does not fit its config ({load_error(err)}): use a checkpoint "
+                              "written with this config") from None
+    return module
+
+
+def build_for_state(build: Callable[[], nn.Module], state: dict[str, torch.Tensor], what: str) -> nn.Module:
+    """The module `build` makes, holding `state`, checked first by :func:`check_state_fits`. It
+    takes the state's tensors as they are; only when that leaves part of it on the meta device, or
+    changes a dtype, is it built for real (no larger than the checkpoint, now checked)."""
+    with torch.device("meta"):
+        dtypes = {k: v.dtype for k, v in build().state_dict().items()}
+    module = check_state_fits(build, state, what)
+    if any(t.is_meta for t in (*module.parameters(), *module.buffers())) or any(
+            dtypes.get(k, v.dtype) != v.dtype for k, v in module.state_dict().items()):
+        module = build()
+        module.load_state_dict(state)
+    return module
+
+
 def unpack_state(tensors: dict[str, torch.Tensor], meta: dict, modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], *, what: str = "config") -> None:
     """Load the named modules and optimizers from a (possibly version-1) packed state. Anything
@@ -169,7 +216,7 @@ def unpack_state(tensors: dict[str, torch.Tensor], meta: dict, modules: dict[str
         for name, opt in optimizers.items():
             opt.load_state_dict(unpack_optimizer(tensors, meta["optimizers"][name], f"optim.{name}"))
     except (RuntimeError, ValueError, KeyError) as err:  # tensors that do not fit the config
-        raise CheckpointError(f"checkpoint does not match its {what} ({first_line(err)}): "
+        raise CheckpointError(f"checkpoint does not match its {what} ({load_error(err)}): "
                               "it cannot be resumed") from None
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from ganforge.documents import loads_json
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.io import atomic_write_bytes, fsync_dir
 
@@ -41,6 +42,7 @@ TENSORS_FILE = "tensors.safetensors"
 META_FILE = "meta.json"
 MANIFEST_FILE = "MANIFEST.json"
 
+_DAMAGED = "the checkpoint is damaged; use an earlier checkpoint"
 _STEP_RE = re.compile(r"^step-(\d+)$")
 # Hidden siblings: tmp = being built (or built, not yet swapped in), old = previous version being
 # swapped out, del = being pruned. Only tmp/old can hold the one findable copy of a checkpoint.
@@ -58,10 +60,9 @@ def _os_error_message(err: OSError, where: Path, hint: str | None) -> str:
     """One line naming what went wrong on disk and how to continue (`hint`: what the caller knows
     will work, e.g. the resume command of its run)."""
     hint = hint or _RESUME_HINT  # the run layer passes the exact command
-    if err.errno == errno.ENOSPC:
-        return f"disk full while saving checkpoint to {where}: free some space and {hint}"
-    if err.errno == getattr(errno, "EDQUOT", None):
-        return f"disk full (quota exceeded) while saving checkpoint to {where}: free some space and {hint}"
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", None)):
+        quota = " (quota exceeded)" if err.errno != errno.ENOSPC else ""
+        return f"disk full{quota} while saving checkpoint to {where}: free some space and {hint}"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write checkpoint to {where} ({err.strerror}): check permissions of the run folder"
     reason = err.strerror or str(err) or type(err).__name__
@@ -127,13 +128,9 @@ def _write_checkpoint_dir(directory: Path, blobs: dict[str, bytes], step: int | 
     for file_name, data in blobs.items():
         _test_pause()
         atomic_write_bytes(directory / file_name, data)
-    manifest = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "files": {n: {"sha256": sha256_hex(d), "bytes": len(d)} for n, d in blobs.items()},
-        "step": step,
-        "milestone": milestone,
-    }
+    manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
+                "files": {n: {"sha256": sha256_hex(d), "bytes": len(d)} for n, d in blobs.items()},
+                "step": step, "milestone": milestone}
     _test_pause()
     atomic_write_bytes(directory / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
     fsync_dir(directory)
@@ -234,8 +231,8 @@ def _recover(root: Path) -> None:
 
 def _read_manifest_quiet(directory: Path) -> dict:
     try:
-        manifest = json.loads((directory / MANIFEST_FILE).read_bytes())
-    except (OSError, ValueError):
+        manifest = loads_json((directory / MANIFEST_FILE).read_bytes(), MANIFEST_FILE, CheckpointError)
+    except (OSError, CheckpointError):
         return {}
     return manifest if isinstance(manifest, dict) else {}
 
@@ -311,13 +308,13 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu"
         raise CheckpointError(
             f"{path} is not a ganforge checkpoint: pass the checkpoint folder that holds {MANIFEST_FILE}")
     try:
-        manifest = json.loads((path / MANIFEST_FILE).read_bytes())
+        raw = (path / MANIFEST_FILE).read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path} is not a complete ganforge checkpoint (no {MANIFEST_FILE}): "
                               "use an earlier checkpoint") from None
-    except (OSError, ValueError) as err:
-        raise CheckpointError(
-            f"checkpoint {path} has an unreadable manifest ({err}): use an earlier checkpoint") from None
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} has an unreadable manifest ({err}): {_DAMAGED}") from None
+    manifest = loads_json(raw, f"checkpoint {path}: its {MANIFEST_FILE}", CheckpointError, _DAMAGED)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CheckpointError(
             f"{path} is not a ganforge checkpoint (unknown manifest): use an earlier checkpoint")
@@ -343,8 +340,10 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu"
         blobs[file_name] = data
 
     try:
-        doc = json.loads(blobs[META_FILE])
+        doc = loads_json(blobs[META_FILE], f"checkpoint {path}: its {META_FILE}", CheckpointError, _DAMAGED)
         tensors = safetensors.torch.load(blobs[TENSORS_FILE])
+    except CheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001 - any parse failure means the checkpoint is unusable
         raise CheckpointError(
             f"checkpoint {path} is corrupt ({type(err).__name__}): use an earlier checkpoint") from None
@@ -390,7 +389,10 @@ def load_latest(root: str | Path, *, device: str | torch.device = "cpu", log: Ca
             break
         time.sleep(_SETTLE_SECONDS)  # a save or a prune in flight: look again before calling anything corrupt
     if not candidates:
-        what = ("the run cannot be resumed; start a new run" if purpose.startswith("resuming")
+        # A step folder without its manifest is a damaged checkpoint, not one still to come.
+        damaged = sorted(e for e in (os.listdir(root) if os.path.isdir(root) else []) if _STEP_RE.match(e))
+        what = (f"{', '.join(damaged)} has no readable {MANIFEST_FILE}: it is damaged (a partial copy?)"
+                if damaged else "the run cannot be resumed; start a new run" if purpose.startswith("resuming")
                 else "the run has not saved one yet: wait for its first checkpoint")
         raise CheckpointError(f"no checkpoint in {root}: {what}")
     use = "resumed" if purpose.startswith("resuming") else "used"

@@ -15,6 +15,13 @@ pixels. The rules, by Pillow mode:
 - ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` and ``RGBX`` are converted to RGB by Pillow.
 Greyscale modes, and palettes whose colours are all grey, count as greyscale when a folder's
 channel count is chosen.
+
+Every task decodes through this module, with one size limit: a file whose header claims more pixels
+than Pillow's ``Image.MAX_IMAGE_PIXELS`` is refused before any pixel is decoded (Pillow itself only
+warns up to twice that), so a 140 KB PNG that says 12000 x 12000 never reaches memory.
+:func:`decode_file` serves the GAN (square, resized); :func:`decode_native` serves the detector (its
+own size and orientation: boxes are given in the file's stored pixel grid, the one its header
+describes).
 """
 
 from __future__ import annotations
@@ -25,11 +32,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+# The files every task reads as images (a folder's other files are not images)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pbm")
 BACKGROUND = 255  # what transparent pixels are composited onto: white, in every channel
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "F"}) | SIXTEEN_BIT_MODES
 SIXTEEN_BIT_MAX = 65535
+
+
+def image_problem(exc: BaseException) -> str:
+    """The issue a failed decode is counted as: 'image too large: ...' for a file past the size
+    limit, else 'corrupt image: <exception type>'."""
+    if isinstance(exc, (Image.DecompressionBombWarning, Image.DecompressionBombError)):
+        return f"image too large: {str(exc).split(', could be')[0]}; ganforge refuses it"
+    return f"corrupt image: {type(exc).__name__}"
 
 
 def open_image(path: Path) -> Image.Image:
@@ -105,3 +122,10 @@ def decode_file(path: Path, channels: int, image_size: int) -> np.ndarray:
             image = ImageOps.fit(image, (image_size, image_size), method=Image.Resampling.BICUBIC)
             array = np.asarray(image, dtype=np.uint8)
     return array.reshape(image_size, image_size, channels)
+
+
+def decode_native(path: Path) -> np.ndarray:
+    """Decode one file to uint8 H x W x 3 RGB at its stored size and orientation (no EXIF turn: a
+    detector's boxes are in the grid the header gives), intensities by the rules above."""
+    with open_image(path) as image:
+        return np.array(to_8bit(image).convert("RGB"), dtype=np.uint8)

@@ -34,13 +34,11 @@ import torch
 from tqdm import tqdm
 
 from ganforge import paths
-from ganforge.data.decode import decode_file, probe
+from ganforge.data.decode import IMAGE_SUFFIXES, decode_file, probe
 from ganforge.errors import DataError
 from ganforge.io import display_path
 
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
+IMAGE_EXTENSIONS = frozenset(IMAGE_SUFFIXES)
 DEFAULT_MAX_SIZE = 64
 MAX_BAD_FRACTION = 0.01
 MAX_DECODED_BYTES = 4 * 2**30

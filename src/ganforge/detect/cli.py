@@ -42,6 +42,36 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every config key of a detector recipe: its value, type and meaning (like `ganforge config`)."""
+    from ganforge.cli import cmd_config as print_config
+    from ganforge.detect.recipes import RECIPES
+
+    return print_config(args, RECIPES)
+
+
+# The keys of a run's config that `val` and `predict` may change: where and how fast they run, never
+# what the model is.
+RUNTIME_KEYS = ("device", "threads")
+
+
+def _runtime(args: argparse.Namespace) -> str:
+    """Apply `threads=` and return the device (`device=` wins over --device)."""
+    from ganforge.config import apply_overrides, split_overrides
+    from ganforge.detect.recipes import RECIPES
+    from ganforge.speed.cpu import set_threads
+
+    given = dict(split_overrides(args.overrides))
+    wrong = [k for k in given if k not in RUNTIME_KEYS]
+    if wrong:
+        raise GanforgeError(f"{wrong[0]!r} cannot change when using a trained run; `detect "
+                            f"{args.detect_command}` takes {', '.join(k + '=' for k in RUNTIME_KEYS)}")
+    cfg = apply_overrides(RECIPES.get("adam").config, given)  # checks the values as training would
+    if "threads" in given:
+        set_threads(cfg.threads)
+    return cfg.device if "device" in given else args.device
+
+
 def _print_ap(result: APResult, names: list[str], images: int) -> None:
     width = max([len(n) for n in names] + [5])
     print(f"{'class':<{width}}  {'truth':>6}  AP ({METRICS[result.metric]}, IoU > {result.iou:g})")
@@ -61,7 +91,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     from ganforge.export import open_model
 
     out = val_json_path(args.run, args.split, args.metric, args.json, args.force, model=args.model)
-    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
+    model = open_model("detect", args.run, args.model, args.checkpoint, _runtime(args))
     names = model.meta["class_names"]
     data = open_detection_data(args.data or model.config.data, args.split)
     if data.names != names:
@@ -85,15 +115,61 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in image files; draw them and write YOLO txt and JSON per image."""
     from ganforge.detect.use import image_files, predict_files, predict_output
     from ganforge.export import open_model
+    from ganforge.video import kind
 
+    if args.as_video or kind(args.source) in ("video", "camera", "stream"):
+        return _predict_video(args)
     files = image_files(args.source)
     out = predict_output(args.run, args.source, args.out, args.force, model=args.model)
-    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
+    model = open_model("detect", args.run, args.model, args.checkpoint, _runtime(args))
     counts = predict_files(model, files, out.open(), conf=args.conf, iou=args.iou)
     out.remove()  # nothing was readable: leave no empty folder behind
     print(f"{counts['boxes']} boxes in {counts['images']} images (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
           f"wrote <name>.png, .txt and .json per image to {display_path(args.out)}")
     return 2 if counts["images"] == 0 else 0
+
+
+def _predict_video(args: argparse.Namespace) -> int:
+    from ganforge.detect.use import predict_output
+    from ganforge.detect.video import predict_video, speed_line
+    from ganforge.export import open_model
+    from ganforge.video import kind
+
+    local = kind(args.source) not in ("camera", "stream")  # a file or folder: an input never written over
+    out = predict_output(args.run, args.source if local else None, args.out, args.force, model=args.model)
+    model = open_model("detect", args.run, args.model, args.checkpoint, _runtime(args))
+    result = predict_video(model, args.source, out, conf=args.conf, iou=args.iou, stride=args.vid_stride,
+                           max_frames=args.max_frames)
+    print(f"{result['boxes']} boxes in {result['frames']} frames (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
+          f"wrote {display_path(result['video'])}, labels/ and a .jsonl of boxes per frame")
+    print(speed_line(result, model.runtime))
+    if result["stopped"] is not None:
+        raise result["stopped"]
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Each way of running the run's detector: file size, mAP@0.5 on a split, ms/image and FPS."""
+    from ganforge.detect.benchmark import benchmark, table
+    from ganforge.detect.datasets import open_detection_data
+    from ganforge.detect.use import load_trained
+    from ganforge.outputs import check_file, json_with, run_record
+
+    if args.repeat < 1:
+        raise GanforgeError("--repeat must be at least 1")
+    own = f"benchmark-{args.split}.json"
+    out = check_file(Path(args.json) if args.json else Path(args.run) / own, ours=json_with("rows", "map_floor"),
+                     inputs=[p for p in run_record(args.run) if p.name != own], force=args.force, flag="--json")
+    model = load_trained(args.run, args.checkpoint, args.device)
+    data = open_detection_data(args.data or model.config.data, args.split)
+    if len(data) == 0:
+        raise GanforgeError(f"the {args.split} split of {args.data or model.config.data} has no images")
+    result = benchmark(model, Path(args.run), data, repeat=args.repeat, log=lambda *a: None)
+    result["split"] = args.split
+    print(table(result))
+    write_json(out, result)
+    print(f"wrote {display_path(out)}")
+    return 0 if all(r["ok"] for r in result["rows"]) else 1
 
 
 def cmd_map(args: argparse.Namespace) -> int:
@@ -160,12 +236,17 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     v.add_argument("--json", metavar="FILE", help="write the result here (default RUN/val-SPLIT-METRIC.json)")
     v.add_argument("--force", action="store_true", help="replace a --json file that ganforge did not write")
     v.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
-    v.set_defaults(func=cmd_val)
+    v.add_argument("overrides", nargs="*", metavar="key=value", help="run-time keys: device=, threads=")
+    v.set_defaults(func=cmd_val, takes_overrides=True)
 
     p = sub.add_parser("predict", help="draw detected boxes on images; YOLO txt and JSON per image")
     p.add_argument("run", metavar="RUN", nargs="?", help="a run folder that `ganforge detect train` wrote")
     p.add_argument("--model", metavar="FILE", help="an exported detector (.onnx, .pt) in place of RUN")
-    p.add_argument("--source", required=True, help="an image file or a folder of images")
+    p.add_argument("--source", required=True, help="an image file or a folder of images; a video file (MP4, MKV, "
+                                                   "AVI, ...), a camera index or a stream URL")
+    p.add_argument("--as-video", action="store_true", help="a folder of frames: one annotated video, not images")
+    p.add_argument("--vid-stride", type=int, default=1, metavar="K", help="video: every K-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="video: stop after N frames")
     p.add_argument("--out", required=True, help="a new folder for <name>.png, <name>.txt and <name>.json")
     p.add_argument("--force", action="store_true", help="replace an earlier `detect predict` --out folder")
     p.add_argument("--conf", type=_fraction("--conf"), default=DRAW_CONF,
@@ -174,7 +255,23 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best) or a checkpoint folder; "
                                         "default: the latest")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
-    p.set_defaults(func=cmd_predict)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-time keys: device=, threads=")
+    p.set_defaults(func=cmd_predict, takes_overrides=True)
+    b = sub.add_parser("benchmark", help="eager, speed layer, ONNX Runtime, TorchScript: size, mAP@0.5, ms, FPS")
+    b.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
+    b.add_argument("--split", default="val", help="split whose mAP@0.5 each way must keep (default val)")
+    b.add_argument("--data", help="another dataset with the same classes (default: the run's)")
+    b.add_argument("--repeat", type=int, default=20, help="timed batch-1 forwards per way (median; default 20)")
+    b.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best); default: the latest")
+    b.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    b.add_argument("--json", metavar="FILE", help="write the rows here (default RUN/benchmark-SPLIT.json)")
+    b.add_argument("--force", action="store_true", help="replace a --json file ganforge did not write")
+    b.set_defaults(func=cmd_benchmark)
+
+    c = sub.add_parser("config", help="every config key of a detector recipe: its value, type and meaning")
+    c.add_argument("recipe", help="recipe name (see `ganforge detect recipes`)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(func=cmd_config)
     m = sub.add_parser(
         "map", help="mAP of per-image detection files against truth files",
         description="One file per image. Pixel files: truth 'class left top width height [difficult]', "
@@ -204,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(["detect", *(sys.argv[1:] if argv is None else argv)])
     args.argv = ["detect", *(sys.argv[1:] if argv is None else argv)]
     if extra:
-        if getattr(args, "train_task", None) is None or any(e.startswith("-") or "=" not in e for e in extra):
+        if not (getattr(args, "train_task", None) is not None or getattr(args, "takes_overrides", False)) or any(
+                e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:

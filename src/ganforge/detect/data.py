@@ -19,9 +19,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.ops import box_convert
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from ganforge.data.decode import IMAGE_SUFFIXES, decode_native, image_problem, open_image  # noqa: F401 - IMAGE_SUFFIXES: shared
+
 EDGE_TOLERANCE = 0.005  # a box may overhang its image by this fraction of the side; it is clipped
-BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+# What Pillow raises for a file it cannot decode, and for one past the size limit (`data.decode`)
+BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError,
+                    Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 @dataclass
@@ -113,19 +116,18 @@ def _fmt(box: list[float]) -> str:
 def image_size(path: Path, issues: LabelIssues) -> tuple[int, int] | None:
     """(height, width) from the image header, or None (recorded) when it cannot be read."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             width, height = img.size
     except BAD_IMAGE_ERRORS as exc:
-        issues.add(path, f"corrupt image: {type(exc).__name__}")
+        issues.add(path, image_problem(exc))
         return None
     return height, width
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """Decode an image file to uint8 3 x H x W (RGB). Raises one of BAD_IMAGE_ERRORS."""
-    with Image.open(path) as img:
-        array = np.asarray(img.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    """Decode an image file to uint8 3 x H x W RGB through the shared decoder (16-bit and float
+    scaled, alpha on white, the same size limit as every task). Raises one of BAD_IMAGE_ERRORS."""
+    return torch.from_numpy(decode_native(path)).permute(2, 0, 1).contiguous()
 
 
 @dataclass(eq=False)
@@ -169,7 +171,7 @@ class DetectionSet(torch.utils.data.Dataset):
         try:
             return self.image(i)
         except BAD_IMAGE_ERRORS as exc:
-            self.issues.add(self.records[i].image, f"corrupt image: {type(exc).__name__}")
+            self.issues.add(self.records[i].image, image_problem(exc))
             return None
 
     def target(self, i: int) -> dict[str, torch.Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -30,7 +32,7 @@ def predict_dataset(model: nn.Module, dataset: DetectionSet, *, conf: float = EV
     model.eval()
     resize = Augmented(dataset, model.input_size, train=False).transform
     # an exported model (ONNX Runtime) has no parameters: it takes CPU tensors
-    device = next(model.parameters(), torch.empty(0)).device
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
     out: list[dict[str, torch.Tensor] | None] = []
     try:
         for start in range(0, len(dataset), batch_size):

@@ -244,6 +244,8 @@ def _align(truth_files: dict, pred_files: dict, gt_dir: Path, pred_dir: Path, la
     if missing:
         warnings.append(f"{len(missing)} of {len(truth_files)} truth images have no detection file in "
                         f"{display_path(pred_dir)} (first: {missing[0]}): scored as images without detections")
+    if not any(pred_files.values()):
+        warnings.append(f"{display_path(pred_dir)} holds no detections at all: every AP is 0")
     names = sorted({r[0] for rows in (*truth_files.values(), *pred_files.values()) for r in rows},
                    key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
     truth_classes = {r[0] for rows in truth_files.values() for r in rows}

@@ -49,6 +49,12 @@ from ganforge.runs import RunState, Window, warn
 SWITCH = {"on": True, "off": False}
 
 
+def net_builder(cfg: DetectConfig, num_classes: int):
+    """A function that builds the detector `cfg` describes (on whatever device is current)."""
+    return functools.partial(DETECTORS.get(cfg.model).build, num_classes, batchnorm=SWITCH.get(cfg.batchnorm),
+                             fc_width=cfg.fc_width or None, dropout=cfg.dropout)
+
+
 def _seed(*parts: int) -> int:
     """A 63-bit seed from integers (no collisions for seeds, steps and indices below 2^20)."""
     value = 0

@@ -28,12 +28,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ganforge import distributed as dist
+from ganforge.checkpoint import check_state_fits, module_state
 from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import LabelIssues
 from ganforge.detect.datasets import DETECTION_DATASETS, shared_images
 from ganforge.detect.evaluate import evaluate_model
 from ganforge.detect.pretrain import run_pretraining
-from ganforge.detect.run import DetectRun
+from ganforge.detect.run import DetectRun, net_builder
 from ganforge.detect.step import train_step
 from ganforge.io import read_metrics
 from ganforge.report import write_run_report
@@ -48,6 +49,11 @@ def train(cfg: DetectConfig | None = None, run_dir: str | Path = "runs/detect", 
     from ganforge.detect.task import TASK
 
     return start.train(TASK, cfg, run_dir, **options)
+
+
+def check_state(cfg: DetectConfig, tensors: dict, meta: dict, where: str) -> None:
+    """The checkpoint's net tensors against the shapes `cfg` builds, on the meta device."""
+    check_state_fits(net_builder(cfg, len(meta.get("names") or [])), module_state(tensors, "net"), where)
 
 
 def data_path(cfg: DetectConfig) -> Path | None:

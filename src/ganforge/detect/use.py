@@ -12,14 +12,15 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from ganforge.checkpoint import load_checkpoint, load_latest, module_state
+from ganforge.checkpoint import build_for_state, load_checkpoint, load_latest, module_state
+from ganforge.data.decode import image_problem
 from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import BAD_IMAGE_ERRORS, IMAGE_SUFFIXES, read_image
 from ganforge.detect.draw import draw_detections
 from ganforge.detect.evaluate import to_input
 from ganforge.detect.infer import DRAW_CONF, EVAL_CONF, MAX_DETECTIONS, NMS_IOU, postprocess
-from ganforge.detect.model import DETECTORS, YoloV1
-from ganforge.detect.run import SWITCH
+from ganforge.detect.model import YoloV1
+from ganforge.detect.run import net_builder
 from ganforge.device import resolve_device
 from ganforge.errors import CheckpointError, ConfigError, DataError
 from ganforge.io import atomic_write_bytes, atomic_write_text, display_path, write_json
@@ -55,17 +56,15 @@ def load_detector(run_dir: str | Path, checkpoint: str | None = None, device: st
         path, tensors, meta = load_latest(root, purpose="using")
     config = meta.get("config", {})
     if config.get("task") != "detect":
+        if config.get("task") in (None, "gan") and "latent_dim" in config:  # the GAN's config has no task key
+            raise ConfigError(f"{display_path(run)} is a GAN run, not a detector run: detect val and predict "
+                              f"need a detector; use `ganforge sample`, `eval` or `explore` on it, or give a "
+                              "folder that `ganforge detect train` wrote")
         raise ConfigError(f"{display_path(run)} is not a detector run (it has no detector config): give a "
                           "folder that `ganforge detect train` wrote")
     cfg = DetectConfig.from_dict(config)
     names = list(meta["names"])
-    info = DETECTORS.get(cfg.model)
-    net = info.build(len(names), batchnorm=SWITCH.get(cfg.batchnorm), fc_width=cfg.fc_width or None,
-                     dropout=cfg.dropout)
-    try:
-        net.load_state_dict(module_state(tensors, "net"))
-    except RuntimeError as err:
-        raise CheckpointError(f"{display_path(path)} does not fit its config ({str(err).splitlines()[0]})") from None
+    net = build_for_state(net_builder(cfg, len(names)), module_state(tensors, "net"), display_path(path))
     dev = resolve_device(device)
     net.to(dev).eval()
     channels_last = bool(meta.get("channels_last", False))
@@ -171,12 +170,13 @@ def _inputs(run_dir: str | Path | None, model: str | Path | None) -> list[Path]:
     return [*(run_record(run_dir) if run_dir else []), *([Path(model)] if model else [])]
 
 
-def predict_output(run_dir: str | Path | None, source: str | Path, out: str | Path, force: bool = False,
+def predict_output(run_dir: str | Path | None, source: str | Path | None, out: str | Path, force: bool = False,
                    model: str | Path | None = None) -> OutputFolder:
     """`detect predict`'s --out, checked before the model loads: never the source or anything in
     it, never an entry of the run folder or the exported model, never a folder of files ganforge
     did not write."""
-    return OutputFolder(out, "detect predict", inputs=[Path(source), *_inputs(run_dir, model)], force=force).check()
+    sources = [Path(source)] if source is not None else []  # a camera or a stream has no path
+    return OutputFolder(out, "detect predict", inputs=[*sources, *_inputs(run_dir, model)], force=force).check()
 
 
 def predict_files(model: Trained, files: list[Path], out: OutputFolder, *, conf: float, iou: float,
@@ -192,14 +192,14 @@ def predict_files(model: Trained, files: list[Path], out: OutputFolder, *, conf:
             image = read_image(path)
         except BAD_IMAGE_ERRORS as exc:
             unreadable.append(path.name)
-            log(f"warning: {display_path(path)} could not be read ({type(exc).__name__}): skipped")
+            log(f"warning: {display_path(path)} could not be read ({image_problem(exc)}): skipped")
             continue
         height, width = image.shape[-2:]
         det = detect_images(model, [image], conf=conf, iou=iou)[0]
         lines, items = detection_records(det, names, width, height)
         drawn = io.BytesIO()
-        Image.fromarray(draw_detections(image, det, names).permute(1, 2, 0).contiguous().numpy()).save(drawn,
-                                                                                                     format="PNG")
+        picture = draw_detections(image, det, names).permute(1, 2, 0).contiguous().numpy()
+        Image.fromarray(picture).save(drawn, format="PNG")
         atomic_write_bytes(out.target(f"{name}.png"), drawn.getvalue())
         atomic_write_text(out.target(f"{name}.txt"), "".join(line + "\n" for line in lines))
         write_json(out.target(f"{name}.json"), {"image": path.name, "width": width, "height": height,

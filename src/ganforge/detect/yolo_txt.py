@@ -13,10 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import yaml
-
 from ganforge.detect.data import (IMAGE_SUFFIXES, DetectionSet, LabelIssues, Record, check_box,
                                   convert_box, image_size, make_record)
+from ganforge.documents import load_yaml
 from ganforge.errors import DataError
 from ganforge.io import atomic_write_text
 
@@ -84,28 +83,47 @@ def list_images(entry: Path) -> list[Path]:
                     "(relative to its 'path')")
 
 
+def orphan_labels(folders: list[Path], images: list[Path]) -> list[Path]:
+    """Label files in the label folders of image `folders` that belong to none of `images` (an
+    image deleted or renamed, or given another suffix than the listing knows). LabelImg's
+    ``classes.txt`` is not a label file."""
+    expected = {label_path(image) for image in images}
+    found: set[Path] = set()
+    for folder in folders:
+        labels = label_path(folder / "x").parent
+        if labels != folder and labels.is_dir():
+            found.update(p for p in labels.rglob("*.txt") if p.name != "classes.txt" and p.is_file())
+    return sorted(found - expected)
+
+
 def read_names(config: dict, where: Path) -> list[str]:
-    """Class names from a YAML's `names` (a list, or a mapping id -> name with ids 0..n-1)."""
+    """Class names from a YAML's `names` (a list, or a mapping id -> name with ids 0..n-1). Each
+    name is a non-empty string (a number is taken as its text), and no two are the same."""
     names = config.get("names")
-    if isinstance(names, dict) and names and all(isinstance(k, int) for k in names):
+    if isinstance(names, dict) and names and all(isinstance(k, int) and not isinstance(k, bool)
+                                                 for k in names):
         if sorted(names) != list(range(len(names))):
             raise DataError(f"{where}: 'names' ids must be 0..{len(names) - 1}: renumber them")
         names = [names[k] for k in range(len(names))]
     if not isinstance(names, list) or not names:
         raise DataError(f"{where} has no 'names': add a list of class names, e.g. names: [cat, dog]")
+    for k, name in enumerate(names):
+        if isinstance(name, bool) or not isinstance(name, (str, int)) or not str(name).strip():
+            shown = "null" if name is None else type(name).__name__ if isinstance(name, (list, dict)) else repr(name)
+            raise DataError(f"{where}: class name {k} is {shown}, not a name: give each class a plain "
+                            "name, e.g. names: [cat, dog]")
+    first: dict[str, int] = {}
+    for k, name in enumerate(map(str, names)):
+        if name in first:
+            raise DataError(f"{where}: classes {first[name]} and {k} are both named {name!r}: "
+                            "give each class its own name")
+        first[name] = k
     return [str(n) for n in names]
 
 
 def load_yaml_config(path: Path) -> tuple[dict, Path, list[str]]:
     """(the YAML mapping, the dataset root, the class names); one-line errors for what is wrong."""
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DataError(f"cannot read {path} ({exc.strerror}): check the --data path") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise DataError(f"{path} is not valid YAML{at}: fix its syntax") from None
+    config = load_yaml(path, "data YAML")
     if not isinstance(config, dict):
         raise DataError(f"{path} is not a data YAML (a mapping with path, train, val, names)")
     names = read_names(config, path)
@@ -124,9 +142,14 @@ def load_split(config: dict, root: Path, names: list[str], split: str, where: Pa
     if not entries:
         raise DataError(f"{where} has no '{split}' split: add '{split}: images/{split}'")
     images: list[Path] = []
+    folders: list[Path] = []
     for entry in entries if isinstance(entries, list) else [entries]:
         images += list_images(root / str(entry))
+        if (root / str(entry)).is_dir():
+            folders.append(root / str(entry))
     issues = LabelIssues()
+    for orphan in orphan_labels(folders, images):
+        issues.add(orphan, "label file without an image: its boxes are not used")
     records: list[Record] = []
     for image in images:
         size = image_size(image, issues)

@@ -28,7 +28,8 @@ from ganforge.distributed.agreement import (agree_max, agree_outcome, all_true, 
 from ganforge.distributed.batchnorm import GlobalBatchNorm, convert_sync_batchnorm, no_buffer_sync
 from ganforge.distributed.group import (TIMEOUT, ElsewhereError, PeerLost, active, backend_for, barrier, destroy,
                                         env_rank, env_world_size, init, is_main, launched, local_rank,
-                                        local_world_size, lost_peer, place_process, rank, restart_count, world_size)
+                                        local_world_size, lost_peer, place_process, rank, relaunch, restart_count,
+                                        world_size)
 from ganforge.distributed.sharding import (ShardedSampler, check_divides, gather_rows, global_slice, shard,
                                            shard_range)
 from ganforge.distributed.transport import broadcast_json, broadcast_state, gather_json
@@ -38,4 +39,4 @@ __all__ = ["TIMEOUT", "ElsewhereError", "GlobalBatchNorm", "PeerLost", "ShardedS
            "broadcast_state", "check_divides", "convert_sync_batchnorm", "destroy", "env_rank", "env_world_size",
            "gather_json", "gather_rows", "global_slice", "init", "is_main", "launched", "local_rank",
            "local_world_size", "lost_peer", "main_decides", "main_first", "mean_across", "no_buffer_sync",
-           "place_process", "rank", "restart_count", "shard", "shard_range", "world_size"]
+           "place_process", "rank", "relaunch", "restart_count", "shard", "shard_range", "world_size"]

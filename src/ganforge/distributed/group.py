@@ -66,6 +66,17 @@ def local_world_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if launched() else 1
 
 
+def relaunch(command: str) -> str:
+    """`command` ("ganforge train --resume") as a person should rerun it: with ``--nproc N`` before
+    its options when this is one of N processes on this machine, so that a resume hint keeps the
+    processes the run had."""
+    n = local_world_size()
+    if n <= 1:
+        return command
+    head, sep, options = command.partition(" --")
+    return f"{head} --nproc {n}{sep}{options}" if sep else f"{command} --nproc {n}"
+
+
 def is_main() -> bool:
     return rank() == 0
 

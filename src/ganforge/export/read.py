@@ -30,14 +30,18 @@ def read_meta(path: str | Path, quiet: bool = False) -> dict | None:
     from ganforge.export.write import EXTRA_FILE, META_KEY
 
     path = Path(path)
+    if not zipfile.is_zipfile(path):
+        try:
+            import onnx
+        except ImportError:
+            raise ConfigError("the onnx package is not installed: pip install 'ganforge[export]' "
+                              "(onnx, onnxscript, onnxruntime)") from None
     try:
         if zipfile.is_zipfile(path):  # a TorchScript archive
             with zipfile.ZipFile(path) as archive:
                 name = next((n for n in archive.namelist() if n.endswith(f"/extra/{EXTRA_FILE}")), None)
                 text = archive.read(name).decode() if name else None
         else:
-            import onnx
-
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             text = props.get(META_KEY)
     except Exception:  # noqa: BLE001 - any parse failure means: not a model file we can read
@@ -150,5 +154,8 @@ def open_model(task: str, run: str | None, model: str | None, checkpoint: str | 
     else:
         trained = load_run(run, checkpoint, device, default=task)
     if trained.task != task:
-        raise ConfigError(f"{display_path(model or run)} holds a {trained.task} model, not a {task} one")
+        use = {"gan": "`ganforge sample`, `eval` or `explore`",
+               "detect": "`ganforge detect predict` or `ganforge detect val`"}.get(trained.task, "its own commands")
+        raise ConfigError(f"{display_path(model or run)} holds a {trained.task} model, not a {task} one: "
+                          f"use {use} with it")
     return trained

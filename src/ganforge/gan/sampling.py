@@ -10,14 +10,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganforge.checkpoint import check_state_meta, load_checkpoint, load_latest, module_state, upgrade_state
+from ganforge.checkpoint import build_for_state, check_state_meta, load_checkpoint, load_latest, module_state, upgrade_state
 from ganforge.data.pixels import to_uint8
 from ganforge.device import resolve_device
 from ganforge.errors import CheckpointError, ConfigError
 from ganforge.gan.config import GANConfig
 from ganforge.gan.labels import parse_labels
 from ganforge.gan.latents import LatentSpec, apply_generator
-from ganforge.io import atomic_write_bytes, first_line
+from ganforge.io import atomic_write_bytes
 from ganforge.models import build_models
 from ganforge.outputs import OutputFolder, run_record
 from ganforge.viz import save_grid
@@ -74,16 +74,18 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None, *,
             raise CheckpointError(f"{run_dir} has no checkpoints/ folder: is it a ganforge run folder?")
         _, tensors, meta = load_latest(run_dir / "checkpoints", log=log, check=check_state_meta, purpose="using")
     tensors, meta = upgrade_state(tensors, meta)
+    task = meta["config"].get("task") if isinstance(meta.get("config"), dict) else None
+    if task not in (None, "gan"):  # another task's run: say so, not "unknown keys"
+        use = (f"`ganforge detect predict {run_dir} --source IMAGES` or `ganforge detect val {run_dir}`"
+               if task == "detect" else f"the `ganforge {task}` commands")
+        raise ConfigError(f"{run_dir} is a {'detector' if task == 'detect' else task} run, not a GAN run: "
+                          f"sample, eval and explore use a generator; use {use}")
     cfg = GANConfig.from_dict(meta["config"])
-    generator, _ = build_models(cfg)
     name = "G_ema" if use_ema and "G_ema" in meta.get("modules", []) else "G"
     state = module_state(tensors, name)
     if name == "G_ema":  # an AveragedModel: the generator's own weights sit under `module.`
         state = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")}
-    try:
-        generator.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint does not match model {cfg.model!r}: {first_line(err)}") from None
+    generator = build_for_state(lambda: build_models(cfg)[0], state, f"the {cfg.model!r} checkpoint of {run_dir}")
     return generator.to(device).eval(), cfg, meta
 
 

@@ -23,7 +23,10 @@ def eval_protocol(cfg: dict) -> str:
 REPORT = Report(
     pictures=(Pictures("samples", "samples", "Samples over time", "fixed-latent sample grid",
                        gifs=("progress.gif",), gif_key="gif_name", gif_what="the sample grids as an animation",
-                       name_key="sample_name", nav="Samples"),),
+                       name_key="sample_name", nav="Samples",
+                       grey_note="That is expected early on: grids are drawn with G in inference mode, where "
+                                 "BatchNorm uses its running statistics, and those start at mean 0 and variance 1 "
+                                 "and take some hundred steps to follow the real activations."),),
     charts=(Chart("losses", "Losses", "train", "loss"),
             Chart("discriminator", "Discriminator: D(x), D(G(z)) and accuracy", "train", ("d_real", "d_fake", "d_acc"),
                   (0.0, 1.0), "D(x) is D's mean probability that real images are real, D(G(z)) that fakes are."),

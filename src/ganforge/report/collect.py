@@ -7,13 +7,13 @@ Only what makes a page impossible (not a run folder, nothing to look at yet) rai
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import GanforgeError
+from ..documents import loads_json
+from ..errors import DataError, GanforgeError
 from ..io import read_metrics
 from ..task import Pictures, Report, task_of
 
@@ -80,6 +80,7 @@ class RunData:
     eval_json: dict[str, Any] | None
     checkpoints: list[Checkpoint]
     notes: list[str] = field(default_factory=list)  # files that could not be read
+    explore_record: dict[str, Any] | None = None  # explore/explore.json: each picture's checkpoint step
 
     @property
     def steps(self) -> int:
@@ -99,11 +100,12 @@ class RunData:
 
 def _read_json(path: Path, notes: list[str]) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_json(path.read_bytes(), path.name)  # depth-checked: a run folder may come from anyone
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as err:
-        notes.append(f"{path.name} could not be read ({type(err).__name__}); it is left out")
+    except (OSError, DataError) as err:
+        why = type(err).__name__ if isinstance(err, OSError) else "damaged JSON"
+        notes.append(f"{path.name} could not be read ({why}); it is left out")
         return None
 
 
@@ -201,4 +203,10 @@ def load_run(path: Path, live: bool = False) -> RunData:
         train=kinds["train"], evals=evals, events=kinds["event"], warnings=kinds["warning"], pictures=pictures,
         explore=explore, eval_json=eval_json if isinstance(eval_json, dict) else None,
         checkpoints=_checkpoints(path / "checkpoints", notes), notes=notes,
+        explore_record=_explore_record(explore_dir, notes),
     )
+
+
+def _explore_record(folder: Path, notes: list[str]) -> dict[str, Any] | None:
+    record = _read_json(folder / "explore.json", notes) if folder.is_dir() else None
+    return record if isinstance(record, dict) and isinstance(record.get("pictures"), dict) else None

@@ -9,9 +9,10 @@ from importlib import resources
 from .. import __version__
 from .charts import MARKERS, build_charts, marker_legend, markers
 from .collect import Frame, RunData
-from .media import Media, frame_label, image_size
+from .media import Media, frame_label, image_size, uniform_grey
 from .tables import (bars, checkpoints_table, compare_table, config_table, definitions, duration,
-                     eval_json_block, eval_rows_table, events_table, h, num, settings_diff, value_html)
+                     eval_json_block, eval_rows_table, eval_step, events_table, h, num, settings_diff,
+                     step_note, value_html)
 
 REFRESH_SECONDS = 20  # a live page reloads this often; snapshots come every few seconds to minutes
 
@@ -105,8 +106,24 @@ def _media_sections(page: Page, run: RunData, key: str, level: int) -> str:
         if frames:
             body = page.slider(f"{key}-{spec.key}", frames, spec.what, str(run.config.get(spec.name_key, "")))
             body = f'<div class="media-row">{body}{_gifs(page, gifs, spec.gif_what)}</div>'
+            body += _grey_note(frames, spec.grey_note)
+            body += f'<p class="note">{h(spec.note)}</p>' if spec.note else ""
             out.append(_section(f"{key}-{spec.key}-s", spec.title, body, level))
     return "".join(out)
+
+
+def _grey_note(frames, why: str) -> str:
+    """Why the first grids of pictures are flat grey, when they are and the task says why (`why`): a reader
+    otherwise takes it for a bug."""
+    grey = 0
+    for frame in frames[:40] if why else ():
+        if not all(uniform_grey(p) for p in frame.images):
+            break
+        grey += 1
+    if not grey:
+        return ""
+    which = "The first grid is" if grey == 1 else f"The first {grey} grids are"
+    return f'<p class="note">{which} uniform grey. {h(why)}</p>'
 
 
 def _gifs(page: Page, gifs, what: str) -> str:
@@ -143,14 +160,15 @@ def _charts_html(page: Page, charts: list[dict], key: str) -> str:
 
 def _per_class(run: RunData) -> str:
     """The task's per-class scores (its `per_class` eval field) as bars: eval.json's, else the last
-    evaluation's during training."""
+    evaluation's during training, with the step they are from."""
     field = run.spec.per_class[0]
     if not field:
         return ""
-    scores = next((r[field] for r in reversed(run.evals) if isinstance(r.get(field), dict)), None)
-    src = "last evaluation during training"
+    row = next((r for r in reversed(run.evals) if isinstance(r.get(field), dict)), None)
+    scores = row[field] if row else None
+    src = f"last evaluation during training, {step_note(row.get('step'), run)}" if row else ""
     if isinstance((run.eval_json or {}).get(field), dict):
-        scores, src = run.eval_json[field], "eval.json"
+        scores, src = run.eval_json[field], f"eval.json, {step_note(eval_step(run), run)}"
     return bars(scores, f"{run.spec.per_class[2]} ({src})", top=1.0) if scores else ""
 
 
@@ -161,13 +179,17 @@ def _explore(page: Page, run: RunData) -> str:
         what = "animation" if p.suffix.lower() == ".gif" else "picture"
         if p.suffix.lower() == ".gif" and not page.media.fits(p):
             continue
-        alt = f"explore {what}: {p.stem.replace('_', ' ').replace('-', ' ')}"
+        entry = ((run.explore_record or {}).get("pictures") or {}).get(p.stem)
+        step = entry.get("checkpoint_step") if isinstance(entry, dict) else None
+        when = step_note(step if isinstance(step, int) else None, run)
+        alt = f"explore {what}: {p.stem.replace('_', ' ').replace('-', ' ')}, {when}"
         x = {"src": page.media.src(p), "alt": alt, "size": image_size(p)}
-        figs.append(f'<figure>{_img(x, "explore")}<figcaption>{h(name)}</figcaption></figure>')
+        figs.append(f'<figure>{_img(x, "explore")}<figcaption>{h(name)}, {h(when)}</figcaption></figure>')
     fidelity = (run.eval_json or {}).get("class_fidelity")
     body = f'<div class="gallery">{"".join(figs)}</div>' if figs else ""
     if fidelity is not None:
-        body += f"<h3>Class fidelity</h3>{value_html(fidelity, 'class fidelity per class')}"
+        body += (f"<h3>Class fidelity (eval.json, {h(step_note(eval_step(run), run))})</h3>"
+                 f"{value_html(fidelity, 'class fidelity per class')}")
     return body
 
 

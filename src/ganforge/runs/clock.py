@@ -158,7 +158,7 @@ class Clock:
             finish(run, self.folder, "stopped" if stopped else "finished", self.log,
                    stop_reason="signal" if self.interrupted is not None else "max_seconds" if stopped else None)
         dist.barrier()
-        resume = f"`{run.resume_command} {shlex.quote(str(run.dir))}`"
+        resume = f"`{dist.relaunch(run.resume_command)} {shlex.quote(str(run.dir))}`"
         at = self.at or f"step {run.step}"
         if self.interrupted is None and stopped:
             self.log(f"stopped after max_seconds={run.cfg.max_seconds:g} at {at}"

@@ -32,7 +32,7 @@ def is_run_folder(path: Path) -> bool:
         return True
     try:
         config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested past Python's limit
         return False
     return isinstance(config, dict) and "recipe" in config and (
         (path / "metrics.jsonl").is_file() or (path / "checkpoints").is_dir())
@@ -134,7 +134,7 @@ class RunFolder:
         """Whether summary.json records a finished run (a missing or unreadable one does not)."""
         try:
             return json.loads(self.summary.read_text()).get("finished") is True
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             return False
 
     def write_summary(self, task: str, status: str, *, outputs: Callable[[], None] | None = None,

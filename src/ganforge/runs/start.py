@@ -20,6 +20,7 @@ from ganforge import distributed as dist
 from ganforge.errors import ConfigError, GanforgeError
 from ganforge.runs.folder import RunFolder
 from ganforge.runs.loop import silent
+from ganforge.io import display_path
 from ganforge.runs.state import continue_resumed, resume_config, warn, with_budget
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ def _resume(task: "Task", folder: RunFolder, steps, epochs, quiet: bool, log, ov
     shared = dist.broadcast_json({"config": cfg.to_dict(), "changed": changed} if dist.is_main() else None)
     cfg, changed = task.config.from_dict(shared["config"]), shared["changed"]
     tensors, meta = dist.broadcast_state(tensors, meta)
+    if task.check_state is not None:  # shapes first: a config edited to absurd widths is refused before allocating
+        task.check_state(cfg, tensors, meta, f"the checkpoint of {display_path(folder.path)}")
     # A new budget stretches a schedule from the saved state on: the run reads the new total.
     run = task.make_run(with_budget(cfg, steps, epochs), folder.path, quiet=quiet)
     run.load_state(tensors, meta)

@@ -152,7 +152,7 @@ class RunState:
         """What will work after a failure: resume from the last checkpoint, or, before the first one
         exists, start again."""
         if list_checkpoints(self.dir / "checkpoints"):
-            return f"resume with `{self.resume_command} {shlex.quote(str(self.dir))}`"
+            return f"resume with `{dist.relaunch(self.resume_command)} {shlex.quote(str(self.dir))}`"
         return ("start the run again with the same command and --force (no checkpoint was saved before "
                 "this one, so there is nothing to resume)")
 
@@ -243,7 +243,7 @@ def rollback_or_stop(run: RunState, log: Callable = print) -> None:
             return
     lower = " ".join(f"{key}={getattr(cfg, key) / 2:g}" for key in run.lr_keys.values())
     where = (f"the last good checkpoint stays in {run.dir / 'checkpoints'}: continue with lower learning "
-             f"rates, e.g. `{run.resume_command} {run.dir} {lower}`, or set rollback_lr_factor=0.5"
+             f"rates, e.g. `{dist.relaunch(run.resume_command)} {run.dir} {lower}`, or set rollback_lr_factor=0.5"
              if have else
              f"no checkpoint was written before it diverged, so there is nothing to resume: start the run "
              f"again with lower learning rates ({lower}) and --force")

@@ -1,0 +1,206 @@
+"""Using a trained translation run: load one generator from its run folder and translate images of
+any size, aspect ratio and channel count (`ganforge translate apply`).
+
+A generator needs sides that are multiples of its downsampling (2^unet_downs for a U-Net, 4 for a
+ResNet): an image is padded by replicating its edges up to the next multiple, translated, and
+cropped back to its own size, so nothing is stretched. Its channels are converted to the
+generator's input (luminance, or grey repeated), and the output has the generator's output
+channels. The run's `test_mode` decides BatchNorm and dropout: eval (running statistics, no
+dropout) or paper (pix2pix sec. 3.3: the image's own statistics, dropout on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ganforge.checkpoint import load_checkpoint, load_latest, module_state
+from ganforge.data.pixels import normalize, to_uint8
+from ganforge.device import resolve_device
+from ganforge.errors import CheckpointError, ConfigError, DataError
+from ganforge.io import display_path, write_json
+from ganforge.translate.config import TranslateConfig
+from ganforge.translate.data import BAD_IMAGE_ERRORS, read_image, to_tensor
+from ganforge.translate.models import build_generator
+from ganforge.trained import Trained
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+MARKER = ".ganforge-translate"  # in every --out folder apply writes: what it may write into again
+
+
+def translator_meta(cfg: TranslateConfig, direction: str, step: int) -> dict:
+    """What a file needs to be used without the run folder: channels, the side multiple, pixels."""
+    c_in, c_out = cfg.source_channels(), cfg.target_channels()
+    if direction == "BtoA":
+        c_in, c_out = c_out, c_in
+    return {"task": "translate", "model": cfg.model, "config": cfg.to_dict(), "step": step, "mode": cfg.mode,
+            "direction": direction, "in_channels": c_in, "out_channels": c_out,
+            "multiple": 2 ** cfg.unet_downs if cfg.model == "unet" else 4, "image_size": cfg.image_size,
+            "pixel_range": "pm1", "normalization": "input = pixels / 127.5 - 1; images = (output + 1) * 127.5",
+            "test_mode": cfg.test_mode, "input_names": ["images"], "output_name": "translated",
+            "postprocess": {"round": True, "clip": [0, 255], "crop": "to the input's own size"}}
+
+
+def _trained(module: torch.nn.Module, cfg: TranslateConfig, meta: dict, source: Path | None, runtime: str) -> Trained:
+    multiple = int(meta["multiple"])
+
+    def pre(image: torch.Tensor) -> tuple[torch.Tensor]:
+        """uint8 C x H x W (C = in_channels) -> (padded float 1 x C x H' x W' in [-1, 1],): edges
+        replicated up to the next multiple of the generator's downsampling."""
+        height, width = image.shape[-2:]
+        x = normalize(image.unsqueeze(0))
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        return (x,)
+
+    def post(raw: torch.Tensor) -> torch.Tensor:
+        return to_uint8(raw)  # N x C x H' x W'; translate_image crops it back
+
+    example = pre(torch.zeros(int(meta["in_channels"]), cfg.image_size, cfg.image_size, dtype=torch.uint8))
+    return Trained("translate", module, cfg, example, pre, post, meta, source, runtime)
+
+
+def translate_image(model: Trained, image: torch.Tensor) -> torch.Tensor:
+    """uint8 C x H x W -> the translated uint8 C' x H x W, any size and aspect ratio."""
+    height, width = image.shape[-2:]
+    (x,) = model.preprocess(image)
+    return model.postprocess(model(x.to(model.device)))[0, :, :height, :width]
+
+
+def wrap_exported(module, meta: dict, runtime: str, source: Path) -> Trained:
+    """An exported generator with the same padding and pixel conversion as its run."""
+    return _trained(module, TranslateConfig.from_dict(meta["config"]), meta, source, runtime)
+
+
+def _checkpoint(run: Path, checkpoint: str | None):
+    root = run / "checkpoints"
+    if checkpoint:
+        path = Path(checkpoint) if Path(checkpoint).is_dir() else root / checkpoint
+        if not path.is_dir():
+            raise CheckpointError(f"no checkpoint {checkpoint!r} in {display_path(root)}: use a name there or a "
+                                  "checkpoint folder")
+        return (path, *load_checkpoint(path))
+    return load_latest(root, purpose="using")
+
+
+def load_trained(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu", *,
+                 direction: str = "AtoB") -> Trained:
+    """The generator of `direction` of a translation run, at its latest checkpoint or `checkpoint`.
+    Refuses other runs (a GAN's, a detector's) and BtoA of a pix2pix run, in one line."""
+    run = Path(run_dir)
+    if not (run / "config.json").is_file() and not (run / "checkpoints").is_dir():
+        raise ConfigError(f"{display_path(run)} is not a run folder: give a folder that `ganforge translate train` "
+                          "wrote")
+    path, tensors, meta = _checkpoint(run, checkpoint)
+    config = meta.get("config", {})
+    task = config.get("task", "gan") if isinstance(config, dict) else "unknown"
+    if task != "translate":
+        what = {"detect": "a detector", "gan": "a GAN"}.get(task, f"a {task}")
+        raise ConfigError(f"{display_path(run)} is {what} run, not a translation run: give a folder that "
+                          "`ganforge translate train` wrote")
+    cfg = TranslateConfig.from_dict(config)
+    if direction not in ("AtoB", "BtoA"):
+        raise ConfigError(f"bad direction {direction!r}: use AtoB or BtoA")
+    if cfg.mode == "pix2pix" and direction == "BtoA":
+        raise ConfigError(f"{display_path(run)} is a pix2pix run: its one generator translates {cfg.direction[:1]} "
+                          f"to {cfg.direction[-1]} (use --direction AtoB); BtoA needs a CycleGAN run")
+    name = "G" if cfg.mode == "pix2pix" else ("G_AB" if direction == "AtoB" else "G_BA")
+    meta_out = translator_meta(cfg, direction, int(meta.get("step", 0)))
+    net = build_generator(cfg, meta_out["in_channels"], meta_out["out_channels"])  # this generator only
+    try:
+        net.load_state_dict(module_state(tensors, name))
+    except RuntimeError as err:
+        raise CheckpointError(f"{display_path(path)} does not fit its config ({str(err).splitlines()[0]})") from None
+    net.to(resolve_device(device))
+    net.train(cfg.test_mode == "paper")  # paper: the image's own BatchNorm statistics, dropout on
+    return _trained(net, cfg, meta_out, path, "pytorch")
+
+
+def image_files(source: str | Path) -> list[Path]:
+    """An image file, or the image files of a folder (sorted; not recursive)."""
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{display_path(path)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return files
+    raise DataError(f"--source {display_path(path)} does not exist: give an image file or a folder of images")
+
+
+def _check_out(files: list[Path], out: Path) -> None:
+    """Never over an input, never into a folder of files that apply did not write."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {display_path(out)} is a file: give a folder")
+    target = out.resolve()
+    if any(f.resolve().parent == target for f in files):
+        raise ConfigError(f"--out {display_path(out)} holds the input images: the outputs take their names and "
+                          "would replace them; choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise ConfigError(f"--out {display_path(out)} holds files that `translate apply` did not write: choose an "
+                          "empty or new folder")
+
+
+@torch.no_grad()
+def apply_video(model: Trained, source: Path, out: Path) -> dict:
+    """Translate a video frame by frame into OUT/<its name> (same frame count and rate). Returns the
+    frame count and the flicker figure: the mean change between consecutive output frames over
+    the mean change between consecutive input frames (1: the output flickers as much as the input).
+    A video that breaks half-way keeps the frames written and says where it stopped."""
+    from ganforge.video import VideoStopped, VideoWriter, fps_of, frames
+
+    _check_out([source], out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / MARKER, {"format": "ganforge-translate-apply"})
+    target = out / (source.stem + (source.suffix if source.suffix.lower() in (".mp4", ".mkv", ".avi", ".mov") else ".mp4"))
+    change_in = change_out = 0.0
+    previous = None
+    count = 0
+    with VideoWriter(target, fps_of(source)) as writer:
+        try:
+            for _, frame in frames(source):
+                image = frame if model.meta["in_channels"] == 3 else frame.float().mul(
+                    torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True).round().byte()
+                translated = translate_image(model, image)
+                if previous is not None:
+                    change_in += float((image.float() - previous[0].float()).abs().mean())
+                    change_out += float((translated.float() - previous[1].float()).abs().mean())
+                previous = (image, translated)
+                writer.write(translated)
+                count += 1
+        except VideoStopped as err:
+            raise VideoStopped(f"{err}; the {count} frames before it are in {display_path(target)}", err.frame) from None
+    flicker = change_out / change_in if change_in > 0 else None
+    return {"images": count, "video": target, "flicker": flicker}
+
+
+@torch.no_grad()
+def apply_files(model: Trained, source: str | Path, out: Path, log=print) -> dict:
+    """Translate each image file of `source` and write it to OUT/<its name>. Returns counts."""
+    from ganforge.video import VIDEO_SUFFIXES
+
+    if Path(source).is_file() and Path(source).suffix.lower() in VIDEO_SUFFIXES:
+        return apply_video(model, Path(source), out)
+    files = image_files(source)
+    _check_out(files, out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / MARKER, {"format": "ganforge-translate-apply"})
+    written, unreadable = 0, []
+    for path in files:
+        try:
+            image = to_tensor(read_image(path, model.meta["in_channels"]))
+        except BAD_IMAGE_ERRORS as err:
+            unreadable.append(path.name)
+            log(f"warning: {display_path(path)} could not be read ({type(err).__name__}): skipped")
+            continue
+        array = translate_image(model, image).permute(1, 2, 0).numpy()
+        grey = model.meta["out_channels"] == 1
+        picture = Image.fromarray(array[..., 0] if grey else array, "L" if grey else "RGB")
+        picture.save(out / path.name)
+        written += 1
+    return {"images": written, "unreadable": unreadable}
