@@ -230,6 +230,22 @@ def write_cifar100(path: Path, n_train: int = 7, n_test: int = 4) -> Path:
     )
 
 
+def real_digit_classes(root: Path, classes: tuple[int, ...] = (0, 1, 7), per_class: int = 60) -> Path:
+    """scikit-learn's real 8x8 digits, written as PNGs under one subfolder per class ("zero", ...)."""
+    from sklearn.datasets import load_digits
+
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    digits = load_digits()
+    for c in classes:
+        picks = np.flatnonzero(digits.target == c)[:per_class]
+        for k, i in enumerate(picks):
+            pixels = np.rint(digits.images[i] * (255 / 16)).astype(np.uint8)
+            path = root / words[c] / f"{k:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path)
+    return root
+
+
 def write_images(root: Path, count: int, size=(12, 10), mode: str = "RGB", ext: str = ".png") -> list[Path]:
     rng = np.random.default_rng(count)
     written = []

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from test_class_folder import real_digit_classes
+from conftest import real_digit_classes
 from test_train import _final_state
 
 from ganforge.cli import main

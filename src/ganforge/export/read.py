@@ -120,8 +120,11 @@ def _script_runner(path: Path, meta: dict, device: str):
 
 def _check_inputs(path: Path, meta: dict, graph: list[tuple[str, list]]) -> None:
     """The graph's inputs must be the ones its meta describes (names, and every size but the batch)."""
-    described = [(spec["name"], spec["shape"][1:]) for spec in meta.get("inputs", [])]
-    found = [(name, list(shape)[1:]) for name, shape in graph]
+    def sizes(shape) -> list:  # a dynamic size is a name in the graph and null in the meta
+        return [d if isinstance(d, int) else None for d in list(shape)[1:]]
+
+    described = [(spec["name"], sizes(spec["shape"])) for spec in meta.get("inputs", [])]
+    found = [(name, sizes(shape)) for name, shape in graph]
     if described != found:
         raise ConfigError(f"{display_path(path)} has inputs {found} but its ganforge metadata describes {described}: "
                           "the file was changed after export; export the run again")
