@@ -11,7 +11,7 @@ from ganforge.config import Config, apply_overrides, describe, differences, opti
 from ganforge.data import DATASETS
 from ganforge.errors import ConfigError
 from ganforge.gan.config import GANConfig
-from ganforge.gan.losses import LOSSES
+from ganforge.losses import LOSSES
 from ganforge.gan.recipes import RECIPES, get_recipe
 from ganforge.gan.step import D_UPDATES
 from ganforge.models import INITS, MODELS, build_models, gan_models

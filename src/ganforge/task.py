@@ -91,6 +91,15 @@ class Task:
     # (cfg, tensors, meta, where) on resume, before the run is built: refuse a checkpoint whose
     # config would build absurd shapes, naming the tensor, before anything is allocated
     check_state: Callable[..., None] | None = None
+    examples_from: str = ""  # "module:function" of (run_dir, n) -> ([(name, PNG bytes)], notes): inputs to try
+
+    def examples(self, run: str | Path, n: int) -> tuple[list[tuple[str, bytes]], list[str]]:
+        """Up to `n` example inputs of a trained run (a detector's validation images), for the
+        served page; none where the task has no such inputs."""
+        if not self.examples_from:
+            return [], []
+        module, _, name = self.examples_from.partition(":")
+        return getattr(importlib.import_module(module), name)(Path(run), n)
 
     def load(self, run: str | Path, checkpoint: str | None = None, device: str = "cpu") -> Any:
         """A trained run ready for use (module, config, example input, pre- and post-processing),

@@ -6,7 +6,7 @@ module behind the same `forward(*inputs)`), and the task's own pre- and post-pro
 both paths share `preprocess` and `postprocess`, an exported model can differ from its run only in
 the graph, which is what the parity tests measure.
 
-This room knows no task: a task's loader is found by its dotted name (`TASK_USE`).
+This room knows no task: a task's loader is found through the task registry (`Task.loader`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganforge.errors import ConfigError
+from ganforge.errors import ConfigError, GanforgeError
 from ganforge.io import display_path
 
-# The module of each task that offers `load_trained(run_dir, checkpoint, device)` and
-# `wrap_exported(module, meta, device)`. The task registry's `load` names the same functions.
-TASK_USE = {"gan": "ganforge.gan.use", "detect": "ganforge.detect.use", "translate": "ganforge.translate.use"}
 META_FORMAT = "ganforge-model"  # meta["format"]: marks a file that ganforge exported
 META_VERSION = 1
 
@@ -66,16 +63,21 @@ def run_task(run_dir: str | Path, default: str | None = None) -> str:
         raise ConfigError(f"{display_path(run)} has no readable config.json: give a run folder that "
                           "ganforge trained") from None
     task = config.get("task", "gan") if isinstance(config, dict) else None
-    if task not in TASK_USE:
+    from ganforge.task import tasks
+
+    if task not in tasks():
         raise ConfigError(f"{display_path(run)} is a run of an unknown task {task!r}")
     return task
 
 
 def task_use(task: str):
-    """The task's `use` module (its loaders)."""
+    """The task's `use` module: the module of its registered loader, which also offers
+    `wrap_exported(module, meta, runtime, source)`."""
+    from ganforge.task import tasks
+
     try:
-        return importlib.import_module(TASK_USE[task])
-    except (KeyError, ModuleNotFoundError):
+        return importlib.import_module(tasks().get(task).loader.partition(":")[0])
+    except (GanforgeError, ModuleNotFoundError):
         raise ConfigError(f"this ganforge cannot use models of task {task!r}: upgrade ganforge") from None
 
 

@@ -14,7 +14,7 @@ from ganforge.config import apply_overrides
 from ganforge.errors import ConfigError
 from ganforge.gan.augment import diff_augment, parse_policy
 from ganforge.gan.latents import LatentSpec, apply_generator
-from ganforge.gan.losses import make_loss
+from ganforge.losses import make_loss
 from ganforge.gan.recipes import RECIPES, get_recipe
 from ganforge.gan.terms import ACGAN, R1, GradientPenalty, Terms
 from ganforge.models import MODELS, build_models, build_q, gan_models

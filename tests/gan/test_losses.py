@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganforge.gan.losses import LOGIT_BOUND, LOSSES, make_loss
+from ganforge.losses import LOGIT_BOUND, LOSSES, make_loss
 
 X = torch.tensor([-3.0, -1.0, 0.0, 0.5, 2.0], dtype=torch.float64)
 

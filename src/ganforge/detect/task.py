@@ -31,4 +31,4 @@ TASK = TASKS.register("detect", Task(
     outputs=("predictions", "checkpoints"),
     listing=("report.html", "predictions/", "predictions.gif", "metrics.jsonl", "summary.json", "checkpoints/"),
     default_out="runs/detect-{recipe}", data_path=data_path, report=REPORT,
-    check_state=check_state))
+    check_state=check_state, examples_from="ganforge.detect.use:examples"))

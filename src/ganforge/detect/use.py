@@ -220,3 +220,25 @@ def val_json_path(run_dir: str | Path | None, split: str, metric: str, given: st
     out = Path(given) if given else Path(run_dir) / own
     inputs = [p for p in _inputs(run_dir, model) if not p.name.startswith("val-")]
     return check_file(out, inputs=inputs, ours=json_with("metric", "map"), force=force, flag="--json")
+
+
+def examples(run_dir: Path, n: int = 4) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Up to `n` images of the run's validation split as PNG bytes (made in memory, never written)."""
+    import json
+
+    from ganforge.detect.datasets import open_detection_data
+    from ganforge.io import first_line
+
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    try:
+        data = open_detection_data(config["data"], "val")
+    except Exception as err:  # noqa: BLE001 - no examples is a note, not a failure: the page takes any image
+        return [], [f"note: no example images for {display_path(run_dir)}: its val split cannot be read "
+                    f"({first_line(err)})"]
+    out = []
+    for i in range(min(n, len(data))):
+        image, _ = data[i]
+        buf = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+        out.append((f"{i}.png", buf.getvalue()))
+    return out, []

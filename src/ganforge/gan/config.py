@@ -14,7 +14,7 @@ from ganforge.data import DATA_MODES
 from ganforge.data.pixels import PIXEL_RANGES
 from ganforge.data.sampler import MODES as SAMPLING_MODES
 from ganforge.errors import ConfigError
-from ganforge.gan.losses import LOSSES
+from ganforge.losses import LOSSES
 from ganforge.gan.step import D_UPDATES, LOOPS
 from ganforge.gan.augment import parse_policy
 from ganforge.models import INITS, MODELS, gan_models

@@ -28,7 +28,7 @@ from ganforge.gan.augment import parse_policy
 from ganforge.gan.ema import make_ema
 from ganforge.gan.labels import batch_size, batch_with_labels, resolve_classes, split_batch
 from ganforge.gan.latents import Latent, LatentSpec, apply_generator
-from ganforge.gan.losses import make_loss
+from ganforge.losses import make_loss
 from ganforge.gan.step import D_UPDATES, Flag, Stats, gan_step, inference
 from ganforge.gan.terms import Terms
 from ganforge.memory import activation_bytes, check_fits, on_meta, parameter_bytes

@@ -1,4 +1,4 @@
-"""Terms added to D's and G's objectives, beside the loss's own (gan/losses.py).
+"""Terms added to D's and G's objectives, beside the loss's own (losses.py).
 
 Each term is an object that the step asks, at each D or G evaluation, for its share of the
 objective; the step adds what it gets and backpropagates the sum, so a regulariser is a term and

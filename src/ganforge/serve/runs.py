@@ -8,7 +8,6 @@ run folder), and the export is reused while the run's latest checkpoint stays th
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,27 +117,6 @@ def gan_measurements(run_dir: Path) -> dict:
     return out
 
 
-def detector_examples(run_dir: Path, n: int = EXAMPLES) -> tuple[list[tuple[str, bytes]], list[str]]:
-    """Up to `n` images of the run's validation split as PNG bytes (made in memory, never written)."""
-    from PIL import Image
-
-    from ganforge.detect.datasets import open_detection_data
-
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    try:
-        data = open_detection_data(config["data"], "val")
-    except Exception as err:  # noqa: BLE001 - no examples is a note, not a failure: the page takes any image
-        return [], [f"note: no example images for {display_path(run_dir)}: its val split cannot be read "
-                    f"({first_line(err)})"]
-    out = []
-    for i in range(min(n, len(data))):
-        image, _ = data[i]
-        buf = io.BytesIO()
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buf, format="PNG")
-        out.append((f"{i}.png", buf.getvalue()))
-    return out, []
-
-
 def load_served(run_dir: str | Path, checkpoint: str | None = None) -> ServedRun:
     run_dir = Path(run_dir)
     task = run_task(run_dir)
@@ -151,5 +129,7 @@ def load_served(run_dir: str | Path, checkpoint: str | None = None) -> ServedRun
     if task == "gan":
         served.measured = gan_measurements(run_dir)
     else:
-        served.examples, served.notes = detector_examples(run_dir)
+        from ganforge.task import tasks
+
+        served.examples, served.notes = tasks().get(task).examples(run_dir, EXAMPLES)
     return served

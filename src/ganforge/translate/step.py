@@ -8,7 +8,7 @@ weighted by lambda_cyc, and the identity terms |G_AB(b) - b|, |G_BA(a) - a| weig
 lambda_idt * lambda_cyc (sec. 5.2). D's objective is halved in both, as in the authors' code, which
 slows D relative to G; CycleGAN's D sees fakes drawn from its image pool.
 
-The adversarial terms come from the GAN losses (`gan/losses.py`): vanilla is its non-saturating
+The adversarial terms come from the GAN losses (`losses.py`): vanilla is its non-saturating
 cross-entropy on logits, and the least-squares form CycleGAN uses is added here. A step whose loss
 is not finite changes nothing (its optimizer step is skipped) and is reported as skipped.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganforge.gan.losses import GANLoss, NonSaturating
+from ganforge.losses import GANLoss, NonSaturating
 
 
 class LeastSquares(GANLoss):

@@ -1,4 +1,5 @@
-"""GAN objectives as small objects on discriminator logits, chosen once by name (`loss=`).
+"""Adversarial objectives as small objects on discriminator logits, chosen once by name (`loss=`):
+shared by every task that trains a discriminator (the GANs, translation).
 
 Discriminators always return logits. Sources whose D ends in a sigmoid are reproduced by applying
 the sigmoid inside the loss; `clip=True` also reproduces Keras' probability clip to [1e-7, 1 - 1e-7]
