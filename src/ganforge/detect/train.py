@@ -44,6 +44,7 @@ from ganforge.io import MetricsLog, display_path, read_metrics
 from ganforge.report import write_run_report
 from ganforge.runs import (NoLog, Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due,
                            resume_config, silent, warn, continue_resumed, with_budget)
+from ganforge.speed.cpu import ThreadGovernor
 from ganforge.viz import make_gif, save_grid
 
 RESUME = "ganforge detect train --resume"
@@ -163,6 +164,7 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
         progress = Progress(folder.path, run.total_steps, run.step, run.quiet or interrupted is not None
                             or in_pretraining, log, write=main)
         t0, base_seconds = time.perf_counter(), run.seconds
+        governor = ThreadGovernor(cfg.threads, run.device, mlog, log, run.step)
         loader = iter(run.loader(cfg.workers)) if interrupted is None and not in_pretraining else iter(())
         for images, grid, found in loader:
             for where, reason in found:  # from a worker's copy of the set: recorded here too
@@ -186,6 +188,7 @@ def _loop(run: DetectRun, folder: RunFolder, log) -> Path:
                 _skipped(run, mlog, progress, log)
             if run.step % cfg.log_every == 0 or done:
                 _log_window(run, mlog, progress)
+                governor.check(run.step, run.window)
                 if run.step % cfg.log_every == 0:  # a stop between log steps keeps its partial window
                     run.window = Window()
                 _report_issues(run, mlog, log)

@@ -28,6 +28,7 @@ from ganforge.runs import (NoLog, Progress, RunFolder, SignalFlag, TrainingDiver
                            finite_or_none, resume_config, rollback_or_stop, silent, warn, continue_resumed,
                            with_budget)
 from ganforge.speed import Faults, buffers_finite
+from ganforge.speed.cpu import ThreadGovernor
 from ganforge.viz import make_gif, plot_curves, save_grid
 
 
@@ -122,6 +123,7 @@ def _loop(run: GANRun, folder: RunFolder, log) -> Path:
     interrupted: int | None = None
     reported = 0  # streamed files found unreadable, as last reported
     with SignalFlag() as flag, (MetricsLog(folder.metrics) if main else NoLog()) as mlog:
+        governor = ThreadGovernor(cfg.threads, run.device, mlog, log, run.step)
         t0, base_seconds = time.perf_counter(), run.seconds
         while run.step < run.total_steps:
             try:
@@ -171,6 +173,7 @@ def _loop(run: GANRun, folder: RunFolder, log) -> Path:
                 continue
             if log_now:
                 _log_window(run, run.window, mlog, progress, log)
+                governor.check(run.step, run.window)
                 if run.step % cfg.log_every == 0:  # a stop between log steps keeps its partial window
                     run.window = Window()
                 if len(run.unreadable) > reported:
