@@ -150,13 +150,13 @@ def test_checks_closer_than_the_recheck_interval_keep_measuring(governed):
 def test_one_warning_when_images_per_second_halves(governed):
     machine = Machine()
     gov, rows, lines = governor(machine, start_busy=0.0)
-    for step, ips in enumerate([50, 400, 380, 210, 150, 90, 400, 60], start=1):
+    for step, ips in enumerate([50, 400, 180, 380, 150, 90, 400, 60, 50], start=1):
         machine.run(others=0.0, own=2.0)
         gov.check(step * 10, Win(ips))
     warnings = [r for r in rows.rows if r[0] == "warning"]
-    assert len(warnings) == 1 and warnings[0][1] == 50  # 150 < 400 / 2; the first window is start-up
-    assert warnings[0][3] == {"alarm": "slow"}
-    assert len(lines) == 1 and "threads=1" in lines[0] and "150 images/s" in lines[0]
+    # 180 alone is a hiccup; 150 then 90 (< 400 / 2) warn, once; the first window is start-up
+    assert len(warnings) == 1 and warnings[0][1] == 60 and warnings[0][3] == {"alarm": "slow"}
+    assert len(lines) == 1 and "threads=1" in lines[0] and "90 images/s" in lines[0]
 
 
 @pytest.mark.parametrize("threads,device,env", [(1, "cpu", None), (2, "cpu", None), (0, "cuda", None),

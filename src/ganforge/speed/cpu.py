@@ -171,7 +171,8 @@ def _read_proc() -> tuple[str, float]:
 class ThreadGovernor:
     """threads=0 on the CPU: intra-op threads for the cores other work leaves free, chosen at start
     and re-chosen at log windows (when two checks in a row agree), each change a `threads` event;
-    and once per run, a warning when images/s falls under half of the run's best log window.
+    and once per run, a warning when images/s stays under half of the run's best log window for
+    two windows.
     Does nothing for threads=N, on CUDA, under torchrun (each rank has its share of the cores) or
     with GANFORGE_THREAD_GOVERNOR=off. A run whose threads changed is not bit-reproducible on
     another machine: the order of a parallel reduction depends on the thread count."""
@@ -182,7 +183,7 @@ class ThreadGovernor:
         self.active = (threads == 0 and device.type == "cpu" and os.environ.get(GOVERNOR_ENV) != "off"
                        and int(os.environ.get("WORLD_SIZE", "1")) == 1 and os.path.exists("/proc/stat"))
         self.best = 0.0
-        self.windows = 0
+        self.windows = self.slow = 0
         self.warned = False
         self.pending: int | None = None
         self.cores = cores()
@@ -225,8 +226,9 @@ class ThreadGovernor:
         self.windows += 1
         if self.windows <= 1:  # the first window holds start-up costs (compile, caches)
             return
+        self.slow = self.slow + 1 if images_per_second < 0.5 * self.best else 0
         self.best = max(self.best, images_per_second)
-        if not self.warned and images_per_second < 0.5 * self.best:
+        if not self.warned and self.slow >= 2:  # two windows in a row: not one hiccup
             self.warned = True
             message = (f"training slowed to {images_per_second:.0f} images/s, under half of this run's "
                        f"best {self.best:.0f}: other work is probably using the cores; try threads=1, "
