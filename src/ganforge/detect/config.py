@@ -129,7 +129,7 @@ class DetectConfig(Config):
     # -- execution --
     seed: int = option(0, "seed of init, data order, augmentation and dropout", ge=0)
     device: str = option("auto", "auto, cpu, cuda, cuda:N", resume=True)
-    threads: int = option(0, "CPU intra-op threads (0 = one per core)", ge=0, resume=True)
+    threads: int = option(0, "CPU intra-op threads (0 = the cores other work leaves free)", ge=0, resume=True)
     channels_last: str = option("auto", "NHWC memory format: auto (the model's measured best), on, off",
                                 choices=("auto", "on", "off"), resume=True)
     version: int = option(VERSION, "config format version")

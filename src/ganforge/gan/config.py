@@ -129,7 +129,7 @@ class GANConfig(Config):
     device: str = option("auto", "auto, cpu, cuda, cuda:N", resume=True)
     speed: str = option("auto", "auto, eager or fast, then +feature / +no_feature (e.g. fast+no_compile)",
                         resume=True)
-    threads: int = option(0, "CPU intra-op threads (0 = one per core)", ge=0, resume=True)
+    threads: int = option(0, "CPU intra-op threads (0 = the cores other work leaves free)", ge=0, resume=True)
     version: int = option(VERSION, "config format version")
 
     def check(self) -> None:
