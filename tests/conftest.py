@@ -95,15 +95,20 @@ def no_network(monkeypatch):
 GAN_ARGS = ["default", "--steps", "60", "data=digits", "log_every=10", "sample_every=20",
             "eval_every=30", "eval_n=200", "checkpoint_every=30", "base_filters=8", "batch_size=32",
             "--quiet"]
-# A time budget stops this one long before its step budget: a real stopped run.
-STOPPED_ARGS = ["default", "--steps", "100000", "data=digits", "log_every=5", "sample_every=5",
-                "max_seconds=3", "g_lr=1e-3", "base_filters=8", "batch_size=32", "--quiet"]
+# A time budget stops this one long before its step budget: a real stopped run. Its grids must not
+# depend on the machine's speed, so it trains 12 steps (grids 1, 5, 10, 12), then is resumed with a
+# budget of 100,000 steps and a time budget that any step exceeds: it stops after step 13, with a grid.
+STOPPED_ARGS = ["default", "--steps", "12", "data=digits", "log_every=5", "sample_every=5",
+                "g_lr=1e-3", "base_filters=8", "batch_size=32", "--quiet"]
+STOPPED_RESUME = ["--steps", "100000", "max_seconds=1e-9", "--quiet"]
 
 
-def _train(out: Path, args: list[str]) -> Path:
+def _train(out: Path, args: list[str], resume: list[str] | None = None) -> Path:
     from ganforge.cli import main as ganforge_main
 
     assert ganforge_main(["train", *args, "--out", str(out)]) == 0
+    if resume is not None:
+        assert ganforge_main(["train", "--resume", str(out), *resume]) == 0
     return out
 
 
@@ -114,7 +119,8 @@ def _runs(tmp_path_factory, ganforge_cache) -> dict[str, Path]:
         mp.setenv("GANFORGE_CACHE", str(ganforge_cache))  # the digits feature net trains once
         mp.setenv("GANFORGE_DATA", str(root / "data"))
         mp.setenv("TORCH_HOME", str(root / "torch"))
-        return {"gan": _train(root / "gan", GAN_ARGS), "stopped": _train(root / "stopped", STOPPED_ARGS)}
+        return {"gan": _train(root / "gan", GAN_ARGS),
+                "stopped": _train(root / "stopped", STOPPED_ARGS, STOPPED_RESUME)}
 
 
 @pytest.fixture
