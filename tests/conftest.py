@@ -98,15 +98,20 @@ def no_network(monkeypatch):
 GAN_ARGS = ["default", "--steps", "60", "data=digits", "log_every=10", "sample_every=20",
             "eval_every=30", "eval_n=200", "checkpoint_every=30", "base_filters=8", "batch_size=32",
             "--quiet"]
-# A time budget stops this one long before its step budget: a real stopped run.
-STOPPED_ARGS = ["default", "--steps", "100000", "data=digits", "log_every=5", "sample_every=5",
-                "max_seconds=3", "g_lr=1e-3", "base_filters=8", "batch_size=32", "--quiet"]
+# A time budget stops this one long before its step budget: a real stopped run. Its grids must not
+# depend on the machine's speed, so it trains 12 steps (grids 1, 5, 10, 12), then is resumed with a
+# budget of 100,000 steps and a time budget that any step exceeds: it stops after step 13, with a grid.
+STOPPED_ARGS = ["default", "--steps", "12", "data=digits", "log_every=5", "sample_every=5",
+                "g_lr=1e-3", "base_filters=8", "batch_size=32", "--quiet"]
+STOPPED_RESUME = ["--steps", "100000", "max_seconds=1e-9", "--quiet"]
 
 
-def _train(out: Path, args: list[str]) -> Path:
+def _train(out: Path, args: list[str], resume: list[str] | None = None) -> Path:
     from ganforge.cli import main as ganforge_main
 
     assert ganforge_main(["train", *args, "--out", str(out)]) == 0
+    if resume is not None:
+        assert ganforge_main(["train", "--resume", str(out), *resume]) == 0
     return out
 
 
@@ -117,7 +122,8 @@ def _runs(tmp_path_factory, ganforge_cache) -> dict[str, Path]:
         mp.setenv("GANFORGE_CACHE", str(ganforge_cache))  # the digits feature net trains once
         mp.setenv("GANFORGE_DATA", str(root / "data"))
         mp.setenv("TORCH_HOME", str(root / "torch"))
-        return {"gan": _train(root / "gan", GAN_ARGS), "stopped": _train(root / "stopped", STOPPED_ARGS)}
+        return {"gan": _train(root / "gan", GAN_ARGS),
+                "stopped": _train(root / "stopped", STOPPED_ARGS, STOPPED_RESUME)}
 
 
 @pytest.fixture
@@ -225,6 +231,22 @@ def write_cifar100(path: Path, n_train: int = 7, n_test: int = 4) -> Path:
             "cifar-100-python/test": cifar_batch(n_test, "fine_labels", 100, 2, 5),
         },
     )
+
+
+def real_digit_classes(root: Path, classes: tuple[int, ...] = (0, 1, 7), per_class: int = 60) -> Path:
+    """scikit-learn's real 8x8 digits, written as PNGs under one subfolder per class ("zero", ...)."""
+    from sklearn.datasets import load_digits
+
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    digits = load_digits()
+    for c in classes:
+        picks = np.flatnonzero(digits.target == c)[:per_class]
+        for k, i in enumerate(picks):
+            pixels = np.rint(digits.images[i] * (255 / 16)).astype(np.uint8)
+            path = root / words[c] / f"{k:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path)
+    return root
 
 
 def write_images(root: Path, count: int, size=(12, 10), mode: str = "RGB", ext: str = ".png") -> list[Path]:

@@ -134,11 +134,12 @@ def cmd_recipes(args) -> int:
     return 0
 
 
-def cmd_config(args) -> int:
+def cmd_config(args, recipes=None) -> int:
+    """Every key of a recipe's config (`recipes`: the GAN registry unless another task's is given)."""
     from .config import describe
     from .gan.recipes import RECIPES
 
-    rows = describe(RECIPES.get(args.recipe).config)
+    rows = describe((recipes or RECIPES).get(args.recipe).config)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -287,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if extra:
         # `key=value` overrides may sit anywhere on the train command line.
-        takes = args.command == "train" or (args.command == "detect" and args.detect_command == "train") or (
+        takes = args.command == "train" or (args.command == "detect" and
+                                            args.detect_command in ("train", "val", "predict")) or (
             args.command == "translate" and args.translate_command == "train")
         bad = [e for e in extra if e.startswith("-") or "=" not in e or not takes]
         if bad:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_ok, decode_cache, ganforge
+from conftest import assert_ok, decode_cache, ganforge, real_digit_classes
 from PIL import Image
 
 from ganforge.data import BatchSampler, FolderStream, folder, holdout_split, load_dataset
@@ -20,20 +20,6 @@ from ganforge.data.stream import StreamBatches
 def _write(path: Path, pixels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
-
-
-def real_digit_classes(root: Path, classes: tuple[int, ...] = (0, 1, 7), per_class: int = 60) -> Path:
-    """scikit-learn's real 8x8 digits, written as PNGs under one subfolder per class ("zero", ...)."""
-    from sklearn.datasets import load_digits
-
-    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    digits = load_digits()
-    for c in classes:
-        picks = np.flatnonzero(digits.target == c)[:per_class]
-        for k, i in enumerate(picks):
-            pixels = np.rint(digits.images[i] * (255 / 16)).astype(np.uint8)
-            _write(root / words[c] / f"{k:03d}.png", pixels)
-    return root
 
 
 def _shaded(root: Path, layout: dict[str, int], size: int = 8) -> None:

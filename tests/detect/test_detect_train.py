@@ -439,3 +439,33 @@ def test_predict_into_an_existing_file_is_called_a_file(trained, toy_data, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file" in err[0] and "free space" not in err[0], err
     assert existing.read_text() == "mine"
+
+
+def test_detect_config_and_run_time_overrides_of_val_and_predict(trained, toy_data, tmp_path, capsys):
+    import torch
+
+    from ganforge.cli import main
+
+    assert main(["detect", "config", "adam", "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["recipe"]["value"] == "adam" and "threads" in rows and "lr" in rows
+    assert main(["detect", "config", "paper"]) == 0 and "momentum" in capsys.readouterr().out
+    assert main(["detect", "config", "nope"]) == 2 and "paper, adam" in capsys.readouterr().err
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["detect", "val", str(trained), "threads=2", "device=cpu", "--json",
+                     str(tmp_path / "v.json")]) == 0
+        assert torch.get_num_threads() == 2 and json.loads((tmp_path / "v.json").read_text())["images"] > 0
+        image = next((toy_data.parent / "images" / "val").glob("*.png"))
+        assert main(["detect", "predict", str(trained), "threads=1", "--source", str(image), "--out",
+                     str(tmp_path / "p")]) == 0
+        assert torch.get_num_threads() == 1 and (tmp_path / "p" / f"{image.stem}.json").is_file()
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
+    # what the model is cannot change, and values are checked as training checks them
+    for bad, words in (("lr=1", "takes device=, threads="), ("threads=-1", "threads"), ("device=tpu", "tpu")):
+        assert main(["detect", "val", str(trained), bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ganforge: error: ") and words in err[0], err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
@@ -85,3 +86,32 @@ def test_eval_mismatched_dataset_is_refused(tmp_path, capsys):
     run = train(cfg, tmp_path / "run", steps=1, quiet=True)
     assert main(["eval", str(run), "--n", "20", "--data", "cifar10"]) == 2
     assert "cifar10" in _one_line(capsys)
+
+
+def test_cold_cache_eval_equals_a_warm_rerun(digits_run, tmp_path, monkeypatch):
+    # Empty cache: the feature net is trained and the reference features extracted in this eval.
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cold-cache"))
+    results = []
+    for name in ("cold", "warm"):
+        assert main(["eval", str(digits_run), "--n", "200", "--out", str(tmp_path / f"{name}.json")]) == 0
+        results.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    assert list((tmp_path / "cold-cache" / "metric_stats").iterdir())  # the warm run read a cache
+    assert results[0] == results[1]  # every score to the last digit, the baselines too
+
+
+def test_cached_reference_features_are_the_ones_a_cold_run_scored_with():
+    from ganforge.data import load_dataset
+    from ganforge.metrics.evaluate import real_features
+
+    class PixelFeatures:
+        """Pixels / 7 in float64: values that float32 cannot hold exactly."""
+        id, hash, test_accuracy, channels, image_size = "pixels", "pixels-7", None, 1, 8
+
+        def extract(self, images):
+            feats = images.flatten(1).double() / 7
+            return feats, feats[:, :10]
+
+    train = load_dataset("digits", split="train", quiet=True)
+    cold = real_features(PixelFeatures(), train.images[:50], "digits", "train", None)
+    warm = real_features(PixelFeatures(), train.images[:50], "digits", "train", None)
+    assert cold.dtype == warm.dtype == torch.float64 and torch.equal(cold, warm)

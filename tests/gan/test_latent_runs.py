@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from test_class_folder import real_digit_classes
+from conftest import real_digit_classes
 from test_train import _final_state
 
 from ganforge.cli import main
@@ -96,7 +96,10 @@ def test_sample_labels_and_explore_write_what_they_promise(tmp_path, capsys):
     assert frames["interpolation"] == ["frame_0.png", "frame_1.png", "frame_2.png"]
     assert len(frames["classes"]) == 10 and len(frames["code-cat"]) == 10 and len(frames["code-c2"]) == 3
     still = np.asarray(Image.open(explore / "traversal.png"))
-    assert still.shape == (2 + 4 * 2 * 30, 2 + 3 * 30)  # 4 dims x 2 samples rows, 3 frames columns
+    # 4 dims x 2 samples rows, 3 frames columns, under a 16-pixel row of values and right of the
+    # column of dimension labels
+    grid = still[16:, -(2 + 3 * 30):]
+    assert grid.shape[:2] == (2 + 4 * 2 * 30, 2 + 3 * 30) and still.shape[0] == 16 + 2 + 4 * 2 * 30
     first = (explore / "code-c1.png").read_bytes()
     _cli(["explore", run, "--frames", "3", "--n", "2", "--seed", "5", "--lerp"], capsys)
     assert (explore / "code-c1.png").read_bytes() == first  # the same seed draws the same pictures

@@ -113,6 +113,9 @@ def test_stopped_run_is_labelled_stopped(stopped_run):
     assert f"{summary['steps']:,} of 100,000" in text
     assert "r0-fid" not in [c["id"] for c in data["charts"]] and 'id="r0-eval"' not in text
     assert len(data["sliders"]["r0-samples"]) == len(_grids(stopped_run)) >= 2
+    # stopped by its time budget, at a step that does not depend on the machine's speed
+    assert summary["stop_reason"] == "max_seconds" and summary["steps"] == 13
+    assert [g.name for g in _grids(stopped_run)] == [f"step_{s:06d}.png" for s in (1, 5, 10, 12, 13)]
 
 
 def test_several_runs_are_compared_with_their_pictures_inside(gan_run, stopped_run, tmp_path):
@@ -200,6 +203,9 @@ def test_detection_run_gets_map_ap_and_predictions(gan_run):
     widths = re.findall(r'class="bar" style="width:([\d.]+)%"', text)
     assert [float(w) for w in widths] == [35.0, 50.0, 5.0]
     assert "VOC07 mAP@0.5" in html.text("r0-eval")
+    # the AP bars say which evaluation they are from; the drawings say what they leave out
+    assert "last evaluation during training, step 300" in ap_text
+    assert "Only boxes scoring over 0.2 are drawn" in html.text("r0-pred-s")
 
 
 def test_conditional_run_gets_explore_pictures_and_class_fidelity(gan_run):
@@ -347,3 +353,72 @@ def test_report_command(gan_run, stopped_run, tmp_path, capsys, monkeypatch):
     args = parser.parse_args(["report", str(gan_run), "--out", str(tmp_path / "sub")])
     (tmp_path / "sub").mkdir()
     assert args.func(args) == 0 and (tmp_path / "sub" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("step, heading", [
+    (30, "Evaluation at step 30 (eval.json): stale"),
+    (60, "Evaluation of the finished run at step 60 (eval.json)"),
+    (None, "Evaluation from eval.json (its step is not recorded)"),
+])
+def test_eval_json_says_its_step_and_whether_it_is_stale(gan_run, step, heading):
+    protocol = {"features": "cnn-digits", "n_fake": 200, "metrics": {"fid": "Frechet distance " * 5}}
+    if step is not None:
+        protocol["checkpoint_step"] = step
+    (gan_run / "eval.json").write_text(json.dumps({"fid": 12.5, "protocol": protocol}))
+    _, html, _ = _page(write_report([gan_run]))
+    evaluation = html.text("r0-eval")
+    assert heading in evaluation
+    assert ("the run has trained to step 60 since" in evaluation) == (step == 30)
+    assert ("finished run" in evaluation) == (step == 60)
+
+
+def test_explorations_show_their_step_and_a_stale_one_says_so(gan_run, tmp_path):
+    from ganforge.cli import main
+
+    # explore writes explore.json: the checkpoint step of every picture (here step 60, the last)
+    assert main(["explore", str(gan_run), "--n", "2", "--frames", "2", "--dims", "0"]) == 0
+    record = json.loads((gan_run / "explore" / "explore.json").read_text())
+    assert {k: v["checkpoint_step"] for k, v in record["pictures"].items()} == {"interpolation": 60,
+                                                                               "traversal": 60}
+    _, html, _ = _page(write_report([gan_run]))
+    assert html.text("r0-explore").count("step 60") == 4 and "stale" not in html.text("r0-explore")
+    # an exploration of an older checkpoint, and a picture from before explore.json existed
+    record["pictures"]["interpolation"]["checkpoint_step"] = 30
+    (gan_run / "explore" / "explore.json").write_text(json.dumps(record))
+    _png(gan_run / "explore" / "older.png", (10, 10, 10))
+    _, html, _ = _page(write_report([gan_run]))
+    explore = html.text("r0-explore")
+    assert "interpolation.png, step 30; stale: the run has trained to step 60 since" in explore
+    assert "traversal.png, step 60" in explore and "older.png, step not recorded" in explore
+    # the traversal still says which block of rows is which dimension, and the values of its columns
+    import numpy as np
+    from PIL import Image
+
+    still = np.asarray(Image.open(gan_run / "explore" / "traversal.png").convert("L"))
+    plain = np.asarray(Image.open(gan_run / "explore" / "traversal" / "frame_0.png").convert("L"))
+    side = 2 * (plain.shape[0] - 2) + 2  # 2 rows (n=2, one dimension) by 2 values, 2-pixel padding
+    margin = still.shape[1] - side
+    assert still.shape[0] == side + 16 and margin > 10
+    assert (still[16:, :margin - 4] < 100).sum() > 10 and (still[:14] < 100).sum() > 10  # text in both
+    # a file of that name that ganforge did not write is left alone
+    (gan_run / "explore" / "explore.json").write_text("mine")
+    assert main(["explore", str(gan_run), "--n", "2", "--frames", "2", "--dims", "0"]) == 0
+    assert (gan_run / "explore" / "explore.json").read_text() == "mine"
+
+
+def test_uniform_grey_first_grids_are_explained(gan_run):
+    import torch
+
+    from ganforge.viz import save_grid
+
+    grids = sorted((gan_run / "samples").glob("*.png"))
+    noise = torch.randint(1, 256, (16, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for grid in grids:
+        save_grid(noise, grid, nrow=4)
+    assert "uniform grey" not in write_report([gan_run]).read_text()
+    grey = torch.full((16, 1, 8, 8), 128, dtype=torch.uint8)
+    for step in (1, 20):
+        save_grid(grey, gan_run / "samples" / f"step_{step:06d}.png", nrow=4)
+    _, html, _ = _page(write_report([gan_run]))
+    note = html.text("r0-samples-s")
+    assert "The first 2 grids are uniform grey" in note and "BatchNorm" in note and "running statistics" in note

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -167,3 +168,21 @@ def test_live_page_reloads_and_keeps_the_slider(browser, gan_run, monkeypatch):
     assert v.page.locator("#r0-samples-frame img").get_attribute("src") == "samples/step_000001.png"
     assert v.page.locator("#r0-samples-range").input_value() == "0"
     assert not v.errors and not v.outside, (v.errors, v.outside)
+
+
+def test_protocol_cards_give_long_keys_their_width(browser, gan_run):
+    metrics = {"fid": "Frechet distance between Gaussians fitted to the two feature sets " * 2,
+               "precision_recall": "improved precision and recall, k=3 nearest-neighbour manifolds " * 2}
+    (gan_run / "eval.json").write_text(json.dumps({"fid": 12.5, "protocol": {
+        "checkpoint_step": 60, "feature_test_accuracy": 0.99, "metrics": metrics}}))
+    for viewport in (DESKTOP, PHONE):
+        v = Visit(browser, write_report([gan_run]), viewport)
+        keys = v.page.evaluate("""() => [...document.querySelectorAll('#r0-eval dl.nested dt')].map(d => {
+            const text = document.createRange();
+            text.selectNodeContents(d);
+            return [d.textContent, d.getBoundingClientRect().width, text.getClientRects().length,
+                    d.scrollWidth <= d.clientWidth + 1]; })""")
+        # every key on one line, as wide as its text (a squeezed column broke them every 3 letters)
+        assert [k[0] for k in keys] == ["fid", "precision_recall"], keys
+        assert all(k[2] == 1 and k[3] for k in keys), keys
+        assert keys[1][1] > 80, keys

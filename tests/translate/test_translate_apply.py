@@ -124,3 +124,63 @@ def test_apply_translates_a_video_frame_by_frame(runs, tmp_path, capsys):
     assert "flicker" in capsys.readouterr().out
     out = list(frames(tmp_path / "out" / "clip.mp4"))
     assert len(out) == 6 and out[0][1].shape == (3, 30, 46)  # the same frame count and size
+
+
+def test_apply_with_an_exported_model_writes_the_same_images(runs, tmp_path, capsys):
+    from ganforge.export.write import export_run
+
+    _images(tmp_path / "in")
+    for i, run in enumerate(runs):
+        model = export_run(run, tmp_path / f"g{i}.onnx")
+        assert main(["translate", "apply", str(run), "--source", str(tmp_path / "in"), "--out",
+                     str(tmp_path / f"torch{i}")]) == 0
+        assert main(["translate", "apply", "--model", str(model), "--source", str(tmp_path / "in"), "--out",
+                     str(tmp_path / f"ort{i}")]) == 0
+        assert "(onnxruntime)" in capsys.readouterr().out
+        for name in ("odd_grey.png", "thin_rgb.png", "alpha.png"):
+            a = np.asarray(Image.open(tmp_path / f"torch{i}" / name), dtype=np.int16)
+            b = np.asarray(Image.open(tmp_path / f"ort{i}" / name), dtype=np.int16)
+            assert a.shape == b.shape and int(np.abs(a - b).max()) <= 1  # within 1/255
+    cases = [(["--model", str(tmp_path / "g1.onnx"), "--direction", "BtoA"], "translates AtoB"),
+             ([str(runs[0]), "--model", str(tmp_path / "g0.onnx")], "not both"),
+             (["--model", str(tmp_path / "in" / "alpha.png")], "ganforge export")]
+    for extra, message in cases:
+        assert main(["translate", "apply", *extra, "--source", str(tmp_path / "in"), "--out",
+                     str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ganforge: error: ") and message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "bad").exists()
+
+
+def test_apply_output_follows_the_shared_rules(runs, tmp_path, capsys):
+    _images(tmp_path / "in")
+    argv = ["translate", "apply", str(runs[1]), "--source", str(tmp_path / "in"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    listed = (tmp_path / "out" / ".ganforge-output").read_text().splitlines()
+    assert json.loads(listed[0])["command"] == "translate apply"
+    assert sorted(listed[1:]) == ["alpha.png", "odd_grey.png", "thin_rgb.png"]
+    assert main(argv) == 2 and "--force" in capsys.readouterr().err  # earlier results kept without --force
+    (tmp_path / "out" / "odd_grey.png").unlink()
+    assert main([*argv, "--force"]) == 0 and (tmp_path / "out" / "odd_grey.png").is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    for out in (tmp_path / "mine", runs[1] / "samples"):  # not ganforge's; inside the run
+        assert main([*argv[:-1], str(out), "--force"]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    old = tmp_path / "old"  # a folder from before the shared marker is adopted as apply's
+    old.mkdir()
+    (old / ".ganforge-translate").write_text('{"format": "ganforge-translate-apply"}')
+    (old / "alpha.png").write_bytes(b"earlier")
+    assert main([*argv[:-1], str(old), "--force"]) == 0
+    assert not (old / ".ganforge-translate").exists() and (old / "alpha.png").read_bytes() != b"earlier"
+
+
+def test_clashing_names_get_distinct_outputs():
+    from pathlib import Path
+
+    from ganforge.translate.use import output_names
+
+    assert output_names([Path("a.png"), Path("b.jpg")]) == ["a.png", "b.jpg"]
+    assert output_names([Path("a.png"), Path("a.jpg")]) == ["a.png", "a.jpg"]
+    assert output_names([Path("A.png"), Path("a.png")]) == ["A.png", "a-2.png"]

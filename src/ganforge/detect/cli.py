@@ -123,6 +123,36 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every config key of a detector recipe: its value, type and meaning (like `ganforge config`)."""
+    from ganforge.cli import cmd_config as print_config
+    from ganforge.detect.recipes import RECIPES
+
+    return print_config(args, RECIPES)
+
+
+# The keys of a run's config that `val` and `predict` may change: where and how fast they run, never
+# what the model is.
+RUNTIME_KEYS = ("device", "threads")
+
+
+def _runtime(args: argparse.Namespace) -> str:
+    """Apply `threads=` and return the device (`device=` wins over --device)."""
+    from ganforge.config import apply_overrides, split_overrides
+    from ganforge.detect.recipes import RECIPES
+    from ganforge.speed.cpu import set_threads
+
+    given = dict(split_overrides(args.overrides))
+    wrong = [k for k in given if k not in RUNTIME_KEYS]
+    if wrong:
+        raise GanforgeError(f"{wrong[0]!r} cannot change when using a trained run; `detect "
+                            f"{args.detect_command}` takes {', '.join(k + '=' for k in RUNTIME_KEYS)}")
+    cfg = apply_overrides(RECIPES.get("adam").config, given)  # checks the values as training would
+    if "threads" in given:
+        set_threads(cfg.threads)
+    return cfg.device if "device" in given else args.device
+
+
 def _print_ap(result: APResult, names: list[str], images: int) -> None:
     width = max([len(n) for n in names] + [5])
     print(f"{'class':<{width}}  {'truth':>6}  AP ({METRICS[result.metric]}, IoU > {result.iou:g})")
@@ -142,7 +172,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     from ganforge.export import open_model
 
     out = val_json_path(args.run, args.split, args.metric, args.json, args.force, model=args.model)
-    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
+    model = open_model("detect", args.run, args.model, args.checkpoint, _runtime(args))
     names = model.meta["class_names"]
     data = open_detection_data(args.data or model.config.data, args.split)
     if data.names != names:
@@ -172,7 +202,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_video(args)
     files = image_files(args.source)
     out = predict_output(args.run, args.source, args.out, args.force, model=args.model)
-    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
+    model = open_model("detect", args.run, args.model, args.checkpoint, _runtime(args))
     counts = predict_files(model, files, out.open(), conf=args.conf, iou=args.iou)
     out.remove()  # nothing was readable: leave no empty folder behind
     print(f"{counts['boxes']} boxes in {counts['images']} images (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
@@ -188,7 +218,7 @@ def _predict_video(args: argparse.Namespace) -> int:
 
     local = kind(args.source) not in ("camera", "stream")  # a file or folder: an input never written over
     out = predict_output(args.run, args.source if local else None, args.out, args.force, model=args.model)
-    model = open_model("detect", args.run, args.model, args.checkpoint, args.device)
+    model = open_model("detect", args.run, args.model, args.checkpoint, _runtime(args))
     result = predict_video(model, args.source, out, conf=args.conf, iou=args.iou, stride=args.vid_stride,
                            max_frames=args.max_frames)
     print(f"{result['boxes']} boxes in {result['frames']} frames (conf > {args.conf:g}, NMS IoU {args.iou:g}); "
@@ -301,6 +331,7 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     v.add_argument("--json", metavar="FILE", help="write the result here (default RUN/val-SPLIT-METRIC.json)")
     v.add_argument("--force", action="store_true", help="replace a --json file that ganforge did not write")
     v.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    v.add_argument("overrides", nargs="*", metavar="key=value", help="run-time keys: device=, threads=")
     v.set_defaults(func=cmd_val)
 
     p = sub.add_parser("predict", help="draw detected boxes on images; YOLO txt and JSON per image")
@@ -319,6 +350,7 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best) or a checkpoint folder; "
                                         "default: the latest")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-time keys: device=, threads=")
     p.set_defaults(func=cmd_predict)
     b = sub.add_parser("benchmark", help="eager, speed layer, ONNX Runtime, TorchScript: size, mAP@0.5, ms, FPS")
     b.add_argument("run", metavar="RUN", help="a run folder that `ganforge detect train` wrote")
@@ -330,6 +362,11 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     b.add_argument("--json", metavar="FILE", help="write the rows here (default RUN/benchmark-SPLIT.json)")
     b.add_argument("--force", action="store_true", help="replace a --json file ganforge did not write")
     b.set_defaults(func=cmd_benchmark)
+
+    c = sub.add_parser("config", help="every config key of a detector recipe: its value, type and meaning")
+    c.add_argument("recipe", help="recipe name (see `ganforge detect recipes`)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(func=cmd_config)
     m = sub.add_parser(
         "map", help="mAP of per-image detection files against truth files",
         description="One file per image. Pixel files: truth 'class left top width height [difficult]', "
@@ -359,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(["detect", *(sys.argv[1:] if argv is None else argv)])
     args.argv = ["detect", *(sys.argv[1:] if argv is None else argv)]
     if extra:
-        if args.detect_command != "train" or any(e.startswith("-") or "=" not in e for e in extra):
+        if args.detect_command not in ("train", "val", "predict") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:

@@ -30,14 +30,18 @@ def read_meta(path: str | Path, quiet: bool = False) -> dict | None:
     from ganforge.export.write import EXTRA_FILE, META_KEY
 
     path = Path(path)
+    if not zipfile.is_zipfile(path):
+        try:
+            import onnx
+        except ImportError:
+            raise ConfigError("the onnx package is not installed: pip install 'ganforge[export]' "
+                              "(onnx, onnxscript, onnxruntime)") from None
     try:
         if zipfile.is_zipfile(path):  # a TorchScript archive
             with zipfile.ZipFile(path) as archive:
                 name = next((n for n in archive.namelist() if n.endswith(f"/extra/{EXTRA_FILE}")), None)
                 text = archive.read(name).decode() if name else None
         else:
-            import onnx
-
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             text = props.get(META_KEY)
     except Exception:  # noqa: BLE001 - any parse failure means: not a model file we can read
@@ -116,8 +120,11 @@ def _script_runner(path: Path, meta: dict, device: str):
 
 def _check_inputs(path: Path, meta: dict, graph: list[tuple[str, list]]) -> None:
     """The graph's inputs must be the ones its meta describes (names, and every size but the batch)."""
-    described = [(spec["name"], spec["shape"][1:]) for spec in meta.get("inputs", [])]
-    found = [(name, list(shape)[1:]) for name, shape in graph]
+    def sizes(shape) -> list:  # a dynamic size is a name in the graph and null in the meta
+        return [d if isinstance(d, int) else None for d in list(shape)[1:]]
+
+    described = [(spec["name"], sizes(spec["shape"])) for spec in meta.get("inputs", [])]
+    found = [(name, sizes(shape)) for name, shape in graph]
     if described != found:
         raise ConfigError(f"{display_path(path)} has inputs {found} but its ganforge metadata describes {described}: "
                           "the file was changed after export; export the run again")

@@ -37,24 +37,51 @@ def _batched(example: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tenso
 def file_meta(model: Trained, fmt: str, batch: int | None) -> dict:
     """The model's meta plus what this file is: format, batch and its inputs' and output's specs."""
     names = model.meta["input_names"]
-    inputs = [tensor_spec(n, x, batch) for n, x in zip(names, model.example)]
+    inputs = [_free_sides(model, tensor_spec(n, x, batch)) for n, x in zip(names, model.example)]
     with torch.no_grad():
         out = model(*(x.to(model.device) for x in model.example))
     meta = {k: v for k, v in model.meta.items() if k != "channels_last"}
     return {"format": META_FORMAT, "version": META_VERSION, "runtime": fmt, **meta,
             "batch": "dynamic" if batch is None else batch, "inputs": inputs,
-            "outputs": [tensor_spec(model.meta["output_name"], out, batch)]}
+            "outputs": [_free_sides(model, tensor_spec(model.meta["output_name"], out, batch))]}
+
+
+def _free_sides(model: Trained, spec: dict) -> dict:
+    """A fully convolutional image model (its meta names the `multiple` its sides need, as a
+    translator's does) takes any height and width: null in the spec's shape, like a dynamic batch."""
+    if isinstance(model.meta.get("multiple"), int) and len(spec["shape"]) == 4:
+        spec["shape"][2:] = [None, None]
+    return spec
+
+
+def _dynamic_shapes(model: Trained, example: tuple[torch.Tensor, ...], batch: int | None):
+    """torch.export's dynamic dimensions: the batch when `batch` is None; the sides (as multiples
+    of `multiple`, so every halving stays exact) for a fully convolutional image model."""
+    multiple = model.meta.get("multiple")
+    if batch is not None and not isinstance(multiple, int):
+        return None
+    dims = []
+    for x in example:
+        spec = {0: torch.export.Dim("batch")} if batch is None else {}
+        if isinstance(multiple, int) and x.dim() == 4:
+            spec[2] = multiple * torch.export.Dim("height")
+            spec[3] = multiple * torch.export.Dim("width")
+        dims.append(spec)
+    dynamic = tuple(dims)
+    takes = inspect.signature(model.module.forward).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in takes):
+        dynamic = (dynamic,)  # forward(*inputs): one tuple argument to torch.export
+    return dynamic
 
 
 def _onnx(model: Trained, path: Path, meta: dict, batch: int | None) -> None:
     # torch.export specialises a dimension of size 1, so a dynamic batch is traced at 2
     example = _batched(model.example, 2 if batch is None else batch)
-    dynamic = None
-    if batch is None:
-        dynamic = tuple({0: torch.export.Dim("batch")} for _ in example)
-        takes = inspect.signature(model.module.forward).parameters.values()
-        if any(p.kind is p.VAR_POSITIONAL for p in takes):
-            dynamic = (dynamic,)  # forward(*inputs): one tuple argument to torch.export
+    dynamic = _dynamic_shapes(model, example, batch)
+    multiple = model.meta.get("multiple")
+    if isinstance(multiple, int):  # torch.export specialises a size of 1 there too: trace at 2 x multiple or more
+        example = tuple(x.repeat(1, 1, 2, 2) if x.dim() == 4 and min(x.shape[2:]) < 2 * multiple else x
+                        for x in example)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model.module.cpu(), example, input_names=meta["input_names"],

@@ -25,9 +25,10 @@ from ganforge.device import resolve_device
 from ganforge.errors import ConfigError
 from ganforge.gan.latents import Latent, LatentSpec
 from ganforge.gan.sampling import generate_latent, load_generator
+from ganforge.io import write_json
 from ganforge.outputs import OutputFolder, run_record
 from ganforge.video import frames_to_video
-from ganforge.viz import make_gif, save_grid
+from ganforge.viz import make_gif, save_grid, save_labelled_grid
 
 DEFAULT_DIMS = 4
 EXPLORE = "explore"  # the run's own folder of explorations
@@ -100,14 +101,19 @@ class Explorer:
     def images(self, latent: Latent) -> torch.Tensor:
         return generate_latent(self.generator, latent, device=self.device, pixel_range=self.pixel_range)
 
-    def write(self, out: OutputFolder, name: str, frames: list[Latent]) -> list[Path]:
-        """Frames as PNGs in out/name/, the GIF out/name.gif, and the still out/name.png."""
+    def write(self, out: OutputFolder, name: str, frames: list[Latent],
+              labels: tuple[list[str], list[str]] | None = None) -> list[Path]:
+        """Frames as PNGs in out/name/, the GIF out/name.gif, and the still out/name.png (with
+        `labels`: (one per block of n rows, one per column) written beside the still's cells)."""
         shots = [self.images(f) for f in frames]
         width = len(str(len(shots) - 1))
         for i, shot in enumerate(shots):
             save_grid(shot, out.target(f"{name}/frame_{i:0{width}d}.png"), nrow=self.n)
         still = torch.stack(shots, 1).flatten(0, 1)  # sample-major: one row per sample
-        save_grid(still, out.target(f"{name}.png"), nrow=len(shots))
+        if labels:
+            save_labelled_grid(still, out.target(f"{name}.png"), len(shots), labels[0], self.n, labels[1])
+        else:
+            save_grid(still, out.target(f"{name}.png"), nrow=len(shots))
         make_gif(out.path / name, out.target(f"{name}.gif"))
         if self.mp4:
             frames_to_video(out.path / name, out.target(f"{name}.mp4"))
@@ -183,7 +189,7 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int
         folder = OutputFolder(out, "explore", inputs=inputs, force=force)
     folder.check()
     low, high = parse_range(value_range)
-    generator, cfg, _ = load_generator(run_dir, checkpoint, device=device)
+    generator, cfg, meta = load_generator(run_dir, checkpoint, device=device)
     spec = LatentSpec.from_config(cfg)
     chosen_dims = parse_dims(dims, spec.latent_dim)
     chosen_codes = parse_codes(codes, spec)
@@ -196,12 +202,23 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int
         frames_to_video(Path(run_dir) / "samples", out.target("progress.mp4"))
     written = ex.write(out, "interpolation", ex.interpolation(spherical=not lerp))
     if chosen_dims:
-        written += ex.write(out, "traversal", ex.traversal(chosen_dims, low, high))
+        # A block of n rows per dimension, a column per value: say which is which on the still.
+        labels = ([f"z[{d}]" for d in chosen_dims], [f"{v:+.1f}" for v in ex.values(low, high)])
+        written += ex.write(out, "traversal", ex.traversal(chosen_dims, low, high), labels)
     if spec.conditional:
         written += ex.write(out, "classes", ex.classes())
     for name in chosen_codes:
         written += ex.write(out, f"code-{name}", ex.code(name, low, high))
+    _record(out, written, {"checkpoint_step": meta.get("step"), "checkpoint": checkpoint or "latest",
+                           "seed": seed, "range": [low, high], "dims": chosen_dims})
     return written
+
+
+def _record(out: OutputFolder, written: list[Path], entry: dict) -> None:
+    """explore.json: which checkpoint step each picture shows, so the report can say it (and say
+    when the run has trained past it)."""
+    pictures = {p.stem: entry for p in written if p.suffix == ".png"}
+    write_json(out.target("explore.json"), {"pictures": dict(sorted(pictures.items()))})
 
 
 def add_explore_parser(sub) -> None:

@@ -87,23 +87,42 @@ def class_fidelity(generator, spec: LatentSpec, net, real_test, n_per_class: int
 def category_agreement(generator, spec: LatentSpec, net, n: int, seed: int, device="cpu",
                        pixel_range: str = "pm1") -> dict:
     """Share of images whose classifier label is the class matched to their categorical code."""
-    from scipy.optimize import linear_sum_assignment
-
     rng = torch.Generator().manual_seed(seed)
     latent = spec.sample(n, rng, "cpu")
     cat = torch.arange(n) % spec.categorical
     latent["codes"][:, :spec.categorical] = torch.nn.functional.one_hot(cat, spec.categorical).float()
     pred = _classify(net, generate_latent(generator, latent, device=device, pixel_range=pixel_range))
-    classes = int(net.module.num_classes)
-    confusion = np.zeros((spec.categorical, classes), dtype=np.int64)
-    np.add.at(confusion, (cat.numpy(), pred.numpy()), 1)
+    out = agreement_of(cat, pred, spec.categorical, int(net.module.num_classes))
+    out["protocol"] = {"classifier": net.id, "classifier_hash": net.hash, "n": n, "seed": seed,
+                       "matching": "scipy.optimize.linear_sum_assignment on the code x class counts",
+                       "other_codes": "continuous codes drawn from U(-1, 1), z from N(0, I)"}
+    return out
+
+
+def agreement_of(codes: torch.Tensor, labels: torch.Tensor, categories: int, classes: int) -> dict:
+    """Agreement of code values with classifier labels under the best one-to-one matching."""
+    from scipy.optimize import linear_sum_assignment
+
+    confusion = np.zeros((categories, classes), dtype=np.int64)
+    np.add.at(confusion, (codes.numpy(), labels.numpy()), 1)
     rows, cols = linear_sum_assignment(-confusion)
-    return {"agreement": float(confusion[rows, cols].sum() / n),
+    return {"agreement": float(confusion[rows, cols].sum() / max(1, len(codes))),
             "matching": {str(r): int(c) for r, c in zip(rows, cols)},
-            "confusion": confusion.tolist(),
-            "protocol": {"classifier": net.id, "classifier_hash": net.hash, "n": n, "seed": seed,
-                         "matching": "scipy.optimize.linear_sum_assignment on the code x class counts",
-                         "other_codes": "continuous codes drawn from U(-1, 1), z from N(0, I)"}}
+            "confusion": confusion.tolist()}
+
+
+def class_changes(labels: np.ndarray) -> dict:
+    """Along each sweep (a row of classifier labels), whether the class stays; the changes seen
+    (first label -> first different one), most frequent first."""
+    changes: dict[tuple[int, int], int] = {}
+    for row in labels:
+        moved = row[row != row[0]]
+        if len(moved):
+            pair = (int(row[0]), int(moved[0]))
+            changes[pair] = changes.get(pair, 0) + 1
+    kept = 1.0 - sum(changes.values()) / max(1, len(labels))
+    ranked = sorted(changes.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {"class_kept": kept, "class_changes": [[a, b, n] for (a, b), n in ranked]}
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -116,8 +135,9 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def continuous_codes(generator, spec: LatentSpec, sweeps: int, seed: int, device="cpu",
-                     pixel_range: str = "pm1") -> dict:
-    """Spearman correlation of each continuous code with slant and stroke width along sweeps."""
+                     pixel_range: str = "pm1", net=None) -> dict:
+    """Spearman correlation of each continuous code with slant and stroke width along sweeps, and
+    (given the dataset's classifier `net`) whether the class stays the same along each sweep."""
     rng = torch.Generator().manual_seed(seed)
     base = spec.sample(sweeps, rng, "cpu")
     values = np.linspace(*SWEEP_RANGE, SWEEP_VALUES)
@@ -130,6 +150,8 @@ def continuous_codes(generator, spec: LatentSpec, sweeps: int, seed: int, device
         props = {"slant": slant(images).reshape(sweeps, -1), "width": stroke_width(images).reshape(sweeps, -1)}
         out[f"c{j + 1}"] = {name: float(np.mean([_spearman(values, p) for p in prop]))
                             for name, prop in props.items()}
+        if net is not None:  # a code that turns one digit into another carries the class, not style
+            out[f"c{j + 1}"].update(class_changes(_classify(net, images).numpy().reshape(sweeps, -1)))
     slant_code = max(out, key=lambda c: abs(out[c]["slant"])) if out else None
     width_code = max((c for c in out if c != slant_code), key=lambda c: abs(out[c]["width"]), default=None)
     return {"codes": out, "slant_code": slant_code, "width_code": width_code,
@@ -163,8 +185,12 @@ def latent_measurements(generator, cfg, *, n: int, seed: int, device="cpu", quie
         if spec.categorical:
             info["categorical"] = category_agreement(generator, spec, net, n, seed, **kw)
         if spec.continuous and cfg.channels == 1:
-            info["continuous"] = continuous_codes(generator, spec, max(1, min(n // SWEEP_VALUES, 500)), seed, **kw)
+            info["continuous"] = continuous_codes(generator, spec, max(1, min(n // SWEEP_VALUES, 500)), seed,
+                                                  net=net, **kw)
         out["infogan"] = info
+    from ganforge.gan.verdict import latent_verdict
+
+    out["verdict"] = latent_verdict(out)
     return out
 
 
@@ -184,4 +210,6 @@ def format_latent(result: dict) -> list[str]:
         cont = info["continuous"]
         lines.append("InfoGAN continuous codes (Spearman rho): " + "; ".join(
             f"{c} slant {v['slant']:+.2f} width {v['width']:+.2f}" for c, v in cont["codes"].items()))
-    return lines
+    from ganforge.gan.verdict import format_verdict
+
+    return lines + format_verdict(result.get("verdict"))

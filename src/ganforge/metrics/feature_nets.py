@@ -143,7 +143,10 @@ def _train_and_cache(
             file=sys.stderr,
             flush=True,
         )
-    return FeatureNet(module, record)
+    # Score with the net exactly as a later run will load it, so a cold-cache evaluation and a warm
+    # rerun use the same weights, bit for bit, whatever the training left behind in memory.
+    reloaded = _load_cached(folder, digest) if cached else None
+    return reloaded if reloaded is not None else FeatureNet(module, record)
 
 
 @contextlib.contextmanager

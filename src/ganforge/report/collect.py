@@ -94,6 +94,7 @@ class RunData:
     eval_json: dict[str, Any] | None
     checkpoints: list[Checkpoint]
     notes: list[str] = field(default_factory=list)  # files that could not be read
+    explore_record: dict[str, Any] | None = None  # explore/explore.json: each picture's checkpoint step
 
     @property
     def steps(self) -> int:
@@ -218,4 +219,10 @@ def load_run(path: Path, live: bool = False) -> RunData:
                          if _own_file(p, path)],
         explore=explore, eval_json=eval_json if isinstance(eval_json, dict) else None,
         checkpoints=_checkpoints(path / "checkpoints", notes), notes=notes,
+        explore_record=_explore_record(explore_dir, notes),
     )
+
+
+def _explore_record(folder: Path, notes: list[str]) -> dict[str, Any] | None:
+    record = _read_json(folder / "explore.json", notes) if folder.is_dir() else None
+    return record if isinstance(record, dict) and isinstance(record.get("pictures"), dict) else None

@@ -90,3 +90,18 @@ def frame_label(frame: Frame, template: str = "") -> str:
             return f"step {found['iteration'] + 1} (iteration {found['iteration']})"
     words = re.sub(r"[_\-]+", " ", frame.label).strip()
     return re.sub(r"\b0+(\d)", r"\1", words)
+
+
+def uniform_grey(path: Path, spread: float = 6.0) -> bool:
+    """Whether a sample grid is (nearly) one flat grey: the pixels other than the black padding
+    between cells vary by less than `spread` levels (of 255)."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("L"), dtype=np.float32)
+    except (OSError, ValueError):
+        return False
+    inside = pixels[pixels > 0]
+    return inside.size > 0 and float(inside.std()) < spread and 20 < float(inside.mean()) < 235

@@ -9,9 +9,10 @@ from importlib import resources
 from .. import __version__
 from .charts import MARKERS, build_charts, marker_legend, markers
 from .collect import Frame, RunData
-from .media import Media, frame_label, image_size
+from .media import Media, frame_label, image_size, uniform_grey
 from .tables import (bars, checkpoints_table, compare_table, config_table, definitions, duration,
-                     eval_json_block, eval_rows_table, events_table, h, num, settings_diff, value_html)
+                     eval_json_block, eval_rows_table, eval_step, events_table, h, num, settings_diff,
+                     step_note, value_html)
 
 REFRESH_SECONDS = 20  # a live page reloads this often; snapshots come every few seconds to minutes
 
@@ -104,13 +105,34 @@ def _media_sections(page: Page, run: RunData, key: str, level: int) -> str:
         body = page.slider(f"{key}-samples", run.samples, "fixed-latent sample grid",
                            str(run.config.get("sample_name", "")))
         body = f'<div class="media-row">{body}{_gifs(page, run.gifs, "the sample grids as an animation")}</div>'
+        body += _grey_note(run)
         out.append(_section(f"{key}-samples-s", "Samples over time", body, level))
     if run.predictions:
+        from ganforge.detect.infer import DRAW_CONF
+
         body = page.slider(f"{key}-pred", run.predictions, "validation images with predicted boxes")
         body = (f'<div class="media-row">{body}'
                 f'{_gifs(page, run.prediction_gifs, "the predictions over training as an animation")}</div>')
+        # A young model's boxes mostly score under the drawing threshold: say so, or the frames look broken.
+        body += (f'<p class="note">Only boxes scoring over {DRAW_CONF:g} are drawn, so early frames can look '
+                 "empty while the model is still learning; the mAP curve scores every box.</p>")
         out.append(_section(f"{key}-pred-s", "Predictions over time", body, level))
     return "".join(out)
+
+
+def _grey_note(run: RunData) -> str:
+    """Why the first grids are flat grey, when they are: a reader otherwise takes it for a bug."""
+    grey = 0
+    for frame in run.samples[:40]:
+        if not all(uniform_grey(p) for p in frame.images):
+            break
+        grey += 1
+    if not grey:
+        return ""
+    which = "The first grid is" if grey == 1 else f"The first {grey} grids are"
+    return (f'<p class="note">{which} uniform grey. That is expected early on: grids are drawn with G in '
+            "inference mode, where BatchNorm uses its running statistics, and those start at mean 0 and "
+            "variance 1 and take some hundred steps to follow the real activations.</p>")
 
 
 def _gifs(page: Page, gifs, what: str) -> str:
@@ -146,10 +168,11 @@ def _charts_html(page: Page, charts: list[dict], key: str) -> str:
 
 
 def _detection(run: RunData) -> str:
-    ap = next((r["ap"] for r in reversed(run.evals) if isinstance(r.get("ap"), dict)), None)
-    src = "last evaluation during training"
+    row = next((r for r in reversed(run.evals) if isinstance(r.get("ap"), dict)), None)
+    ap = row["ap"] if row else None
+    src = f"last evaluation during training, {step_note(row.get('step'), run)}" if row else ""
     if isinstance((run.eval_json or {}).get("ap"), dict):
-        ap, src = run.eval_json["ap"], "eval.json"
+        ap, src = run.eval_json["ap"], f"eval.json, {step_note(eval_step(run), run)}"
     return bars(ap, f"Average precision per class ({src})", top=1.0) if ap else ""
 
 
@@ -160,13 +183,17 @@ def _explore(page: Page, run: RunData) -> str:
         what = "animation" if p.suffix.lower() == ".gif" else "picture"
         if p.suffix.lower() == ".gif" and not page.media.fits(p):
             continue
-        alt = f"explore {what}: {p.stem.replace('_', ' ').replace('-', ' ')}"
+        entry = ((run.explore_record or {}).get("pictures") or {}).get(p.stem)
+        step = entry.get("checkpoint_step") if isinstance(entry, dict) else None
+        when = step_note(step if isinstance(step, int) else None, run)
+        alt = f"explore {what}: {p.stem.replace('_', ' ').replace('-', ' ')}, {when}"
         x = {"src": page.media.src(p), "alt": alt, "size": image_size(p)}
-        figs.append(f'<figure>{_img(x, "explore")}<figcaption>{h(name)}</figcaption></figure>')
+        figs.append(f'<figure>{_img(x, "explore")}<figcaption>{h(name)}, {h(when)}</figcaption></figure>')
     fidelity = (run.eval_json or {}).get("class_fidelity")
     body = f'<div class="gallery">{"".join(figs)}</div>' if figs else ""
     if fidelity is not None:
-        body += f"<h3>Class fidelity</h3>{value_html(fidelity, 'class fidelity per class')}"
+        body += (f"<h3>Class fidelity (eval.json, {h(step_note(eval_step(run), run))})</h3>"
+                 f"{value_html(fidelity, 'class fidelity per class')}")
     return body
 
 

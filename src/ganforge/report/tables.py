@@ -119,19 +119,59 @@ def eval_rows_table(run: RunData) -> str:
             + f'<p class="protocol">{protocol}</p>')
 
 
+def eval_step(run: RunData) -> int | None:
+    """The checkpoint step `eval.json` scored (None when it does not say)."""
+    protocol = (run.eval_json or {}).get("protocol")
+    step = protocol.get("checkpoint_step") if isinstance(protocol, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def step_note(step: int | None, run: RunData) -> str:
+    """Which step a picture or a number is from, and whether the run has trained past it since."""
+    if step is None:
+        return "step not recorded"
+    if step < run.steps:
+        return f"step {step:,}; stale: the run has trained to step {run.steps:,} since"
+    return f"step {step:,}"
+
+
 def eval_json_block(run: RunData) -> str:
     """`eval.json` from `ganforge eval`: its scores and the protocol they were measured with."""
     result = run.eval_json
     if not result:
         return ""
-    skip = {"protocol", "class_fidelity", "ap"}
+    skip = {"protocol", "class_fidelity", "ap", "infogan", "verdict"}
     scores = [(k, h(num(v))) for k, v in result.items() if k not in skip and not isinstance(v, (dict, list))]
     protocol = result.get("protocol") if isinstance(result.get("protocol"), dict) else {}
-    out = ["<h3>Evaluation of the finished run (eval.json)</h3>", definitions(scores)]
+    step = eval_step(run)
+    if step is None:
+        title, lead = "Evaluation from eval.json (its step is not recorded)", ""
+    elif step < run.steps:
+        # An evaluation of an earlier checkpoint must not pass for the run's final figure.
+        title = f"Evaluation at step {step:,} (eval.json): stale"
+        lead = (f'<p class="stale">This evaluation scored the step-{step:,} checkpoint; the run has trained '
+                f"to step {run.steps:,} since. Run <code>ganforge eval {h(run.name)}</code> again for the "
+                "current one.</p>")
+    else:
+        which = "the finished run" if run.status == "finished" else "the run's latest checkpoint"
+        title, lead = f"Evaluation of {which} at step {step:,} (eval.json)", ""
+    out = [f"<h3>{h(title)}</h3>", lead, definitions(scores), _verdict(result.get("verdict"))]
     if protocol:
         out.append("<h4>Protocol</h4>" + definitions([(k, value_html(v, k)) for k, v in protocol.items()],
                                                      cls="facts protocol-list"))
     return "".join(out)
+
+
+def _verdict(verdict: Any) -> str:
+    """Whether each latent axis was found (gan/verdict.py), in its own words."""
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("checks"), list):
+        return ""
+    items = "".join(f'<li class="{"found" if c.get("found") else "missed"}"><strong>'
+                    f'{"found" if c.get("found") else "missed"}</strong>: {h(c.get("text", ""))}</li>'
+                    for c in verdict["checks"] if isinstance(c, dict))
+    head = "Every latent axis was found." if verdict.get("found") else "Not every latent axis was found."
+    advice = f"<p>Try: {h(verdict['advice'])}.</p>" if verdict.get("advice") else ""
+    return f'<h4>Latent axes</h4><p class="verdict">{head}</p><ul class="verdict">{items}</ul>{advice}'
 
 
 def config_table(run: RunData) -> str:

@@ -80,17 +80,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from ganforge.translate.use import apply_files, load_trained
+    from ganforge.export import open_model
+    from ganforge.translate.use import apply_files, apply_output, image_files, load_trained
+    from ganforge.video import VIDEO_SUFFIXES
 
-    model = load_trained(args.run, args.checkpoint, args.device, direction=args.direction)
-    counts = apply_files(model, args.source, Path(args.out))
+    if not (Path(args.source).is_file() and Path(args.source).suffix.lower() in VIDEO_SUFFIXES):
+        image_files(args.source)  # a missing or empty source: one line before anything else
+    out = apply_output(args.source, args.out, run_dir=args.run, model=args.model, force=args.force)
+    if args.model is not None:
+        model = open_model("translate", args.run, args.model, args.checkpoint, args.device)
+        if args.direction is not None and args.direction != model.meta["direction"]:
+            raise GanforgeError(f"{display_path(args.model)} translates {model.meta['direction']}: export the run "
+                                f"with that direction, or drop --direction")
+    elif args.run is None:
+        raise GanforgeError("give a run folder, or --model FILE (an exported .onnx or .pt)")
+    else:
+        model = load_trained(args.run, args.checkpoint, args.device, direction=args.direction or "AtoB")
+    counts = apply_files(model, args.source, out.open())
+    out.remove()  # nothing was readable: leave no empty folder behind
     if "video" in counts:
         flicker = "-" if counts["flicker"] is None else f"{counts['flicker']:.3f}"
         print(f"translated {counts['images']} frames {model.meta['direction']} into {display_path(counts['video'])}; "
               f"flicker (mean change between output frames / between input frames): {flicker}")
         return 2 if counts["images"] == 0 else 0
-    print(f"translated {counts['images']} image(s) {model.meta['direction']} with {display_path(model.source)}; "
-          f"wrote them to {display_path(args.out)} under their own names")
+    print(f"translated {counts['images']} image(s) {model.meta['direction']} with {display_path(model.source)} "
+          f"({model.runtime}); wrote them to {display_path(args.out)} under their own names")
     return 2 if counts["images"] == 0 else 0
 
 
@@ -149,11 +163,14 @@ def add_translate_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     a = sub.add_parser("apply", help="translate images with one trained generator",
                        description="Any size and aspect ratio, 1 or 3 channels; each output is written under its "
                                    "input's name in --out.")
-    a.add_argument("run", metavar="RUN", help="a run folder that `ganforge translate train` wrote")
+    a.add_argument("run", metavar="RUN", nargs="?", help="a run folder that `ganforge translate train` wrote")
+    a.add_argument("--model", metavar="FILE", help="an exported generator (.onnx or .pt, `ganforge export`) in "
+                                                   "place of RUN, run with ONNX Runtime or TorchScript")
     a.add_argument("--source", required=True, help="an image file or a folder of images")
     a.add_argument("--out", required=True, help="folder for the translated images")
-    a.add_argument("--direction", choices=("AtoB", "BtoA"), default="AtoB",
+    a.add_argument("--direction", choices=("AtoB", "BtoA"),
                    help="AtoB (default) or BtoA (a CycleGAN run's other generator)")
+    a.add_argument("--force", action="store_true", help="replace an earlier `translate apply` output in --out")
     a.add_argument("--checkpoint", help="a name in RUN/checkpoints or a checkpoint folder; default: the latest")
     a.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     a.set_defaults(func=cmd_apply)

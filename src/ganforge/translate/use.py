@@ -11,6 +11,8 @@ dropout) or paper (pix2pix sec. 3.3: the image's own statistics, dropout on).
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import torch
@@ -21,14 +23,14 @@ from ganforge.checkpoint import load_checkpoint, load_latest, module_state
 from ganforge.data.pixels import normalize, to_uint8
 from ganforge.device import resolve_device
 from ganforge.errors import CheckpointError, ConfigError, DataError
-from ganforge.io import display_path, write_json
+from ganforge.io import atomic_write_bytes, display_path
+from ganforge.outputs import OutputFolder, distinct_stems, run_record
 from ganforge.translate.config import TranslateConfig
 from ganforge.translate.data import BAD_IMAGE_ERRORS, read_image, to_tensor
 from ganforge.translate.models import build_generator
 from ganforge.trained import Trained
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-MARKER = ".ganforge-translate"  # in every --out folder apply writes: what it may write into again
 
 
 def translator_meta(cfg: TranslateConfig, direction: str, step: int) -> dict:
@@ -133,31 +135,50 @@ def image_files(source: str | Path) -> list[Path]:
     raise DataError(f"--source {display_path(path)} does not exist: give an image file or a folder of images")
 
 
-def _check_out(files: list[Path], out: Path) -> None:
-    """Never over an input, never into a folder of files that apply did not write."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {display_path(out)} is a file: give a folder")
-    target = out.resolve()
-    if any(f.resolve().parent == target for f in files):
+OLD_MARKER = ".ganforge-translate"  # what apply's folders carried before the shared output marker
+
+
+def apply_output(source: str | Path, out: str | Path, *, run_dir: str | Path | None = None,
+                 model: str | Path | None = None, force: bool = False) -> OutputFolder:
+    """`translate apply`'s --out, checked before the generator loads (the shared rules of
+    ganforge.outputs): never the source folder or anything in it, never an entry of the run
+    folder or the exported file, never a folder of files ganforge did not write; an earlier
+    apply's folder is replaced only with --force."""
+    source, out = Path(source), Path(out)
+    folder = source if source.is_dir() else source.parent
+    if out.is_dir() and os.path.samefile(out, folder):
         raise ConfigError(f"--out {display_path(out)} holds the input images: the outputs take their names and "
-                          "would replace them; choose another folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise ConfigError(f"--out {display_path(out)} holds files that `translate apply` did not write: choose an "
-                          "empty or new folder")
+                          "would replace them; choose another folder; nothing was written")
+    inputs = [source, *(run_record(run_dir) if run_dir else []), *([Path(model)] if model else [])]
+    result = OutputFolder(out, "translate apply", inputs=inputs, force=force)
+    if (out / OLD_MARKER).is_file():  # a folder from before the shared marker: every file in it is apply's
+        result.adopt(lambda name: "/" not in name)
+    return result.check()
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """Each output under its input's own name; where two inputs clash (``a.png``, ``A.png`` on a
+    case-insensitive disk) the later one gets a ``-2`` before its suffix, never an overwrite."""
+    names = []
+    for path, name in zip(files, distinct_stems(files)):
+        if name == path.stem:
+            names.append(path.name)
+        elif name == path.name:
+            names.append(name)
+        else:  # "a.png-2" from distinct_stems: keep the suffix last so the format stays readable
+            names.append(path.stem + name[len(path.name):] + path.suffix)
+    return names
 
 
 @torch.no_grad()
-def apply_video(model: Trained, source: Path, out: Path) -> dict:
+def apply_video(model: Trained, source: Path, out: OutputFolder) -> dict:
     """Translate a video frame by frame into OUT/<its name> (same frame count and rate). Returns the
     frame count and the flicker figure: the mean change between consecutive output frames over
     the mean change between consecutive input frames (1: the output flickers as much as the input).
     A video that breaks half-way keeps the frames written and says where it stopped."""
     from ganforge.video import VideoStopped, VideoWriter, fps_of, frames
 
-    _check_out([source], out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / MARKER, {"format": "ganforge-translate-apply"})
-    target = out / (source.stem + (source.suffix if source.suffix.lower() in (".mp4", ".mkv", ".avi", ".mov") else ".mp4"))
+    target = out.target(source.stem + (source.suffix if source.suffix.lower() in (".mp4", ".mkv", ".avi", ".mov") else ".mp4"))
     change_in = change_out = 0.0
     previous = None
     count = 0
@@ -180,18 +201,16 @@ def apply_video(model: Trained, source: Path, out: Path) -> dict:
 
 
 @torch.no_grad()
-def apply_files(model: Trained, source: str | Path, out: Path, log=print) -> dict:
-    """Translate each image file of `source` and write it to OUT/<its name>. Returns counts."""
+def apply_files(model: Trained, source: str | Path, out: OutputFolder, log=print) -> dict:
+    """Translate each image file of `source` (or a video) into `out`, checked and opened by the
+    caller, each output under its input's name. Returns counts."""
     from ganforge.video import VIDEO_SUFFIXES
 
     if Path(source).is_file() and Path(source).suffix.lower() in VIDEO_SUFFIXES:
         return apply_video(model, Path(source), out)
     files = image_files(source)
-    _check_out(files, out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / MARKER, {"format": "ganforge-translate-apply"})
     written, unreadable = 0, []
-    for path in files:
+    for path, name in zip(files, output_names(files)):
         try:
             image = to_tensor(read_image(path, model.meta["in_channels"]))
         except BAD_IMAGE_ERRORS as err:
@@ -201,6 +220,8 @@ def apply_files(model: Trained, source: str | Path, out: Path, log=print) -> dic
         array = translate_image(model, image).permute(1, 2, 0).numpy()
         grey = model.meta["out_channels"] == 1
         picture = Image.fromarray(array[..., 0] if grey else array, "L" if grey else "RGB")
-        picture.save(out / path.name)
+        encoded = io.BytesIO()
+        picture.save(encoded, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        atomic_write_bytes(out.target(name), encoded.getvalue())
         written += 1
     return {"images": written, "unreadable": unreadable}
