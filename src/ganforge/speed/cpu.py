@@ -180,7 +180,7 @@ class ThreadGovernor:
     def __init__(self, threads: int, device: torch.device, mlog, log, step: int = 0, *,
                  read=_read_proc, clock=time.monotonic, settle: float = 0.25) -> None:
         self.mlog, self.log, self.read, self.clock = mlog, log, read, clock
-        self.active = (threads == 0 and device.type == "cpu" and os.environ.get(GOVERNOR_ENV) != "off"
+        self.active = (threads == 0 and torch.device(device).type == "cpu" and os.environ.get(GOVERNOR_ENV) != "off"
                        and int(os.environ.get("WORLD_SIZE", "1")) == 1 and os.path.exists("/proc/stat"))
         self.best = 0.0
         self.windows = self.slow = 0
