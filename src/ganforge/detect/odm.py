@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
 
 from ganforge.detect.data import convert_box
 from ganforge.errors import DataError
@@ -61,28 +60,3 @@ def read_folder(folder: str | Path, *, detections: bool, fmt: str = "xywh") -> d
         out[path.stem] = [_parse_line(line.split(), detections, fmt, f"{path}:{n}")
                           for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     return out
-
-
-def load_pair(gt_dir: str | Path, pred_dir: str | Path, fmt: str = "xywh",
-              ) -> tuple[list[dict], list[dict], list[str]]:
-    """(predictions, truths, class names) aligned by image, for `voc_eval.evaluate`."""
-    truth_files = read_folder(gt_dir, detections=False, fmt=fmt)
-    pred_files = read_folder(pred_dir, detections=True, fmt=fmt)
-    if not truth_files:
-        raise DataError(f"{gt_dir} has no .txt truth files: one file per image is needed")
-    orphans = sorted(set(pred_files) - set(truth_files))
-    if orphans:
-        raise DataError(f"{pred_dir}/{orphans[0]}.txt has no truth file in {gt_dir} ({len(orphans)} such "
-                        "files): add an empty truth file for an image without objects")
-    names = sorted({row[0] for rows in (*truth_files.values(), *pred_files.values()) for row in rows})
-    index = {n: k for k, n in enumerate(names)}
-    truths, preds = [], []
-    for stem, rows in truth_files.items():
-        truths.append({"boxes": torch.tensor([r[2] for r in rows], dtype=torch.float64).reshape(-1, 4),
-                       "labels": torch.tensor([index[r[0]] for r in rows], dtype=torch.int64),
-                       "difficult": torch.tensor([r[3] for r in rows], dtype=torch.bool)})
-        det = pred_files.get(stem, [])
-        preds.append({"boxes": torch.tensor([r[2] for r in det], dtype=torch.float64).reshape(-1, 4),
-                      "scores": torch.tensor([r[1] for r in det], dtype=torch.float64),
-                      "labels": torch.tensor([index[r[0]] for r in det], dtype=torch.int64)})
-    return preds, truths, names

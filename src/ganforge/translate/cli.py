@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
@@ -188,23 +187,3 @@ def add_translate_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_download)
     return translate
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``translate`` alone (``python -m ganforge.translate.cli recipes``), with one-line errors."""
-    parser = argparse.ArgumentParser(prog="ganforge")
-    add_translate_parser(parser.add_subparsers(dest="command", required=True))
-    args, extra = parser.parse_known_args(["translate", *(sys.argv[1:] if argv is None else argv)])
-    if extra:
-        if args.translate_command != "train" or any(e.startswith("-") or "=" not in e for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = list(args.overrides) + extra
-    try:
-        return args.func(args)
-    except GanforgeError as err:
-        print(f"ganforge: error: {err}", file=sys.stderr)
-        return err.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
