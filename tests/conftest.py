@@ -319,8 +319,9 @@ INFO_ARGS = ["default", "--steps", "4", "data=digits", "base_filters=8", "batch_
 DETECT_ARGS = ["model=yolov1-s", "fc_width=64", "batch_size=4", "threads=1", "workers=0", "pretrain_steps=0",
                "log_every=2", "eval_every=6", "predict_every=6", "checkpoint_every=6", "predict_images=2",
                "device=cpu", "--steps", "6", "--quiet"]
-TRANSLATE_TOY = {"ngf": 4, "ndf": 4, "threads": 1, "batch_size": 2, "sample_images": 2, "log_every": 2,
-                 "channels_b": 3}
+# lr 0.01 for 30 steps: far enough from the initial flat grey that comparing pictures means something
+TRANSLATE_TOY = {"ngf": 4, "ndf": 4, "threads": 1, "batch_size": 2, "sample_images": 2, "log_every": 10,
+                 "channels_b": 3, "lr": 0.01}
 
 
 @pytest.fixture(scope="session")
@@ -342,7 +343,7 @@ def serve_runs(tmp_path_factory, _runs, ganforge_cache) -> dict[str, Path]:
                               *DETECT_ARGS]) == 0
         # the page needs only the checkpoint: no report or GIF at the end (a quicker fixture)
         mp.setattr("ganforge.translate.train._final_outputs", lambda run, log: None)
-        train_translator(apply_overrides(get_recipe("pix2pix-small"), TRANSLATE_TOY), root / "p2p", steps=2,
+        train_translator(apply_overrides(get_recipe("pix2pix-small"), TRANSLATE_TOY), root / "p2p", steps=30,
                          log=lambda *_: None)
     return {"gan": _runs["gan"], "info": root / "info", "det": root / "det", "p2p": root / "p2p"}
 

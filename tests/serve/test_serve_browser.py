@@ -293,9 +293,14 @@ def test_translator_page_equals_translate_apply(browser, serve_runs, serving, tm
             with Image.open(path) as img:
                 grey = np.asarray(img.convert("L"))
             truth = np.asarray(Image.open(tmp_path / "out" / path.name).convert("RGB"))
+            assert truth.std() > 4, (path.name, truth.std())  # a picture, not the untrained flat grey
             page = v.pixels("tr-output-0")
             assert page.shape[:2] == truth.shape[:2] == grey.shape, (path.name, page.shape, truth.shape)
             _assert_same(page, truth, f"translation of {path.name}")
+            print(f"{path.name}: the page's translation is within {np.abs(page[..., :3].astype(int) - truth).max()}/255 "
+                  "of translate apply's")
+            if os.environ.get("GANFORGE_SHOTS"):
+                v.page.screenshot(path=str(Path(os.environ["GANFORGE_SHOTS"]) / f"serve-translator-{path.stem}.png"))
             _assert_same(v.pixels("tr-input-0"), grey[..., None], f"input of {path.name} as the model reads it")
         v.check_clean()
         v.close()
