@@ -40,8 +40,11 @@ def temp_sibling(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{suffix}")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically: temporary file, fsync, rename, fsync the folder.
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> Path:
+    """Write `data` to `path` atomically: temporary file, fsync, rename, fsync the folder. Without
+    `durable` the two fsyncs are skipped (still all or nothing for the processes that read it, but
+    not across a power cut): for many small files written in a loop, such as a video's per-frame
+    labels, where two fsyncs a file cost more than the work itself.
 
     Raw `os.write` (not a buffered file) so that ENOSPC and EIO surface here as OSError with an
     errno. On any failure the temporary file is removed and the target is untouched."""
@@ -54,21 +57,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             while view:
                 written = os.write(fd, view[:_WRITE_CHUNK])
                 view = view[written:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike, text: str, durable: bool = True) -> Path:
     """UTF-8 text, written atomically; a path with bytes that are not UTF-8 (a file name from
     another system, carried as surrogates) is written back as its own bytes, never a crash."""
-    return atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
+    return atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"), durable)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -108,6 +108,7 @@ def frames(source: str | os.PathLike, *, stride: int = 1, max_frames: int | None
         if stream.codec_context is None:
             raise DataError(f"{display_path(source)} is in a codec this FFmpeg cannot decode: convert it "
                             "(e.g. to H.264 or FFV1)")
+        stream.thread_type = "AUTO"  # FFmpeg decodes the next frames in its threads while this one is used
         decoded = container.decode(stream)
         index = yielded = 0
         ended = False
@@ -196,7 +197,9 @@ class VideoWriter:
             self.stream.width, self.stream.height = image.shape[2], image.shape[1]
             self.stream.pix_fmt = self.pix_fmt
             if self.codec == "libx264":
-                self.stream.options = {"crf": "18"}
+                # x264's default preset ("medium") cost ~67 ms a 640x480 frame on two busy cores, more
+                # than decoding and a small detector together; "ultrafast" ~8 ms, the file ~20 % larger
+                self.stream.options = {"crf": "18", "preset": "ultrafast"}
         frame = av.VideoFrame.from_ndarray(image.permute(1, 2, 0).contiguous().numpy(), format="rgb24")
         for packet in self.stream.encode(frame.reformat(format=self.pix_fmt)):
             self.container.mux(packet)

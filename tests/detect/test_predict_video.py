@@ -1,9 +1,15 @@
 """`detect predict` on videos: the boxes of every frame equal `detect predict` on the same decoded
-frames; broken, empty and missing sources are one line and keep what was written."""
+frames, and a stream URL (served on 127.0.0.1) gives the boxes of the file; broken, empty and missing
+sources are one line and keep what was written."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_ok, ganforge, one_error_line
+from conftest import _QuietHandler, assert_ok, ganforge, one_error_line
 from ganforge.detect.digits import load_digits_det
 from ganforge.detect.model import build_detector
 from ganforge.detect.recipes import get_recipe
@@ -99,3 +105,38 @@ def test_cut_short_empty_and_absent_sources_are_one_line(clip, tmp_path):
     (tmp_path / "empty").mkdir()
     assert "no frames" in one_error_line(ganforge("detect", "predict", "--model", clip["model"], "--source",
                                                   tmp_path / "empty", "--as-video", "--out", tmp_path / "x"))
+
+
+@contextlib.contextmanager
+def served_on_loopback(folder: Path) -> Iterator[str]:
+    """`folder` over HTTP on 127.0.0.1 (an ephemeral port); yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_stream_url_gives_the_boxes_of_the_file(clip, tmp_path):
+    # FFmpeg reads the clip over HTTP as it would a network camera; the server answers only loopback
+    with served_on_loopback(clip["mkv"].parent) as url:
+        out = tmp_path / "stream"
+        proc = ganforge("detect", "predict", "--model", clip["model"], "--source", f"{url}/{clip['mkv'].name}",
+                        "--out", out, "--conf", "0.01")
+        assert_ok(proc)
+    assert "in 8 frames" in proc.stdout.decode()
+    assert_ok(ganforge("detect", "predict", "--model", clip["model"], "--source", clip["mkv"], "--out",
+                       tmp_path / "file", "--conf", "0.01"))
+    streamed = [json.loads(line) for line in (out / "stream.jsonl").read_text().splitlines()]
+    from_file = [json.loads(line) for line in (tmp_path / "file" / "clip.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in streamed] == list(range(FRAMES)) and streamed == from_file
+    assert sum(len(r["detections"]) for r in streamed) > 0
+    for index in range(FRAMES):
+        assert ((out / "labels" / f"stream_{index:06d}.txt").read_text()
+                == (tmp_path / "file" / "labels" / f"clip_{index:06d}.txt").read_text())
+    assert [f[0] for f in frames(out / "stream.mp4")] == list(range(FRAMES))

@@ -14,7 +14,7 @@ import torch
 
 from ganforge.detect.draw import draw_detections
 from ganforge.detect.use import detection_records
-from ganforge.io import atomic_write_text
+from ganforge.io import atomic_write_text, fsync_dir
 from ganforge.outputs import OutputFolder
 from ganforge.trained import Trained
 from ganforge.video import VideoStopped, VideoWriter, fps_of, frames, kind
@@ -58,6 +58,7 @@ def predict_video(model: Trained, source: str, out: OutputFolder, *, conf: float
     if first is None:
         return {**counts, "clock": clock, "seconds": 0.0}
     out.open()
+    label = None
     writer = VideoWriter(out.target(f"{stem}{suffix}"), fps_of(source) / stride)
     lines_out = open(out.target(f"{stem}.jsonl"), "w", encoding="utf-8")
     bar = tqdm(desc="detect", unit="frame", total=max_frames, disable=not sys.stderr.isatty(), leave=False)
@@ -77,7 +78,9 @@ def predict_video(model: Trained, source: str, out: OutputFolder, *, conf: float
             clock["inference"] += t2 - t1
             clock["postprocess"] += t3 - t2
             lines, items = detection_records(det, names, width, height)
-            atomic_write_text(out.target(f"labels/{stem}_{index:06d}.txt"), "".join(s + "\n" for s in lines))
+            # one fsync for the folder at the end, not two a frame (they cost more than a small model)
+            label = atomic_write_text(out.target(f"labels/{stem}_{index:06d}.txt"), "".join(s + "\n" for s in lines),
+                                      durable=False)
             lines_out.write(json.dumps({"frame": index, "width": width, "height": height, "detections": items}) + "\n")
             writer.write(draw_detections(image, det, names))
             counts["frames"] += 1
@@ -90,6 +93,8 @@ def predict_video(model: Trained, source: str, out: OutputFolder, *, conf: float
         writer.close()
         lines_out.close()
         bar.close()
+        if label is not None:
+            fsync_dir(label.parent)
     return {**counts, "clock": clock, "seconds": time.perf_counter() - begin, "stopped": stopped,
             "video": writer.path}
 
