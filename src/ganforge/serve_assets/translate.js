@@ -81,19 +81,26 @@ export async function showTranslator(app, run, sess) {
     info.textContent = `${width}×${height}, padded to ${W}×${H} (multiples of ${L.multiple}); ` +
       `${L.in_channels === 1 ? "grey" : "colour"} in, ${L.out_channels === 1 ? "grey" : "colour"} out`;
   }
-  const show = (source, width, height) => run1(() => translate(source, width, height));
+  const work1 = translate; // run inside run1, one at a time
 
-  async function fromUrl(url) {
-    const img = new Image();
-    img.src = url;
-    await img.decode();
-    show(img, img.naturalWidth, img.naturalHeight);
+  // Decoding is queued with the inference, so the page is busy (gfIdle waits) from the click on.
+  function fromUrl(url) {
+    run1(async () => {
+      const img = new Image();
+      img.src = url;
+      await img.decode();
+      await work1(img, img.naturalWidth, img.naturalHeight);
+    });
+    return Promise.resolve();
   }
-  async function fromFile(file) {
-    if (!file || !file.type.startsWith("image/")) return fail("that is not an image file");
-    // EXIF orientation applied, as the decoder's exif_transpose
-    const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
-    show(bitmap, bitmap.width, bitmap.height);
+  function fromFile(file) {
+    if (!file || !file.type.startsWith("image/")) return Promise.resolve(fail("that is not an image file"));
+    run1(async () => {
+      // EXIF orientation applied, as the decoder's exif_transpose
+      const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+      await work1(bitmap, bitmap.width, bitmap.height);
+    });
+    return Promise.resolve();
   }
 
   const file = el("input", { type: "file", accept: "image/*", id: `tr-file-${run.id}` });
