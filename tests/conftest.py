@@ -35,6 +35,9 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GANFORGE_DATA", str(tmp_path / "data"))
     monkeypatch.delenv("GANFORGE_MIRROR", raising=False)
+    # threads=0 stays every core: thread counts chosen from the machine's load would make runs,
+    # and the bit-exact resume tests, depend on what else runs beside the suite.
+    monkeypatch.setenv("GANFORGE_THREAD_GOVERNOR", "off")
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")

@@ -78,13 +78,13 @@ def check_file(path: str | os.PathLike, *, inputs: Sequence[Path] = (), force: b
     _refuse_input(path, inputs, flag)
     if path.is_dir():
         raise ConfigError(f"{flag} {display_path(path)} is a folder: name a file; nothing was written")
-    if (path.exists() or path.is_symlink()) and not force and not _ours(path, ours):
+    if (path.exists() or path.is_symlink()) and not force and not is_ours(path, ours):
         raise ConfigError(f"{flag} {display_path(path)} exists and ganforge did not write it: pass --force to "
                           f"replace it, or choose another {flag}; nothing was written")
     return path
 
 
-def _ours(path: Path, ours: Callable[[Path], bool]) -> bool:
+def is_ours(path: Path, ours: Callable[[Path], bool]) -> bool:
     if path.is_symlink() or not path.is_file():
         return False
     try:

@@ -8,6 +8,7 @@ to a function of the parsed arguments that returns the exit code. Bad input rais
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 from pathlib import Path
@@ -44,10 +45,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """Every config key of a detector recipe: its value, type and meaning (like `ganforge config`)."""
-    from ganforge.cli import cmd_config as print_config
     from ganforge.detect.recipes import RECIPES
 
-    return print_config(args, RECIPES)
+    return RECIPES.print_config(args.recipe, args.json)
 
 
 # The keys of a run's config that `val` and `predict` may change: where and how fast they run, never
@@ -117,6 +117,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ganforge.export import open_model
     from ganforge.video import kind
 
+    if kind(args.source) not in ("camera", "stream") and not os.path.lexists(args.source):
+        raise GanforgeError(f"--source {display_path(args.source)} does not exist: give an image, a folder of "
+                            "images, a video, a camera index or a stream URL")
     if args.as_video or kind(args.source) in ("video", "camera", "stream"):
         return _predict_video(args)
     files = image_files(args.source)

@@ -98,21 +98,9 @@ def cmd_recipes(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from ganforge.config import describe
     from ganforge.gan.recipes import RECIPES
 
-    rows = describe(RECIPES.get(args.recipe).config)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    width = max(len(r["key"]) for r in rows)
-    values = {r["key"]: json.dumps(r["value"]) for r in rows}
-    vwidth = min(28, max(len(v) for v in values.values()))
-    for r in rows:
-        extra = f" [{', '.join(map(str, r['choices']))}]" if r["choices"] else ""
-        resumable = " (may change on --resume)" if r["resume"] else ""
-        print(f"{r['key']:<{width}}  {values[r['key']]:<{vwidth}}  {r['help']}{extra}{resumable}")
-    return 0
+    return RECIPES.print_config(args.recipe, args.json)
 
 
 def _check_n(n: int, low: int, high: int) -> None:

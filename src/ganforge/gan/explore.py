@@ -26,13 +26,14 @@ from ganforge.errors import ConfigError
 from ganforge.gan.latents import Latent, LatentSpec
 from ganforge.gan.sampling import generate_latent, load_generator
 from ganforge.io import write_json
-from ganforge.outputs import OutputFolder, run_record
+from ganforge.outputs import OutputFolder, is_ours, json_with, run_record
 from ganforge.video import frames_to_video
 from ganforge.viz import make_gif, save_grid, save_labelled_grid
 
 DEFAULT_DIMS = 4
 EXPLORE = "explore"  # the run's own folder of explorations
 _NAMES = ("interpolation", "traversal", "classes")  # with code-*: what explore writes
+RECORD = "explore.json"  # the checkpoint step of each picture
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -184,7 +185,8 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int
     inputs = [*run_record(run_dir, own=(EXPLORE,)), *([Path(checkpoint)] if checkpoint is not None else [])]
     if out is None:  # the run's own explore/, replaced by each exploration (one from before markers adopted)
         folder = OutputFolder(Path(run_dir) / EXPLORE, "explore", inputs=inputs, force=True)
-        folder.adopt(lambda name: name.split("/")[0].split(".")[0] in _NAMES or name.startswith("code-"))
+        folder.adopt(lambda name: name == RECORD or name.split("/")[0].split(".")[0] in _NAMES
+                     or name.startswith("code-"))
     else:
         folder = OutputFolder(out, "explore", inputs=inputs, force=force)
     folder.check()
@@ -216,9 +218,13 @@ def explore_run(run_dir: str | Path, out: str | Path | None = None, *, seed: int
 
 def _record(out: OutputFolder, written: list[Path], entry: dict) -> None:
     """explore.json: which checkpoint step each picture shows, so the report can say it (and say
-    when the run has trained past it)."""
+    when the run has trained past it). Recognised by its content rather than listed in the folder's
+    marker, so an explore.json that a person wrote over is left as it is."""
+    path = out.path / RECORD
+    if path.exists() and not is_ours(path, json_with("pictures")):
+        return
     pictures = {p.stem: entry for p in written if p.suffix == ".png"}
-    write_json(out.target("explore.json"), {"pictures": dict(sorted(pictures.items()))})
+    write_json(path, {"pictures": dict(sorted(pictures.items()))})
 
 
 def add_explore_parser(sub) -> None:

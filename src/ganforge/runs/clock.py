@@ -26,6 +26,7 @@ from ganforge.runs.folder import RunFolder
 from ganforge.runs.loop import NoLog, Progress, SignalFlag, TrainingDiverged, TrainingInterrupted, Window
 from ganforge.runs.state import RunState, rollback_or_stop
 from ganforge.speed import buffers_finite
+from ganforge.speed.cpu import ThreadGovernor
 
 
 class Clock:
@@ -36,6 +37,8 @@ class Clock:
         self.main = dist.is_main()
         self.flag = SignalFlag()
         self.mlog = MetricsLog(folder.metrics) if self.main else NoLog()
+        # threads=0 follows the cores other work leaves free (a no-op for threads=N, CUDA, torchrun)
+        self.governor = ThreadGovernor(run.cfg.threads, run.device, self.mlog, log, run.step)
         self.interrupted: int | None = None
         self.at: str | None = None  # where a stop before the steps happened (a stage of the task's own)
         self.hush = False  # no progress bar: nothing of the steps will run
@@ -92,6 +95,7 @@ class Clock:
         stop between log steps keeps its partial one."""
         run = self.run
         window = run.window
+        self.governor.check(run.step, window)
         if run.step % run.cfg.log_every == 0:
             run.window = Window()
         if window.count == 0:

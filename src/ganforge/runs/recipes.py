@@ -46,3 +46,22 @@ class RecipeBook(Registry[Recipe]):
             return None, ""
         entry = self.get(name)
         return entry.config.to_dict(), entry.source
+
+    def print_config(self, name: str, as_json: bool = False) -> int:
+        """`config RECIPE`: every key of the named recipe's config, its value, type and meaning."""
+        import json
+
+        from ganforge.config import describe
+
+        rows = describe(self.get(name).config)
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        width = max(len(r["key"]) for r in rows)
+        values = {r["key"]: json.dumps(r["value"]) for r in rows}
+        vwidth = min(28, max(len(v) for v in values.values()))
+        for r in rows:
+            extra = f" [{', '.join(map(str, r['choices']))}]" if r["choices"] else ""
+            resumable = " (may change on --resume)" if r["resume"] else ""
+            print(f"{r['key']:<{width}}  {values[r['key']]:<{vwidth}}  {r['help']}{extra}{resumable}")
+        return 0

@@ -8,13 +8,13 @@
 
 from ganforge.device import resolve_device
 from ganforge.speed.capture import CompiledStep, GraphedStep, notice
-from ganforge.speed.cpu import (FastDropout, channels_last, cores, fast_dropout, keep_freed_memory,
+from ganforge.speed.cpu import (FastDropout, ThreadGovernor, channels_last, cores, fast_dropout, keep_freed_memory,
                                 set_threads, to_format)
 from ganforge.speed.guard import Faults, StepGuard, all_finite, buffers_finite
 from ganforge.speed.presets import (AUTO, FAST, SPEED_FEATURES, SPEEDS, Speed, adopt_implementation, autocast,
                                     optimizer_options, parse_speed, resolve_speed, set_backends)
 
 __all__ = ["AUTO", "FAST", "SPEEDS", "SPEED_FEATURES", "CompiledStep", "FastDropout", "Faults", "GraphedStep",
-           "Speed", "StepGuard", "adopt_implementation", "all_finite", "autocast", "buffers_finite",
+           "Speed", "StepGuard", "ThreadGovernor", "adopt_implementation", "all_finite", "autocast", "buffers_finite",
            "channels_last", "cores", "fast_dropout", "keep_freed_memory", "notice", "optimizer_options",
            "parse_speed", "resolve_device", "resolve_speed", "set_backends", "set_threads", "to_format"]

@@ -6,6 +6,7 @@ import ctypes
 import os
 import platform
 import sys
+import time
 
 import torch
 from torch import nn
@@ -122,3 +123,115 @@ def fast_dropout(*modules: nn.Module, enabled: bool) -> None:
 
 def to_format(x: torch.Tensor, enabled: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if enabled and x.ndim == 4 else x
+
+
+# ---- threads=0 on a shared machine -------------------------------------------------------------
+# A parallel op waits for its slowest thread, and on a core other processes keep busy that thread
+# gets a time slice only now and then: with two cores and one busy neighbour, two threads ran 3-6x
+# slower than one (docs/BENCHMARKS.md). So threads=0 counts the cores other work leaves free.
+
+GOVERNOR_ENV = "GANFORGE_THREAD_GOVERNOR"  # "off": threads=0 is every core, never re-chosen
+_FREE_ENOUGH = 0.75  # a core counts as free when other work leaves at least this much of it
+_RECHECK_SECONDS = 2.0  # the shortest measuring window (a log window can be one step long)
+
+
+def cpu_ticks(stat_text: str) -> tuple[int, int, int]:
+    """(busy ticks, all ticks, CPUs) of the machine from the text of /proc/stat."""
+    busy = total = cpus = 0
+    for line in stat_text.splitlines():
+        name, *fields = line.split()
+        if name == "cpu":
+            values = [int(v) for v in fields[:8]]  # user .. steal; guest time is inside user
+            total = sum(values)
+            busy = total - values[3] - (values[4] if len(values) > 4 else 0)  # minus idle, iowait
+        elif name.startswith("cpu") and name[3:].isdigit():
+            cpus += 1
+    return busy, total, max(cpus, 1)
+
+
+def others_busy(before: tuple[int, int, int], after: tuple[int, int, int], own_seconds: float,
+                tick_hz: float) -> float:
+    """Cores' worth of CPU time other processes used between two /proc/stat readings, given this
+    process's own CPU time (all its threads) over the same interval."""
+    busy = after[0] - before[0] - own_seconds * tick_hz
+    per_cpu = (after[1] - before[1]) / after[2]  # ticks of one CPU's time that passed
+    return max(0.0, busy / per_cpu) if per_cpu > 0 else 0.0
+
+
+def choose_threads(cores_here: int, busy_elsewhere: float) -> int:
+    """Intra-op threads for `cores_here` cores of which other work keeps `busy_elsewhere` busy."""
+    return max(1, min(cores_here, int(cores_here - busy_elsewhere + (1 - _FREE_ENOUGH))))
+
+
+def _read_proc() -> tuple[str, float]:
+    with open("/proc/stat", encoding="ascii") as fh:
+        return fh.read(), time.process_time()
+
+
+class ThreadGovernor:
+    """threads=0 on the CPU: intra-op threads for the cores other work leaves free, chosen at start
+    and re-chosen at log windows (when two checks in a row agree), each change a `threads` event;
+    and once per run, a warning when images/s stays under half of the run's best log window for
+    two windows.
+    Does nothing for threads=N, on CUDA, under torchrun (each rank has its share of the cores) or
+    with GANFORGE_THREAD_GOVERNOR=off. A run whose threads changed is not bit-reproducible on
+    another machine: the order of a parallel reduction depends on the thread count."""
+
+    def __init__(self, threads: int, device: torch.device, mlog, log, step: int = 0, *,
+                 read=_read_proc, clock=time.monotonic, settle: float = 0.25) -> None:
+        self.mlog, self.log, self.read, self.clock = mlog, log, read, clock
+        self.active = (threads == 0 and torch.device(device).type == "cpu" and os.environ.get(GOVERNOR_ENV) != "off"
+                       and int(os.environ.get("WORLD_SIZE", "1")) == 1 and os.path.exists("/proc/stat"))
+        self.best = 0.0
+        self.windows = self.slow = 0
+        self.warned = False
+        self.pending: int | None = None
+        self.cores = cores()
+        self.threads = torch.get_num_threads()
+        self.tick_hz = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        if not self.active:
+            return
+        self._sample()
+        if settle > 0:
+            time.sleep(settle)  # a first look at the neighbours before the first step
+        self.check(step, None, start=True)
+
+    def _sample(self) -> None:
+        text, own = self.read()
+        self.last, self.own, self.at = cpu_ticks(text), own, self.clock()
+
+    def check(self, step: int, window, *, start: bool = False) -> None:
+        """At a log window: re-choose the threads (at most every few seconds) and watch images/s."""
+        if not self.active:
+            return
+        if window is not None and window.count:
+            self._watch(step, window.images_per_second())
+        if not start and self.clock() - self.at < _RECHECK_SECONDS:
+            return
+        before, own_before = self.last, self.own
+        self._sample()
+        busy = others_busy(before, self.last, self.own - own_before, self.tick_hz)
+        wanted = choose_threads(self.cores, busy)
+        if wanted == self.threads:
+            self.pending = None
+        elif start or self.pending == wanted:  # two checks in a row: not a passing burst
+            torch.set_num_threads(wanted)
+            self.mlog.event(step, "threads", threads=wanted, previous=self.threads, cores=self.cores,
+                            busy_elsewhere=round(busy, 2))
+            self.threads, self.pending = wanted, None
+        else:
+            self.pending = wanted
+
+    def _watch(self, step: int, images_per_second: float) -> None:
+        self.windows += 1
+        if self.windows <= 1:  # the first window holds start-up costs (compile, caches)
+            return
+        self.slow = self.slow + 1 if images_per_second < 0.5 * self.best else 0
+        self.best = max(self.best, images_per_second)
+        if not self.warned and self.slow >= 2:  # two windows in a row: not one hiccup
+            self.warned = True
+            message = (f"training slowed to {images_per_second:.0f} images/s, under half of this run's "
+                       f"best {self.best:.0f}: other work is probably using the cores; try threads=1, "
+                       f"or fewer processes at once")
+            self.mlog.warning(step, message, alarm="slow")
+            self.log(f"warning: {message}")

@@ -100,7 +100,7 @@ class TranslateConfig(Config):
     # -- execution --
     seed: int = option(0, "seed of init, data order, crops, flips, dropout and the pools", ge=0)
     device: str = option("auto", "auto, cpu, cuda, cuda:N", resume=True)
-    threads: int = option(0, "CPU intra-op threads (0 = one per core)", ge=0, resume=True)
+    threads: int = option(0, "CPU intra-op threads (0 = the cores other work leaves free)", ge=0, resume=True)
     version: int = option(VERSION, "config format version")
 
     def check(self) -> None:

@@ -10,21 +10,12 @@ parameter counts are this project's, not TensorFlow's. The `-small` recipes are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 
-from ganforge.registry import Registry
+from ganforge.runs.recipes import Recipe, RecipeBook
 from ganforge.translate.config import TranslateConfig
 
 
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    source: str
-    about: str
-    config: TranslateConfig
-
-
-RECIPES: Registry[Recipe] = Registry("translation recipe")
+RECIPES = RecipeBook("translation recipe", TranslateConfig)
 
 ISOLA = "Isola et al. 2017, Image-to-Image Translation with Conditional Adversarial Networks, and the authors' code"
 ZHU = "Zhu et al. 2017, Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial Networks, and the authors' code"
@@ -40,7 +31,7 @@ SMALL = dict(image_size=32, load_size=36, channels_a=1, channels_b=1, ngf=16, nd
 def recipe(name: str, source: str, about: str, *bases: dict, **changes) -> Recipe:
     """Register a recipe: TranslateConfig's defaults, then each of `bases`, then `changes`."""
     merged = {k: v for base in bases for k, v in base.items()} | changes
-    return RECIPES.register(name, Recipe(name, source, about, replace(TranslateConfig(), recipe=name, **merged)))
+    return RECIPES.add(name, source, about, **merged)
 
 
 recipe("pix2pix", ISOLA, "U-Net-256 G (BatchNorm, dropout .5), 70 x 70 PatchGAN on the pair, cross-entropy GAN "
@@ -77,4 +68,4 @@ recipe("cyclegan-small", "this project's CycleGAN for 32 x 32 data on two CPU co
 
 def get_recipe(name: str) -> TranslateConfig:
     """A fresh copy of the named recipe's config."""
-    return replace(RECIPES.get(name).config)
+    return RECIPES.config(name)

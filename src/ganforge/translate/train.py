@@ -22,6 +22,7 @@ from ganforge.errors import ConfigError
 from ganforge.io import MetricsLog, read_metrics
 from ganforge.runs import (Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due,
                            continue_resumed, resume_config, with_budget)
+from ganforge.speed.cpu import ThreadGovernor
 from ganforge.translate.builtins import BUILTINS
 from ganforge.translate.config import TranslateConfig
 from ganforge.translate.data import issues_line
@@ -84,6 +85,7 @@ def _loop(run: TranslateRun, folder: RunFolder, log) -> Path:
     interrupted: int | None = None
     with SignalFlag() as flag, MetricsLog(folder.metrics) as mlog:
         _report_issues(run, mlog, log)
+        governor = ThreadGovernor(cfg.threads, run.device, mlog, log, run.step)
         t0, base_seconds = time.perf_counter(), run.seconds
         while run.step < run.total_steps:
             stats, ok = run.train_step(run.step)
@@ -102,6 +104,7 @@ def _loop(run: TranslateRun, folder: RunFolder, log) -> Path:
                 _skipped(run, mlog, progress, log)
             if run.step % cfg.log_every == 0 or done:
                 _log_window(run, mlog, progress)
+                governor.check(run.step, run.window)
                 if run.step % cfg.log_every == 0:  # a stop between log steps keeps its partial window
                     run.window = Window()
             if due(run.step, cfg.sample_every) or run.step == 1 or (done and run.last_sample != run.step):
