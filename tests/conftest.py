@@ -310,7 +310,8 @@ def leftovers(root: Path) -> list[Path]:
 
 
 # The served page's runs (tests/serve): a class-conditional GAN that also takes InfoGAN codes (class
-# picker and code sliders on one page) and a detector, beside the report tests' unconditional run.
+# picker and code sliders on one page), a detector and a pix2pix translator (grey in, colour out, so the
+# page converts channels both ways), beside the report tests' unconditional run.
 def _serve_cli(argv: list[str]) -> int:
     from ganforge.cli import main
     return main(argv)
@@ -321,12 +322,18 @@ INFO_ARGS = ["default", "--steps", "4", "data=digits", "base_filters=8", "batch_
 DETECT_ARGS = ["model=yolov1-s", "fc_width=64", "batch_size=4", "threads=1", "workers=0", "pretrain_steps=0",
                "log_every=2", "eval_every=6", "predict_every=6", "checkpoint_every=6", "predict_images=2",
                "device=cpu", "--steps", "6", "--quiet"]
+# lr 0.01 for 30 steps: far enough from the initial flat grey that comparing pictures means something
+TRANSLATE_TOY = {"ngf": 4, "ndf": 4, "threads": 1, "batch_size": 2, "sample_images": 2, "log_every": 10,
+                 "channels_b": 3, "lr": 0.01}
 
 
 @pytest.fixture(scope="session")
 def serve_runs(tmp_path_factory, _runs, ganforge_cache) -> dict[str, Path]:
+    from ganforge.config import apply_overrides
     from ganforge.detect.digits import load_digits_det
     from ganforge.detect.write_dataset import write_dataset
+    from ganforge.translate.recipes import get_recipe
+    from ganforge.translate.train import train as train_translator
 
     root = tmp_path_factory.mktemp("serve-runs")
     with pytest.MonkeyPatch.context() as mp:
@@ -337,7 +344,11 @@ def serve_runs(tmp_path_factory, _runs, ganforge_cache) -> dict[str, Path]:
         assert _serve_cli(["train", *INFO_ARGS, "--out", str(root / "info")]) == 0
         assert _serve_cli(["detect", "train", "adam", "--data", str(data), "--out", str(root / "det"),
                               *DETECT_ARGS]) == 0
-    return {"gan": _runs["gan"], "info": root / "info", "det": root / "det"}
+        # the page needs only the checkpoint: no report or GIF at the end (a quicker fixture)
+        mp.setattr("ganforge.translate.train._final_outputs", lambda run, log: None)
+        train_translator(apply_overrides(get_recipe("pix2pix-small"), TRANSLATE_TOY), root / "p2p", steps=30,
+                         log=lambda *_: None)
+    return {"gan": _runs["gan"], "info": root / "info", "det": root / "det", "p2p": root / "p2p"}
 
 
 @pytest.fixture

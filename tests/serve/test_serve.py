@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import subprocess
@@ -150,3 +151,23 @@ def test_cli_prints_its_address_links_the_report_and_warns_off_loopback(serve_ru
                          env=env, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("ganforge: error: ") and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_translation_run_is_served_with_held_out_examples(serve_runs, serving):
+    from PIL import Image
+
+    run = serve_runs["p2p"]
+    before = _snapshot(run)
+    with serving(run) as server:
+        (entry,) = json.loads(_request(server, "GET", "/runs.json")[1])["runs"]
+        assert entry["task"] == "translate"
+        assert entry["layout"] | {"input": "images", "in_channels": 1, "out_channels": 3, "multiple": 32,
+                                  "pixel_range": "pm1", "mode": "pix2pix", "direction": "AtoB"} == entry["layout"]
+        assert entry["examples"] == [f"/run/0/example/{i}.png" for i in range(4)]
+        for url in entry["examples"]:
+            status, body, headers = _request(server, "GET", url)
+            assert status == 200 and headers["Content-Type"] == "image/png"
+            with Image.open(io.BytesIO(body)) as img:  # the generator's input side, at the run's load size
+                assert (img.mode, img.size) == ("L", (36, 36))
+        assert _request(server, "GET", "/run/0/config.json")[0] == 404
+    assert _snapshot(run) == before

@@ -1,5 +1,6 @@
-"""The served page in a real headless Chromium (Debian's package): the page's pictures and boxes
-equal ONNX Runtime's and `detect predict`'s in Python, and it asks nothing of any other host."""
+"""The served page in a real headless Chromium (Debian's package): the page's pictures, boxes and
+translations equal ONNX Runtime's, `detect predict`'s and `translate apply`'s in Python, and it asks
+nothing of any other host."""
 
 from __future__ import annotations
 
@@ -259,6 +260,51 @@ def _size(path: Path) -> str:
 
     with Image.open(path) as img:
         return f"{img.width}×{img.height}"
+
+
+def test_translator_page_equals_translate_apply(browser, serve_runs, serving, tmp_path):
+    """A held-out example (square, grey) and an odd-sized colour photo, whose luminance the grey-input
+    generator reads: the page's translation (padded to the multiple, cropped back, grey in and colour
+    out) equals `translate apply`'s output file."""
+    from PIL import Image
+    from skimage import data
+
+    from ganforge.cli import main as ganforge_main
+
+    with serving(serve_runs["p2p"]) as server:
+        folder = tmp_path / "images"
+        folder.mkdir()
+        example = folder / "example0.png"
+        example.write_bytes(urllib.request.urlopen(f"{server.url}run/0/example/0.png", timeout=60).read())
+        photo = folder / "coffee.png"
+        Image.fromarray(data.coffee()).resize((45, 29)).save(photo)  # neither side a multiple of 32
+        assert ganforge_main(["translate", "apply", str(serve_runs["p2p"]), "--source", str(folder),
+                              "--out", str(tmp_path / "out")]) == 0
+        v = Visit(browser, server, DESKTOP)
+        layout = v.page.evaluate("() => fetch('/runs.json').then(r => r.json()).then(j => j.runs[0].layout)")
+        assert (layout["in_channels"], layout["out_channels"], layout["multiple"]) == (1, 3, 32), layout
+        for path, pick in ((example, lambda: v.page.click("#tr-example-0-0")),
+                           (photo, lambda: v.page.set_input_files("#tr-file-0", str(path)))):
+            pick()
+            size = _size(path)
+            v.page.wait_for_function("s => document.getElementById('tr-info-0').textContent.startsWith(s)", arg=size,
+                                     timeout=READY_MS)
+            v.idle()
+            with Image.open(path) as img:
+                grey = np.asarray(img.convert("L"))
+            truth = np.asarray(Image.open(tmp_path / "out" / path.name).convert("RGB"))
+            assert truth.std() > 4, (path.name, truth.std())  # a picture, not the untrained flat grey
+            page = v.pixels("tr-output-0")
+            assert page.shape[:2] == truth.shape[:2] == grey.shape, (path.name, page.shape, truth.shape)
+            _assert_same(page, truth, f"translation of {path.name}")
+            print(f"{path.name}: the page's translation is within {np.abs(page[..., :3].astype(int) - truth).max()}/255 "
+                  "of translate apply's")
+            if os.environ.get("GANFORGE_SHOTS"):
+                v.page.screenshot(path=str(Path(os.environ["GANFORGE_SHOTS"]) / f"serve-translator-{path.stem}.png"))
+            _assert_same(v.pixels("tr-input-0"), grey[..., None], f"input of {path.name} as the model reads it")
+        v.check_clean()
+        v.close()
+        _shots(browser, server, tmp_path, "translator")
 
 
 def test_detector_live_camera_mode_with_a_fake_camera(playwright, serve_runs, serving):

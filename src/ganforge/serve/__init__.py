@@ -1,5 +1,6 @@
 """`ganforge serve RUN [RUN ...]`: a page on 127.0.0.1 that runs the runs' exported models in the
-browser (onnxruntime-web, vendored), to play with a generator's latent space or a detector's boxes.
+browser (onnxruntime-web, vendored), to play with a generator's latent space, a detector's boxes or
+a translator's output beside its input.
 
 The server (server.py) is read-only and answers only a table of URLs built here:
 
@@ -7,7 +8,7 @@ The server (server.py) is read-only and answers only a table of URLs built here:
     /assets/<file>          its script and style, and onnxruntime-web (see serve_assets/VENDORED.md)
     /runs.json              what the page knows of each run (runs.py)
     /run/<i>/model.onnx     run i's exported model
-    /run/<i>/example/<k>.png a detector's example images (from its validation split)
+    /run/<i>/example/<k>.png a detector's or translator's example images (from its held-out split)
 """
 
 from __future__ import annotations
@@ -131,8 +132,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("serve", help="an offline page that runs trained models in the browser",
                               description="Serve a page on this machine that runs the runs' exported ONNX "
                                           "models in the browser: a generator's seeds, classes and codes, or "
-                                          "a detector's boxes. Read-only; nothing is fetched from the network.")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (GAN or detector)")
+                                          "a detector's boxes, or a translator's output beside its input. "
+                                          "Read-only; nothing is fetched from the network.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (GAN, detector or translation)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; another address lets other "
                                   "machines reach a page that has no authentication)")

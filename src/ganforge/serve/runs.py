@@ -1,5 +1,5 @@
 """What the page is given for each run: its exported ONNX model, the layout the page needs to feed it
-and read its output, what `eval` measured, and (a detector) a few example images.
+and read its output, what `eval` measured, and (a detector, a translator) a few example images.
 
 A run is exported once per checkpoint into a cache folder of its own (ganforge's cache, never the
 run folder), and the export is reused while the run's latest checkpoint stays the same.
@@ -16,13 +16,13 @@ from ganforge.errors import ConfigError
 from ganforge.io import display_path, first_line
 from ganforge.serve.server import safe_file
 
-EXAMPLES = 4  # example images offered for a detector, from its validation split
+EXAMPLES = 4  # example images offered for a detector or a translator, from its held-out split
 
 
 @dataclass
 class ServedRun:
     run_dir: Path
-    task: str  # "gan" or "detect"
+    task: str  # "gan", "detect" or "translate"
     model_bytes: bytes  # the exported ONNX file
     layout: dict  # what the page needs: see `page_layout`
     measured: dict = field(default_factory=dict)  # eval's findings the page shows beside its controls
@@ -31,18 +31,20 @@ class ServedRun:
 
 
 def run_task(run_dir: Path) -> str:
-    """A run folder's task, from its config.json (a detector's records `task`; a GAN's does not)."""
+    """A run folder's task, from its config.json (a detector's and a translator's record `task`; a
+    GAN's does not)."""
     path = run_dir / "config.json"
     if not run_dir.is_dir() or not path.is_file():
         raise ConfigError(f"{display_path(run_dir)} is not a run folder (no config.json): give folders that "
-                          "`ganforge train` or `ganforge detect train` wrote")
+                          "`ganforge train`, `ganforge detect train` or `ganforge translate train` wrote")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeError, ValueError) as err:
         raise ConfigError(f"{display_path(path)} cannot be read ({first_line(err)})") from None
     task = config.get("task", "gan") if isinstance(config, dict) else None
-    if task not in ("gan", "detect"):
-        raise ConfigError(f"{display_path(run_dir)} is a {task!r} run: the page serves GAN and detector runs")
+    if task not in ("gan", "detect", "translate"):
+        raise ConfigError(f"{display_path(run_dir)} is a {task!r} run: the page serves GAN, detector and "
+                          "translation runs")
     return task
 
 
@@ -76,9 +78,14 @@ def export_cached(run_dir: Path, checkpoint: str | None = None) -> Path:
 
 def page_layout(meta: dict) -> dict:
     """An exported file's metadata (docs/EXPORT.md) reduced to what the page's JavaScript reads: a
-    GAN's input names, latent layout and pixel range, or a detector's input, size, classes and
-    post-processing defaults."""
+    GAN's input names, latent layout and pixel range, a detector's input, size, classes and
+    post-processing defaults, or a translator's input, channels and side multiple (a CycleGAN run
+    is served A to B, the direction `ganforge export` writes by default)."""
     inputs = list(meta["input_names"])
+    if meta["task"] == "translate":
+        return {"input": inputs[0], "in_channels": int(meta["in_channels"]), "out_channels": int(meta["out_channels"]),
+                "multiple": int(meta["multiple"]), "pixel_range": meta["pixel_range"], "mode": meta["mode"],
+                "direction": meta["direction"], "image_size": int(meta["image_size"])}
     if meta["task"] == "detect":
         post = meta.get("postprocess", {})
         return {"input": inputs[0], "input_size": int(meta["image_size"]), "pixel_range": meta["pixel_range"],

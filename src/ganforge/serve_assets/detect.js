@@ -142,18 +142,25 @@ export async function showDetector(app, run, sess) {
     window.gfDetections[run.id] = dets;
     info.textContent = `${dets.length} box${dets.length === 1 ? "" : "es"} (conf > ${state.conf}, NMS IoU ${state.iou}) on ${state.width}×${state.height}`;
   }
-  const show = (source, width, height) => run1(async () => { await infer(source, width, height); drawBoxes(); });
+  const work1 = async (source, width, height) => { await infer(source, width, height); drawBoxes(); };
 
-  async function fromUrl(url) {
-    const img = new Image();
-    img.src = url;
-    await img.decode();
-    show(img, img.naturalWidth, img.naturalHeight);
+  // Decoding is queued with the inference, so the page is busy (gfIdle waits) from the click on.
+  function fromUrl(url) {
+    run1(async () => {
+      const img = new Image();
+      img.src = url;
+      await img.decode();
+      await work1(img, img.naturalWidth, img.naturalHeight);
+    });
+    return Promise.resolve();
   }
-  async function fromFile(file) {
-    if (!file || !file.type.startsWith("image/")) return fail("that is not an image file");
-    const bitmap = await createImageBitmap(file);
-    show(bitmap, bitmap.width, bitmap.height);
+  function fromFile(file) {
+    if (!file || !file.type.startsWith("image/")) return Promise.resolve(fail("that is not an image file"));
+    run1(async () => {
+      const bitmap = await createImageBitmap(file);
+      await work1(bitmap, bitmap.width, bitmap.height);
+    });
+    return Promise.resolve();
   }
 
   function slider(id, label, value, onInput) {

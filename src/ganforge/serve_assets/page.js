@@ -1,6 +1,7 @@
 // The served page: reads /runs.json, shows one run at a time, and runs its model with onnxruntime-web.
 import { showGan } from "./gan.js";
 import { showDetector } from "./detect.js";
+import { showTranslator } from "./translate.js";
 
 /* global ort */
 ort.env.wasm.wasmPaths = "/assets/"; // the runtime's .mjs and .wasm come from this server only
@@ -60,12 +61,14 @@ export function session(run) {
   return sessions.get(run.id);
 }
 
+const KINDS = { gan: "generator", detect: "detector", translate: "translator" };
+
 async function show(run) {
   const app = document.getElementById("app");
-  app.replaceChildren(el("h2", { text: `${run.name} (${run.task === "gan" ? "generator" : "detector"})` }),
+  app.replaceChildren(el("h2", { text: `${run.name} (${KINDS[run.task]})` }),
     el("p", { id: "status", class: "note", text: "loading the model…" }));
   const sess = await session(run);
-  const view = run.task === "gan" ? showGan : showDetector;
+  const view = { gan: showGan, detect: showDetector, translate: showTranslator }[run.task];
   await view(app, run, sess);
   document.getElementById("status").remove();
 }

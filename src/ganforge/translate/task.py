@@ -25,4 +25,4 @@ TASK = TASKS.register("translate", Task(
     finish=_finish, add_commands=add_translate_parser, loader="ganforge.translate.use:load_trained",
     outputs=OUTPUTS, listing=("report.html", "samples/", "progress.gif", "metrics.jsonl", "summary.json",
                               "checkpoints/"),
-    default_out="runs/translate-{recipe}", report=REPORT))
+    default_out="runs/translate-{recipe}", report=REPORT, examples_from="ganforge.translate.use:examples"))

@@ -225,3 +225,29 @@ def apply_files(model: Trained, source: str | Path, out: OutputFolder, log=print
         atomic_write_bytes(out.target(name), encoded.getvalue())
         written += 1
     return {"images": written, "unreadable": unreadable}
+
+
+def examples(run_dir: Path, n: int = 4) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Up to `n` inputs of the run's held-out split (the side its AtoB generator reads) as PNG bytes,
+    at the run's load size, made in memory and never written; none, with a note, when the split
+    cannot be read."""
+    import json
+
+    from ganforge.io import first_line
+    from ganforge.translate.run import open_split
+
+    try:
+        cfg = TranslateConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+        data = open_split(cfg, "test")
+    except Exception as err:  # noqa: BLE001 - no examples is a note, not a failure: the page takes any image
+        return [], [f"note: no example images for {display_path(run_dir)}: its held-out split cannot be read "
+                    f"({first_line(err)})"]
+    side = data.b if cfg.mode == "pix2pix" and cfg.direction == "BtoA" else data.a
+    out = []
+    for i in range(min(n, len(side))):
+        array = side[i].permute(1, 2, 0).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, "L" if array.shape[2] == 1 else "RGB").save(
+            buf, format="PNG")
+        out.append((f"{i}.png", buf.getvalue()))
+    return out, []
