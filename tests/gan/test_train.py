@@ -126,7 +126,7 @@ def test_loop_semantics_k_steps_and_minimax(tmp_path):
 
 
 def test_nonfinite_steps_are_skipped_counted_and_stop(tmp_path, monkeypatch):
-    from ganforge.gan import losses
+    from ganforge import losses
     from ganforge.runs import TrainingDiverged
 
     real_g_loss = losses.NonSaturating.g

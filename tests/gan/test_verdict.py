@@ -121,8 +121,12 @@ def test_the_report_shows_the_verdict(tmp_path):
 
     verdict = latent_verdict({"infogan": {"categorical": {"agreement": 0.838, "confusion": _confusion(
         [0, 1, 1, 2, 3, 5, 6, 8, 9, 9])}}})
-    run = RunData(tmp_path, "r", {}, "infogan-mnist", None, "", None, False, "finished", "gan", [], [], [],
-                  [], [], [], [], [], [], json.loads(json.dumps({"fid": 1.0, "verdict": verdict})), [])
+    from ganforge.task import tasks
+
+    run = RunData(path=tmp_path, name="r", config={}, recipe="infogan-mnist", recipe_defaults=None,
+                  recipe_source="", summary=None, summary_current=False, status="finished", task="gan",
+                  spec=tasks().get("gan").report, train=[], evals=[], events=[], warnings=[], pictures=[],
+                  explore=[], eval_json=json.loads(json.dumps({"fid": 1.0, "verdict": verdict})), checkpoints=[])
     text = eval_json_block(run)
     assert "Not every latent axis was found." in text and "no code value draws classes 4, 7" in text
     assert "diffaugment=translation" in text

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "soak"))
 import reliability_harness as h  # noqa: E402
 
 from ganforge import checkpoint as ck  # noqa: E402
-from ganforge.gan import losses  # noqa: E402
+from ganforge import losses  # noqa: E402
 from ganforge.cli import main  # noqa: E402
 from conftest import write_images, write_mnist, write_tar  # noqa: E402
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from ganforge import speed as accel
-from ganforge.gan import losses
+from ganforge import losses
 from ganforge.checkpoint import list_checkpoints, load_checkpoint
 from ganforge.config import apply_overrides
 from ganforge.gan.recipes import get_recipe
