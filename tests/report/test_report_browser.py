@@ -105,7 +105,9 @@ def test_report_in_headless_chromium(browser, gan_run, tmp_path):
     assert img.get_attribute("src") == "samples/step_000020.png"
     page.get_by_role("button", name="later").first.click()
     assert img.get_attribute("src") == "samples/step_000040.png"
-    assert page.evaluate("() => document.querySelector('#r0-samples-frame img').naturalWidth") > 0
+    # the new frame decodes asynchronously: wait for it (bounded by the test timeout), never for a time
+    page.wait_for_function("() => { const i = document.querySelector('#r0-samples-frame img'); "
+                           "return i.complete && i.naturalWidth > 0; }")
 
     # the curves are drawn, and hovering shows the values at a step and the events there
     assert page.locator(".chart canvas").count() == 5
