@@ -32,6 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ganforge.errors import DataError
+from ganforge.io import display_path
+
 # The files every task reads as images (a folder's other files are not images)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pbm")
 BACKGROUND = 255  # what transparent pixels are composited onto: white, in every channel
@@ -129,3 +132,16 @@ def decode_native(path: Path) -> np.ndarray:
     detector's boxes are in the grid the header gives), intensities by the rules above."""
     with open_image(path) as image:
         return np.array(to_8bit(image).convert("RGB"), dtype=np.uint8)
+
+
+def image_files(source: str | Path) -> list[Path]:
+    """An image file, or the image files of a folder (sorted; not recursive)."""
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{display_path(path)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return files
+    raise DataError(f"--source {display_path(path)} does not exist: give an image file or a folder of images")

@@ -113,7 +113,8 @@ def cmd_val(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in image files; draw them and write YOLO txt and JSON per image."""
-    from ganforge.detect.use import image_files, predict_files, predict_output
+    from ganforge.data.decode import image_files
+    from ganforge.detect.use import predict_files, predict_output
     from ganforge.export import open_model
     from ganforge.video import kind
 

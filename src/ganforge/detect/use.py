@@ -15,14 +15,14 @@ from torchvision.transforms.v2 import functional as F
 from ganforge.checkpoint import build_for_state, load_checkpoint, load_latest, module_state
 from ganforge.data.decode import image_problem
 from ganforge.detect.config import DetectConfig
-from ganforge.detect.data import BAD_IMAGE_ERRORS, IMAGE_SUFFIXES, read_image
+from ganforge.detect.data import BAD_IMAGE_ERRORS, read_image
 from ganforge.detect.draw import draw_detections
 from ganforge.detect.evaluate import to_input
 from ganforge.detect.infer import DRAW_CONF, EVAL_CONF, MAX_DETECTIONS, NMS_IOU, postprocess
 from ganforge.detect.model import YoloV1
 from ganforge.detect.run import net_builder
 from ganforge.device import resolve_device
-from ganforge.errors import CheckpointError, ConfigError, DataError
+from ganforge.errors import CheckpointError, ConfigError
 from ganforge.io import atomic_write_bytes, atomic_write_text, display_path, write_json
 from ganforge.outputs import OutputFolder, check_file, distinct_stems, json_with, run_record
 from ganforge.trained import Trained
@@ -71,19 +71,6 @@ def load_detector(run_dir: str | Path, checkpoint: str | None = None, device: st
     if channels_last:
         net.to(memory_format=torch.channels_last)
     return TrainedDetector(net, cfg, names, path, int(meta.get("step", 0)), channels_last)
-
-
-def image_files(source: str | Path) -> list[Path]:
-    """An image file, or the image files of a folder (sorted; not recursive)."""
-    path = Path(source)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"{display_path(path)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        return files
-    raise DataError(f"--source {display_path(path)} does not exist: give an image file or a folder of images")
 
 
 def preprocess(images: list[torch.Tensor], input_size: int, channels_last: bool = False) -> tuple[torch.Tensor]:

@@ -80,7 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from ganforge.export import open_model
-    from ganforge.translate.use import apply_files, apply_output, image_files, load_trained
+    from ganforge.data.decode import image_files
+    from ganforge.translate.use import apply_files, apply_output, load_trained
     from ganforge.video import VIDEO_SUFFIXES
 
     if not (Path(args.source).is_file() and Path(args.source).suffix.lower() in VIDEO_SUFFIXES):

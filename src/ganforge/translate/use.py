@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ganforge.data.decode import image_files
 from ganforge.checkpoint import load_checkpoint, load_latest, module_state
 from ganforge.data.pixels import normalize, to_uint8
 from ganforge.device import resolve_device
-from ganforge.errors import CheckpointError, ConfigError, DataError
+from ganforge.errors import CheckpointError, ConfigError
 from ganforge.io import atomic_write_bytes, display_path
 from ganforge.outputs import OutputFolder, distinct_stems, run_record
 from ganforge.translate.config import TranslateConfig
@@ -30,7 +31,6 @@ from ganforge.translate.data import BAD_IMAGE_ERRORS, read_image, to_tensor
 from ganforge.translate.models import build_generator
 from ganforge.trained import Trained
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def translator_meta(cfg: TranslateConfig, direction: str, step: int) -> dict:
@@ -120,19 +120,6 @@ def load_trained(run_dir: str | Path, checkpoint: str | None = None, device: str
     net.to(resolve_device(device))
     net.train(cfg.test_mode == "paper")  # paper: the image's own BatchNorm statistics, dropout on
     return _trained(net, cfg, meta_out, path, "pytorch")
-
-
-def image_files(source: str | Path) -> list[Path]:
-    """An image file, or the image files of a folder (sorted; not recursive)."""
-    path = Path(source)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"{display_path(path)} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        return files
-    raise DataError(f"--source {display_path(path)} does not exist: give an image file or a folder of images")
 
 
 OLD_MARKER = ".ganforge-translate"  # what apply's folders carried before the shared output marker
