@@ -5,8 +5,12 @@ infer, postprocess, draw, encode the annotated MP4, and write the labels and JSO
 is the same runtime's forward on the same decoded frames, already preprocessed, at batch 1. The
 ratio end-to-end FPS / model-only FPS says whether video I/O is the bottleneck (goal >= 90 %). The
 two are measured in alternating rounds and each keeps its median, so a neighbour's burst on a
-shared machine hits both alike. The rest of a frame's time is split by stage (draw, encode, label
-files) from the same frames and detections, to show where it goes.
+shared machine hits both alike. `predict_video` decodes ahead of inference and draws, encodes
+and writes behind it on threads of their own, so its per-stage ms (each timed in its own thread)
+overlap and need not add up to the wall time; `inference_waited_ms` is how long inference waited
+for a decoded frame and for room in the output queue. The output's time is also split by step
+(draw, encode, label files) on the same frames and detections, one after another, to show where
+it goes.
 
 The clip is digits-det canvases scaled to --size (a synthetic scene whose frames change); the
 weights are random (speed does not depend on them), so --conf sets how many boxes are drawn.
