@@ -24,7 +24,7 @@ import torch
 from ganforge.checkpoint import list_checkpoints, load_checkpoint, module_state, upgrade_state
 from ganforge.cli import main
 from ganforge.gan.config import GANConfig
-from ganforge.models import build_models
+from ganforge.gan.models import build_models
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures"
 
