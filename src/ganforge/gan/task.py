@@ -47,4 +47,4 @@ TASK = TASKS.register("gan", Task(
     add_commands=add_commands, loader="ganforge.gan.use:load_trained", outputs=("samples", "checkpoints"),
     listing=("report.html", "samples/", "progress.gif", "losses.png", "metrics.jsonl", "summary.json",
              "checkpoints/"),
-    data_path=data_path, report=REPORT))
+    data_path=data_path, report=REPORT, findings_from="ganforge.gan.evaluate:findings"))
