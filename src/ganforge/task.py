@@ -65,6 +65,7 @@ class Report:
     labels: dict[str, str] = field(default_factory=dict)  # log key -> its name on the page
     eval_columns: tuple[tuple[str, str], ...] = ()  # (key, title) of the evaluation table
     eval_protocol: Callable[[dict], str] | None = None  # from the run's config, how its evaluations ran
+    eval_notes: Callable[[dict], str] | None = None  # HTML under eval.json's scores, from eval.json
     facts: tuple[tuple[str, str], ...] = ()  # (summary key, label) added to the page's header
     # per-class scores: (their eval field, the section's title, the bars' caption, the nav link)
     per_class: tuple[str, str, str, str] = ("", "", "", "")
