@@ -102,7 +102,8 @@ def test_old_detector_run_predicts_the_old_boxes(old_run, tmp_path, capsys):
     assert len(stems) == 4
     for stem in stems:
         mine, theirs = (json.loads((d / f"{stem}.json").read_text()) for d in (out, old_out))
-        assert {k: mine[k] for k in ("image", "width", "height")} == {k: theirs[k] for k in ("image", "width", "height")}
+        for key in ("image", "width", "height"):
+            assert mine[key] == theirs[key], (stem, key)
         assert len(theirs["detections"]) >= 5, stem  # boxes to compare, not an empty list
         assert [(d["class"], d["name"]) for d in mine["detections"]] == [(d["class"], d["name"])
                                                                           for d in theirs["detections"]], stem
