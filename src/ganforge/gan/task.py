@@ -20,6 +20,21 @@ def eval_protocol(cfg: dict) -> str:
             "<code>ganforge eval --features auto</code> picks.")
 
 
+def eval_notes(result: dict) -> str:
+    """Under eval.json's scores: whether each latent axis was found (gan/verdict.py), in its own words (HTML)."""
+    from ganforge.report.tables import h
+
+    verdict = result.get("verdict")
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("checks"), list):
+        return ""
+    items = "".join(f'<li class="{"found" if c.get("found") else "missed"}"><strong>'
+                    f'{"found" if c.get("found") else "missed"}</strong>: {h(c.get("text", ""))}</li>'
+                    for c in verdict["checks"] if isinstance(c, dict))
+    head = "Every latent axis was found." if verdict.get("found") else "Not every latent axis was found."
+    advice = f"<p>Try: {h(verdict['advice'])}.</p>" if verdict.get("advice") else ""
+    return f'<h4>Latent axes</h4><p class="verdict">{head}</p><ul class="verdict">{items}</ul>{advice}'
+
+
 REPORT = Report(
     pictures=(Pictures("samples", "samples", "Samples over time", "fixed-latent sample grid",
                        gifs=("progress.gif",), gif_key="gif_name", gif_what="the sample grids as an animation",
@@ -38,6 +53,7 @@ REPORT = Report(
     eval_columns=(("fid", "FID"), ("kid_mean", "KID"), ("precision", "precision"), ("recall", "recall"),
                   ("inception_score", "Inception Score")),
     eval_protocol=eval_protocol,
+    eval_notes=eval_notes,
     facts=(("best_fid", "best FID"),),
 )
 
@@ -47,4 +63,4 @@ TASK = TASKS.register("gan", Task(
     add_commands=add_commands, loader="ganforge.gan.use:load_trained", outputs=("samples", "checkpoints"),
     listing=("report.html", "samples/", "progress.gif", "losses.png", "metrics.jsonl", "summary.json",
              "checkpoints/"),
-    data_path=data_path, report=REPORT))
+    data_path=data_path, report=REPORT, findings_from="ganforge.gan.evaluate:findings"))
