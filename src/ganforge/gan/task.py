@@ -6,7 +6,7 @@ from ganforge.gan.cli import add_commands
 from ganforge.gan.config import GANConfig
 from ganforge.gan.recipes import RECIPES
 from ganforge.gan.run import GANRun
-from ganforge.gan.train import data_path, finish, loop
+from ganforge.gan.train import check_state, data_path, finish, loop
 from ganforge.task import TASKS, Chart, Pictures, Report, Task
 
 
@@ -63,4 +63,4 @@ TASK = TASKS.register("gan", Task(
     add_commands=add_commands, loader="ganforge.gan.use:load_trained", outputs=("samples", "checkpoints"),
     listing=("report.html", "samples/", "progress.gif", "losses.png", "metrics.jsonl", "summary.json",
              "checkpoints/"),
-    data_path=data_path, report=REPORT, findings_from="ganforge.gan.evaluate:findings"))
+    data_path=data_path, report=REPORT, check_state=check_state, findings_from="ganforge.gan.evaluate:findings"))
