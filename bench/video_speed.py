@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -33,6 +30,8 @@ from pathlib import Path
 
 import torch
 from torchvision.transforms.v2 import functional as F
+
+from record import load_avg, write_record
 
 from ganforge.detect.digits import load_digits_det
 from ganforge.detect.draw import draw_detections
@@ -166,13 +165,7 @@ def main() -> None:
                   f"{row['model_only_fps']} FPS: {row['ratio']:.1%} (goal >= 90%); ms/frame {row['ms_per_frame']}; "
                   f"inference waited (ms/frame) {row['inference_waited_ms']}; "
                   f"after inference {row['after_inference_ms']}; {row['boxes_per_frame']} boxes/frame", flush=True)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
-            "machine": platform.processor() or platform.machine(), "load_avg": [round(v, 2) for v in os.getloadavg()]}
-    print(json.dumps(meta))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-
+    write_record(args.out, rows, load_avg=load_avg())
 
 if __name__ == "__main__":
     main()
