@@ -22,12 +22,9 @@ from pathlib import Path
 
 import torch
 
-from ganforge.config import validate
 from ganforge.data.pixels import normalize, to_uint8
-from ganforge.device import resolve_device
 from ganforge.errors import ConfigError
 from ganforge.runs import RunState, Window, warn
-from ganforge.speed.cpu import set_threads
 from ganforge.translate.config import TranslateConfig, linear_decay
 from ganforge.translate.data import TranslationData, jitter, open_translation_data
 from ganforge.translate.models import build_nets
@@ -57,11 +54,8 @@ class TranslateRun(RunState):
     resume_command = "ganforge translate train --resume"
 
     def __init__(self, cfg: TranslateConfig, run_dir: Path, quiet: bool = False) -> None:
-        self.cfg = cfg = validate(cfg)
-        self.dir = Path(run_dir)
-        self.quiet = quiet
-        self.device = resolve_device(cfg.device)
-        self.threads = set_threads(cfg.threads) if self.device.type == "cpu" else torch.get_num_threads()
+        self.place(cfg, run_dir, quiet)
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.train_set = open_split(cfg, "train")
         self.test_set = open_split(cfg, "test", cfg.image_size)  # judged whole, without jitter
@@ -191,6 +185,11 @@ class TranslateRun(RunState):
         if size is not None and size != [len(self.train_set.a), len(self.train_set.b)]:
             warn(f"{self.cfg.data} has other training images now than when this checkpoint was written: from here "
                  "the batches differ from an uninterrupted run", self.quiet)
+
+    def set_learning_rates(self, rates: dict[str, float]) -> None:
+        """A new `lr` (resume): the schedule scales it from the next step on."""
+        for name, rate in rates.items():
+            self.schedulers[name].base_lrs = [rate for _ in self.schedulers[name].base_lrs]
 
     def epoch(self) -> float:
         return round(self.step / self.steps_per_epoch, 4) if math.isfinite(self.steps_per_epoch) else 0.0

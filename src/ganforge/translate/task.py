@@ -1,7 +1,5 @@
-"""The translation task's record: what the CLI, the report and `Task.load` know about it.
-
-Translation keeps its own train command and loop skeleton for now (translate/train.py); moving it
-onto the shared one in runs/ is still to do."""
+"""The translation task's record: what the CLI, the run skeleton, the report and `Task.load` know
+about it."""
 
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ from ganforge.translate.cli import add_translate_parser
 from ganforge.translate.config import TranslateConfig
 from ganforge.translate.recipes import RECIPES
 from ganforge.translate.run import TranslateRun
-from ganforge.translate.train import COMMAND, OUTPUTS, _finish, _loop
+from ganforge.translate.train import _finish, _loop, check_state, data_path
 
 REPORT = Report(
     pictures=(Pictures("samples", "samples", "Translations over time", "input | output | target triplets",
@@ -20,9 +18,10 @@ REPORT = Report(
 )
 
 TASK = TASKS.register("translate", Task(
-    name="translate", command=COMMAND, config=TranslateConfig, recipes=RECIPES,
+    name="translate", command="ganforge translate train", config=TranslateConfig, recipes=RECIPES,
     make_run=lambda cfg, run_dir, quiet=False: TranslateRun(cfg, run_dir, quiet=quiet), loop=_loop,
     finish=_finish, add_commands=add_translate_parser, loader="ganforge.translate.use:load_trained",
-    outputs=OUTPUTS, listing=("report.html", "samples/", "progress.gif", "metrics.jsonl", "summary.json",
+    outputs=("samples", "checkpoints"), listing=("report.html", "samples/", "progress.gif", "metrics.jsonl", "summary.json",
                               "checkpoints/"),
-    default_out="runs/translate-{recipe}", report=REPORT, examples_from="ganforge.translate.use:examples"))
+    default_out="runs/translate-{recipe}", data_path=data_path, report=REPORT,
+    check_state=check_state, examples_from="ganforge.translate.use:examples"))

@@ -20,61 +20,40 @@ from pathlib import Path
 
 from ganforge.errors import ConfigError
 from ganforge.io import MetricsLog, read_metrics
-from ganforge.runs import (Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due,
-                           continue_resumed, resume_config, with_budget)
+from ganforge.checkpoint import check_state_fits, module_state
+from ganforge.runs import Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due, start
 from ganforge.speed.cpu import ThreadGovernor
 from ganforge.translate.builtins import BUILTINS
 from ganforge.translate.config import TranslateConfig
 from ganforge.translate.data import issues_line
+from ganforge.translate.models import build_nets, net_names as cfg_nets
 from ganforge.translate.run import TranslateRun
 from ganforge.viz import make_gif, save_grid
 
 RESUME = "ganforge translate train --resume"
-COMMAND = "ganforge translate train"
-OUTPUTS = ("samples", "checkpoints")
 
 
-def train(cfg: TranslateConfig | None = None, run_dir: str | Path = "runs/translate", *, resume: bool = False,
-          force: bool = False, steps: int | None = None, epochs: float | None = None, quiet: bool = False,
-          log=print, resume_overrides: list[str] | None = None) -> Path:
-    """Train a translation recipe and write the run folder; with `resume=True`, continue `run_dir`
-    exactly where its last checkpoint left it (`steps`/`epochs` then count the whole run). Returns
-    the run folder."""
-    folder = RunFolder(run_dir, outputs=OUTPUTS, command=COMMAND)
-    try:
-        if resume:
-            folder.open_existing()
-            cfg, tensors, meta, changed = resume_config(folder.path, TranslateConfig, resume_overrides, log)
-            run = TranslateRun(with_budget(cfg, steps, None if epochs is None else float(epochs)), folder.path,
-                               quiet=quiet)
-            run.load_state(tensors, meta)
-            if "lr" in changed:  # the schedule scales the new rate from the next step on
-                for scheduler in run.schedulers.values():
-                    scheduler.base_lrs = [changed["lr"] for _ in scheduler.base_lrs]
-            return continue_resumed(run, folder, run.cfg, changed, log, _finish, _loop)
-        if cfg is None:
-            raise ConfigError("give a recipe or --resume RUN")
-        cfg = _absolute_data(with_budget(cfg, steps, None if epochs is None else float(epochs)))
-        protect = _data_folders(cfg)
-        folder.check_new(force, protect)
-        run = TranslateRun(cfg, folder.path, quiet=quiet)
-        folder.prepare(force, protect)
-        folder.write_config(run.cfg)
-        return _loop(run, folder, log)
-    finally:
-        folder.release()
+def train(cfg: TranslateConfig | None = None, run_dir: str | Path = "runs/translate", **options) -> Path:
+    """Train a translation recipe and write the run folder, or continue one (`resume=True`): the
+    shared start and resume of `ganforge.runs.start` (see there for the options). Returns the run
+    folder."""
+    from ganforge.translate.task import TASK
+
+    return start.train(TASK, cfg, run_dir, **options)
 
 
-def _data_folders(cfg: TranslateConfig) -> tuple[Path, ...]:
-    """The dataset folder a run trains on, which `--force` must never delete."""
-    return () if cfg.data in BUILTINS else (Path(cfg.data),)
+def data_path(cfg: TranslateConfig) -> Path | None:
+    """The dataset folder a run trains on (None for a built-in or a downloaded dataset's name)."""
+    if cfg.data in BUILTINS:
+        return None
+    path = Path(cfg.data).expanduser()
+    return path if path.is_dir() else None
 
 
-def _absolute_data(cfg: TranslateConfig) -> TranslateConfig:
-    """A dataset path is saved absolute, so the run resumes from any folder."""
-    if cfg.data in BUILTINS or not Path(cfg.data).expanduser().exists():
-        return cfg
-    return replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
+def check_state(cfg: TranslateConfig, tensors: dict, meta: dict, where: str) -> None:
+    """Each net's checkpoint tensors against the shapes `cfg` builds, on the meta device."""
+    for name in cfg_nets(cfg):
+        check_state_fits(lambda: build_nets(cfg)[name], module_state(tensors, name), f"{where} (its {name})")
 
 
 # ---- the loop ------------------------------------------------------------------------------------------
