@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import warnings
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from ganforge.translate.config import TranslateConfig, linear_decay
 from ganforge.translate.data import TranslationData, jitter, open_translation_data
 from ganforge.translate.models import build_nets
 from ganforge.translate.pool import ImagePool
-from ganforge.translate.step import adversarial, cyclegan_step, pix2pix_step
+from ganforge.translate.step import adversarial
 
 
 def _seed(*parts: int) -> int:
@@ -51,7 +50,10 @@ def total_steps(cfg: TranslateConfig, n_items: int) -> int:
 
 
 class TranslateRun(RunState):
+    """Data, networks, optimizers, schedules, pools, counters and outputs of one translation run."""
+
     resume_command = "ganforge translate train --resume"
+    nonfinite_steps = "steps with a non-finite loss"
 
     def __init__(self, cfg: TranslateConfig, run_dir: Path, quiet: bool = False) -> None:
         self.place(cfg, run_dir, quiet)
@@ -120,23 +122,9 @@ class TranslateRun(RunState):
             a, b = b, a
         return normalize(a), normalize(b)
 
-    # -- one training step --
-    def train_step(self, step: int) -> tuple[dict[str, torch.Tensor], bool]:
-        for net in self.modules.values():
-            net.train()
-        a, b = self.batch(step)
-        if self.cfg.mode == "pix2pix":
-            stats, ok = pix2pix_step(self.cfg, self.modules, self.optimizers, self.loss, a, b)
-        else:
-            gens = {side: torch.Generator().manual_seed(_seed(self.cfg.seed, 17, i, step))
-                    for i, side in enumerate("AB")}
-            stats, ok = cyclegan_step(self.cfg, self.modules, self.optimizers, self.loss, a, b, self.pools, gens)
-        with warnings.catch_warnings():
-            # L1 alone never steps D's optimizer; its schedule still follows the step count
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
-            for scheduler in self.schedulers.values():
-                scheduler.step()  # the schedule is a function of the step, taken or skipped
-        return stats, ok
+    def pool_generators(self) -> dict[str, torch.Generator]:
+        """The generators of this step's pool choices, seeded by (seed, pool, step)."""
+        return {side: torch.Generator().manual_seed(_seed(self.cfg.seed, 17, i, self.step)) for i, side in enumerate("AB")}
 
     # -- pictures --
     def generator(self, direction: str = "AtoB") -> torch.nn.Module:
@@ -190,6 +178,14 @@ class TranslateRun(RunState):
         """A new `lr` (resume): the schedule scales it from the next step on."""
         for name, rate in rates.items():
             self.schedulers[name].base_lrs = [rate for _ in self.schedulers[name].base_lrs]
+
+    def scale_learning_rates(self, meta: dict, factor: float) -> None:
+        """A rollback: the schedules just loaded, scaled from the step they restart at on (their
+        peak and the current rate alike, so the decay is not applied twice)."""
+        for name, scheduler in self.schedulers.items():
+            scheduler.base_lrs = [rate * factor for rate in scheduler.base_lrs]
+            for group in self.optimizers[name].param_groups:
+                group["lr"] *= factor
 
     def epoch(self) -> float:
         return round(self.step / self.steps_per_epoch, 4) if math.isfinite(self.steps_per_epoch) else 0.0

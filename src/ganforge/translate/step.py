@@ -15,6 +15,8 @@ is not finite changes nothing (its optimizer step is skipped) and is reported as
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -110,3 +112,22 @@ def cyclegan_step(cfg, nets: dict[str, nn.Module], opts: dict[str, torch.optim.O
     stats = {"g_ab": g_ab, "g_ba": g_ba, "cyc_a": cyc_a, "cyc_b": cyc_b, "idt_a": idt_a, "idt_b": idt_b,
              "d_a": d_a, "d_b": d_b}
     return {k: v.detach() for k, v in stats.items()}, ok
+
+
+def train_step(run, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+    """One step of `run` (a TranslateRun) on `batch` (its `batch(step)`): the mode's objective, then
+    the schedules. Returns the loss terms (detached, on the device) and whether the step was taken."""
+    cfg = run.cfg
+    for net in run.modules.values():
+        net.train()
+    a, b = batch
+    if cfg.mode == "pix2pix":
+        stats, ok = pix2pix_step(cfg, run.modules, run.optimizers, run.loss, a, b)
+    else:
+        stats, ok = cyclegan_step(cfg, run.modules, run.optimizers, run.loss, a, b, run.pools, run.pool_generators())
+    with warnings.catch_warnings():
+        # L1 alone never steps D's optimizer; its schedule still follows the step count
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        for scheduler in run.schedulers.values():
+            scheduler.step()  # the schedule is a function of the step, taken or skipped
+    return stats, ok

@@ -8,7 +8,7 @@ from ganforge.translate.cli import add_translate_parser
 from ganforge.translate.config import TranslateConfig
 from ganforge.translate.recipes import RECIPES
 from ganforge.translate.run import TranslateRun
-from ganforge.translate.train import _finish, _loop, check_state, data_path
+from ganforge.translate.train import check_state, data_path, finish, loop
 
 REPORT = Report(
     pictures=(Pictures("samples", "samples", "Translations over time", "input | output | target triplets",
@@ -19,8 +19,8 @@ REPORT = Report(
 
 TASK = TASKS.register("translate", Task(
     name="translate", command="ganforge translate train", config=TranslateConfig, recipes=RECIPES,
-    make_run=lambda cfg, run_dir, quiet=False: TranslateRun(cfg, run_dir, quiet=quiet), loop=_loop,
-    finish=_finish, add_commands=add_translate_parser, loader="ganforge.translate.use:load_trained",
+    make_run=lambda cfg, run_dir, quiet=False: TranslateRun(cfg, run_dir, quiet=quiet), loop=loop,
+    finish=finish, add_commands=add_translate_parser, loader="ganforge.translate.use:load_trained",
     outputs=("samples", "checkpoints"), listing=("report.html", "samples/", "progress.gif", "metrics.jsonl", "summary.json",
                               "checkpoints/"),
     default_out="runs/translate-{recipe}", data_path=data_path, report=REPORT,
