@@ -93,6 +93,10 @@ class TranslateConfig(RunConfig):
                             "(pix2pix sec. 3.3: dropout on, the batch's statistics)", choices=("eval", "paper"),
                             resume=True)
     # -- outputs --
+    eval_every: int = option(0, "steps between held-out scores (`translate eval`'s, on eval_n images) and the best "
+                             "checkpoint, by held-out L1 (paired) or FID, else cycle L1 (unpaired); 0 = off", ge=0,
+                             resume=True)
+    eval_n: int = option(200, "held-out images scored at each eval_every", gt=0, resume=True)
     sample_every: int = option(250, "steps between input | output | target grids in samples/", gt=0, resume=True)
     sample_images: int = option(8, "held-out images shown in each grid", gt=0)
     # -- execution --

@@ -14,7 +14,13 @@ REPORT = Report(
     pictures=(Pictures("samples", "samples", "Translations over time", "input | output | target triplets",
                        gifs=("progress.gif",), gif_what="the translations over training as an animation",
                        nav="Translations"),),
-    charts=(Chart("losses", "Losses", "train", "loss"),),
+    charts=(Chart("losses", "Losses", "train", "loss"),
+            Chart("held-out", "Held-out L1 (lower is better)", "eval", ("l1", "cycle_l1"))),
+    labels={"l1": "L1 to the targets", "cycle_l1": "cycle L1"},
+    eval_columns=(("l1", "L1"), ("psnr", "PSNR"), ("ssim", "SSIM"), ("classifier_score", "classifier score"),
+                  ("cycle_l1", "cycle L1"), ("target_domain_rate", "target-domain rate"),
+                  ("label_preservation", "label preservation"), ("fid", "FID")),
+    facts=(("best_score", "best held-out score"),),
 )
 
 TASK = TASKS.register("translate", Task(

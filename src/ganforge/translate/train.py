@@ -2,24 +2,26 @@
 
 Setup builds a :class:`~ganforge.translate.run.TranslateRun`; each step is then one pix2pix or
 CycleGAN step (translate/step.py: D's phase and G's phase, visible there). Maintenance follows:
-non-finite steps, the log window, the input | output | target grids, checkpoints, signals and the
-time limit. Start and resume, the run folder, the
+non-finite steps, the log window, the input | output | target grids, the held-out score and the
+best checkpoint (`eval_every`), checkpoints, signals and the time limit. Start and resume, the run folder, the
 log, progress, signals, the budget and the policy for non-finite steps are the shared skeleton of
 `ganforge.runs` (its Clock); only the loop body and the step are translation's.
 
-The run folder holds config.json, metrics.jsonl (train rows: each loss term and lr), samples/
-step_XXXXXX.png (one row per fixed test image: input | output | target) and progress.gif,
-checkpoints/ (rolling), summary.json and report.html.
+The run folder holds config.json, metrics.jsonl (train rows: each loss term and lr; eval rows with
+`eval_every`: `translate eval`'s scores and the one that picks the best), samples/step_XXXXXX.png
+(one row per fixed test image: input | output | target) and progress.gif, checkpoints/ (rolling,
+and `best` with `eval_every`), summary.json and report.html.
 
 Under torchrun (or `--nproc N`) every rank runs this loop on its part of each global batch (see
 translate/run.py); rank 0 alone touches the run folder (config, metrics, grids, TensorBoard,
 report, summary, and the checkpoints, which hold every rank's RNG state). A signal or a time-out on
-any rank stops every rank at the same step. The grids are drawn on rank 0 alone, on the plain
-modules.
+any rank stops every rank at the same step. The grids and the held-out scores are computed on
+rank 0 alone, from the plain modules, and the scores are sent to the others.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,6 +85,8 @@ def loop(run: TranslateRun, folder: RunFolder, log) -> Path:
                 if clock.main and run.shown:
                     save_grid(run.triplets(), run.dir / "samples" / f"step_{run.step:06d}.png", nrow=3)
                 run.last_sample = run.step
+            if due(run.step, cfg.eval_every) or (cfg.eval_every and run.step == run.total_steps):
+                _evaluate(run, clock)
             if due(run.step, cfg.checkpoint_every) or done:
                 run.save()
             if clock.stop(done):
@@ -113,6 +117,21 @@ def _log_window(run: TranslateRun, clock: Clock) -> None:
                         f"{row['images_per_second']:.0f} img/s")
 
 
+def _evaluate(run: TranslateRun, clock: Clock) -> None:
+    """The held-out score (translate/evaluate.py's `score`, lower is better) on rank 0, sent to every
+    rank; `checkpoints/best` keeps the lowest (every rank joins its save: it holds their RNG states)."""
+    from ganforge.translate.evaluate import training_score
+
+    found = training_score(run) if dist.is_main() else None
+    found = dist.broadcast_json(found)
+    clock.mlog.eval(run.step, **found)
+    clock.progress.scalars("eval", {k: v for k, v in found.items() if isinstance(v, float)}, run.step)
+    clock.progress.say(f"step {run.step}: held-out {found['score_name']} = {found['score']:.4f}")
+    if found["score"] < run.best:
+        run.best = found["score"]
+        run.save_best(found["score"], "best_score")
+
+
 def _final_outputs(run: TranslateRun, log) -> None:
     from ganforge.report import write_run_report
 
@@ -124,6 +143,8 @@ def finish(run: TranslateRun, folder: RunFolder, status: str, log, stop_reason: 
     """summary.json (the last train row's every value as `final`), then the GIF and the report."""
     rows = read_metrics(folder.metrics, kind="train")
     final = tuple(k for k in (rows[-1] if rows else {}) if k not in ("kind", "step", "time"))
+    evals = [r for r in read_metrics(folder.metrics, kind="eval") if "score_name" in r]  # eval_every's rows
+    best = {"best_score": run.best, "score_name": evals[-1]["score_name"]} if evals and math.isfinite(run.best) else {}
     write_summary(run, folder, "translate", status, log, stop_reason=stop_reason, final=final,
                   outputs=lambda: _final_outputs(run, log), mode=run.cfg.mode, model=run.cfg.model,
-                  data_issues=len(set(run.train_set.issues + run.test_set.issues)))
+                  data_issues=len(set(run.train_set.issues + run.test_set.issues)), **best)
