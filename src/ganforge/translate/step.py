@@ -19,6 +19,7 @@ there); the ranks agree on a loss's finiteness before its backward, so all take 
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import torch
@@ -139,7 +140,7 @@ def train_step(run, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict[str,
                                   run.ddp)
     with warnings.catch_warnings():
         # L1 alone never steps D's optimizer; its schedule still follows the step count
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
         for scheduler in run.schedulers.values():
             scheduler.step()  # the schedule is a function of the step, taken or skipped
     return stats, ok
