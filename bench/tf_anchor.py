@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ganforge  # noqa: F401  (before torch: its OpenMP setting must be in place when torch loads)
 import numpy as np
 import torch
 
