@@ -5,7 +5,8 @@ under TensorFlow, at batch 256 and the same thread count.
     python bench/tf_layers.py --tf-python /path/to/tf-venv/bin/python --threads 1 [--repeat 7]
 
 Each layer is timed alone: its forward pass, and its forward pass with the gradients the step
-takes (the input's, except for G's first layer, and the layer's weights'). Medians in ms. The
+takes (the input's, except for G's first layer, and the layer's weights'). Medians of the CPU
+time of each process (all its threads) in ms. The
 TensorFlow side runs in the child process `bench/tf_seed.py --layers`; ganforge's here, after the
 child has finished, so the two never share the cores.
 """
@@ -21,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ganforge  # noqa: F401  (before torch, as the CLI: its OpenMP setting)
 import torch
 
 from ganforge.config import apply_overrides
@@ -32,12 +34,14 @@ HERE = Path(__file__).resolve().parent
 
 
 def median_ms(fn, repeat: int) -> float:
+    """Median CPU time of this process per call, in ms: on a shared machine far steadier than the
+    wall clock, and at one thread the same as it on an idle one."""
     fn(), fn()
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return round(sorted(times)[len(times) // 2] * 1000, 2)
 
 
@@ -90,7 +94,7 @@ def main() -> None:
     tf_rows = json.loads(child.stdout.splitlines()[-1])["layers"]
     ours = torch_layers(args.threads, args.speed, args.repeat)
     print(f"tf-dcgan-mnist layers at batch 256, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}; "
-          "ms, median of each")
+          "CPU ms, median of each")
     print(f"{'':3s}{'TensorFlow layer':22s}{'ganforge layer':22s}{'fwd TF':>9s}{'fwd gf':>9s}"
           f"{'+grads TF':>11s}{'+grads gf':>11s}{'gf/TF':>7s}")
     totals = [0.0] * 4

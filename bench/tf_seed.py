@@ -187,7 +187,7 @@ class KerasLoop:
 
 
 def layer_times(batch: int, repeat: int) -> list[dict]:
-    """R3's layers one by one at `batch`: median ms of the forward pass alone, and of the forward
+    """R3's layers one by one at `batch`: median CPU ms of the forward pass alone, and of the forward
     pass with the gradients the step takes (the input's, except for G's first layer, and the
     layer's weights'), each as its own `tf.function`."""
     rows = []
@@ -204,7 +204,10 @@ def layer_times(batch: int, repeat: int) -> list[dict]:
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     y = layer(x, training=True)
-                return tape.gradient(y, ([x] if wrt_input else []) + layer.trainable_variables, output_gradients=gy)
+                grads = tape.gradient(y, ([x] if wrt_input else []) + layer.trainable_variables, output_gradients=gy)
+                # y too: a conv's gradients do not need its output, and grappler would prune the
+                # forward pass that a training step cannot skip.
+                return grads, y
 
             rows.append({"net": net_name, "index": i, "layer": type(layer).__name__,
                          "forward_ms": _median_ms(lambda: forward(x), repeat),
@@ -214,13 +217,14 @@ def layer_times(batch: int, repeat: int) -> list[dict]:
 
 
 def _median_ms(fn, repeat: int) -> float:
+    """Median CPU time of this process (all its threads) per call, in ms."""
     for _ in range(2):
         tf.nest.map_structure(lambda t: t.numpy(), fn())
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         tf.nest.map_structure(lambda t: t.numpy(), fn())
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return round(sorted(times)[len(times) // 2] * 1000, 2)
 
 
@@ -254,6 +258,9 @@ def main() -> None:
         images_used = sum(impl.step() for _ in range(request["steps"]))
         impl.finish()
         reply({"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu, "images": images_used})
+    # TensorFlow's own teardown (thread pools, the tf.data iterator) can take a minute on a busy
+    # machine; everything has been replied, so leave at once.
+    os._exit(0)
 
 
 def reply(obj: dict) -> None:
