@@ -32,7 +32,7 @@ from ganforge.checkpoint import list_checkpoints, load_checkpoint, module_state,
 from ganforge.cli import main
 from ganforge.gan.config import GANConfig
 from ganforge.gan.latents import LatentSpec
-from ganforge.models import build_models
+from ganforge.gan.models import build_models
 from ganforge.trained import load_run
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures"

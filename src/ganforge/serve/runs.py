@@ -98,32 +98,6 @@ def page_layout(meta: dict) -> dict:
             "channels": int(meta["channels"]), "image_size": int(meta["image_size"])}
 
 
-def gan_measurements(run_dir: Path) -> dict:
-    """What `ganforge eval` measured of the latent space (eval.json): class fidelity, and the
-    InfoGAN codes' meaning: the categorical code's agreement with the classifier and its matching of
-    code values to classes, and each continuous code's correlation with slant and stroke width."""
-    path = run_dir / "eval.json"
-    if not path.is_file() or path.is_symlink():
-        return {}
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeError, ValueError):
-        return {}
-    out: dict = {}
-    fidelity = result.get("class_fidelity")
-    if isinstance(fidelity, dict) and "mean" in fidelity:
-        out["class_fidelity"] = {"mean": fidelity["mean"], "per_class": fidelity.get("per_class", {})}
-    info = result.get("infogan") or {}
-    if "categorical" in info:
-        out["categorical"] = {"agreement": info["categorical"]["agreement"],
-                              "matching": info["categorical"].get("matching", {})}
-    if "continuous" in info:
-        cont = info["continuous"]
-        out["continuous"] = {"codes": cont["codes"], "slant_code": cont.get("slant_code"),
-                             "width_code": cont.get("width_code")}
-    return out
-
-
 def load_served(run_dir: str | Path, checkpoint: str | None = None) -> ServedRun:
     run_dir = Path(run_dir)
     task = run_task(run_dir)
@@ -133,10 +107,9 @@ def load_served(run_dir: str | Path, checkpoint: str | None = None) -> ServedRun
     meta = read_meta(model_path)
     model_bytes = safe_file(model_path.parent, model_path.name)  # the cache's own file, not a link
     served = ServedRun(run_dir, task, model_bytes, page_layout(meta))
-    if task == "gan":
-        served.measured = gan_measurements(run_dir)
-    else:
-        from ganforge.task import tasks
+    from ganforge.task import tasks
 
-        served.examples, served.notes = tasks().get(task).examples(run_dir, EXAMPLES)
+    record = tasks().get(task)
+    served.measured = record.findings(run_dir)
+    served.examples, served.notes = record.examples(run_dir, EXAMPLES)
     return served
