@@ -241,3 +241,16 @@ def test_killed_data_worker_stops_a_run_with_one_line(tmp_path):
     assert len(lines) == 1 and "data-loading worker died" in lines[0] and "--resume" in lines[0], err
     last = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
     assert main(["train", "--resume", str(run), "--steps", str(last + 2), "workers=1", "--quiet"]) == 0
+
+
+def test_a_reader_that_leaves_early_gets_no_error_line():
+    """`ganforge recipes | head -1`: the reader closes the pipe; the command stops without a line
+    that blames something else (it once said a data-loading worker died)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "ganforge", "translate", "recipes"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == "", err

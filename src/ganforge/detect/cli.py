@@ -22,6 +22,7 @@ from ganforge.io import display_path, write_json
 def cmd_recipes(args: argparse.Namespace) -> int:
     """The training presets: model, data, optimizer, batch and budget, and where each comes from."""
     from ganforge.detect.recipes import RECIPES
+    from ganforge.runs.recipes import print_recipes
 
     rows = []
     for name, entry in RECIPES.items():
@@ -30,17 +31,10 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         rows.append({"name": name, "source": entry.source, "about": entry.about, "model": cfg.model,
                      "data": cfg.data, "optimizer": cfg.optimizer, "lr": cfg.lr, "schedule": cfg.schedule,
                      "batch_size": cfg.batch_size, "budget": budget})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'recipe':<10}{'model':<13}{'data':<12}{'optimizer':<10}{'lr':>8}  {'schedule':<9}{'batch':>6}  budget")
-    for r in rows:
-        print(f"{r['name']:<10}{r['model']:<13}{r['data']:<12}{r['optimizer']:<10}{r['lr']:>8g}  "
-              f"{r['schedule']:<9}{r['batch_size']:>6}  {r['budget']}")
-    print()
-    for r in rows:
-        print(f"{r['name']}: {r['about']}. Source: {r['source']}.")
-    return 0
+    return print_recipes(
+        rows, args.json, f"{'recipe':<10}{'model':<13}{'data':<12}{'optimizer':<10}{'lr':>8}  {'schedule':<9}{'batch':>6}  budget",
+        lambda r: f"{r['name']:<10}{r['model']:<13}{r['data']:<12}{r['optimizer']:<10}{r['lr']:>8g}  "
+                  f"{r['schedule']:<9}{r['batch_size']:>6}  {r['budget']}")
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -104,9 +104,7 @@ def loop(run: DetectRun, folder: RunFolder, log) -> Path:
                 run.last_prediction = run.step
             if due(run.step, cfg.eval_every) or run.step >= run.total_steps:
                 _evaluate(run, clock)
-            if due(run.step, cfg.checkpoint_every) or done:
-                run.save()
-            if clock.stop(done):
+            if clock.save_and_stop(done):  # the rolling checkpoint when due; a signal or the budget
                 break
     return clock.end(finish)
 

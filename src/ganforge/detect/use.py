@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from ganforge.checkpoint import build_for_state, load_checkpoint, load_latest, module_state
+from ganforge.checkpoint import build_for_state, load_named, module_state
 from ganforge.data.decode import image_problem
 from ganforge.detect.config import DetectConfig
 from ganforge.detect.data import BAD_IMAGE_ERRORS, read_image
@@ -22,7 +22,7 @@ from ganforge.detect.infer import DRAW_CONF, EVAL_CONF, MAX_DETECTIONS, NMS_IOU,
 from ganforge.detect.model import YoloV1
 from ganforge.detect.run import net_builder
 from ganforge.device import resolve_device
-from ganforge.errors import CheckpointError, ConfigError
+from ganforge.errors import ConfigError
 from ganforge.io import atomic_write_bytes, atomic_write_text, display_path, write_json
 from ganforge.outputs import OutputFolder, check_file, distinct_stems, json_with, run_record
 from ganforge.trained import Trained
@@ -45,15 +45,7 @@ def load_detector(run_dir: str | Path, checkpoint: str | None = None, device: st
     if not run.is_dir():
         raise ConfigError(f"{display_path(run)} is not a folder: give a run folder that "
                           "`ganforge detect train` wrote")
-    root = run / "checkpoints"
-    if checkpoint:
-        path = Path(checkpoint) if Path(checkpoint).is_dir() else root / checkpoint
-        if not path.is_dir():
-            raise CheckpointError(f"no checkpoint {checkpoint!r} in {display_path(root)}: use a name there "
-                                  "(e.g. best) or a checkpoint folder")
-        tensors, meta = load_checkpoint(path)
-    else:
-        path, tensors, meta = load_latest(root, purpose="using")
+    path, tensors, meta = load_named(run / "checkpoints", checkpoint)
     config = meta.get("config", {})
     if config.get("task") != "detect":
         if config.get("task") in (None, "gan") and "latent_dim" in config:  # the GAN's config has no task key

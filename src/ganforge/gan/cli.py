@@ -7,7 +7,6 @@ returns the exit code. `train` is the shared train command of every task (runs/c
 from __future__ import annotations
 
 import argparse
-import json
 
 from ganforge.errors import GanforgeError
 
@@ -70,6 +69,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_recipes(args) -> int:
     from ganforge.gan.recipes import RECIPES
     from ganforge.gan.models import build_models, count_params
+    from ganforge.runs.recipes import print_recipes
 
     rows = []
     for name, entry in RECIPES.items():
@@ -82,19 +82,12 @@ def cmd_recipes(args) -> int:
                      "budget": f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs} epochs",
                      "generator": {"trainable": gt, "non_trainable": gn},
                      "discriminator": {"trainable": dt, "non_trainable": dn}})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    head = f"{'recipe':<24}{'model':<13}{'data':<10}{'batch':>6}  {'budget':<12}{'G train':>11}{'G non-tr':>10}{'D train':>11}{'D non-tr':>10}"
-    print(head)
-    for r in rows:
-        print(f"{r['name']:<24}{r['model']:<13}{r['data']:<10}{r['batch_size']:>6}  {r['budget']:<12}"
-              f"{r['generator']['trainable']:>11,}{r['generator']['non_trainable']:>10,}"
-              f"{r['discriminator']['trainable']:>11,}{r['discriminator']['non_trainable']:>10,}")
-    print()
-    for r in rows:
-        print(f"{r['name']}: {r['about']}. Source: {r['source']}.")
-    return 0
+    return print_recipes(
+        rows, args.json, f"{'recipe':<24}{'model':<13}{'data':<10}{'batch':>6}  {'budget':<12}{'G train':>11}"
+                         f"{'G non-tr':>10}{'D train':>11}{'D non-tr':>10}",
+        lambda r: f"{r['name']:<24}{r['model']:<13}{r['data']:<10}{r['batch_size']:>6}  {r['budget']:<12}"
+                  f"{r['generator']['trainable']:>11,}{r['generator']['non_trainable']:>10,}"
+                  f"{r['discriminator']['trainable']:>11,}{r['discriminator']['non_trainable']:>10,}")
 
 
 def cmd_config(args) -> int:

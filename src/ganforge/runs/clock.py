@@ -23,7 +23,7 @@ from typing import Any, Callable
 from ganforge import distributed as dist
 from ganforge.io import MetricsLog, read_metrics
 from ganforge.runs.folder import RunFolder
-from ganforge.runs.loop import NoLog, Progress, SignalFlag, TrainingDiverged, TrainingInterrupted, Window
+from ganforge.runs.loop import NoLog, Progress, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due
 from ganforge.runs.state import RunState, rollback_or_stop
 from ganforge.speed import buffers_finite
 from ganforge.speed.cpu import ThreadGovernor
@@ -80,6 +80,12 @@ class Clock:
         self.progress.update()
         timed_out = self.flag.agree(0 < run.cfg.max_seconds <= time.perf_counter() - self.started)
         return run.step >= run.total_steps or timed_out
+
+    def save_and_stop(self, done: bool) -> bool:
+        """The end of a step: the rolling checkpoint when due (or the run is done), then `stop`."""
+        if due(self.run.step, self.run.cfg.checkpoint_every) or done:
+            self.run.save()
+        return self.stop(done)
 
     def stop(self, done: bool) -> bool:
         """Whether to leave the loop: done, or a signal asked for a stop (then checkpointed here)."""

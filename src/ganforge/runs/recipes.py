@@ -65,3 +65,20 @@ class RecipeBook(Registry[Recipe]):
             resumable = " (may change on --resume)" if r["resume"] else ""
             print(f"{r['key']:<{width}}  {values[r['key']]:<{vwidth}}  {r['help']}{extra}{resumable}")
         return 0
+
+
+def print_recipes(rows: list[dict[str, Any]], as_json: bool, header: str, line) -> int:
+    """`recipes`: each row as `line(row)` under `header`, then what each recipe is and its source
+    (`rows` carry name, about and source); with `as_json`, the rows as JSON."""
+    import json
+
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(header)
+    for row in rows:
+        print(line(row))
+    print()
+    for row in rows:
+        print(f"{row['name']}: {row['about']}. Source: {row['source']}.")
+    return 0

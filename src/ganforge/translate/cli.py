@@ -5,7 +5,6 @@ the same flags and resume rules as every task's."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ganforge.errors import GanforgeError
@@ -15,6 +14,7 @@ from ganforge.io import display_path
 def cmd_recipes(args: argparse.Namespace) -> int:
     """The presets with their networks' parameter counts."""
     from ganforge.translate.models import build_nets, count
+    from ganforge.runs.recipes import print_recipes
     from ganforge.translate.recipes import RECIPES
 
     rows = []
@@ -26,18 +26,10 @@ def cmd_recipes(args: argparse.Namespace) -> int:
                      "model": cfg.model, "data": cfg.data, "image_size": cfg.image_size, "loss": cfg.loss,
                      "batch_size": cfg.batch_size, "budget": budget, "parameters": params,
                      "total_parameters": sum(params.values())})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'recipe':<16}{'mode':<10}{'G':<7}{'size':>5}  {'loss':<8}{'batch':>6}  {'budget':<13}parameters")
-    for r in rows:
-        nets = ", ".join(f"{k} {v:,}" for k, v in r["parameters"].items())
-        print(f"{r['name']:<16}{r['mode']:<10}{r['model']:<7}{r['image_size']:>5}  {r['loss']:<8}{r['batch_size']:>6}  "
-              f"{r['budget']:<13}{nets}")
-    print()
-    for r in rows:
-        print(f"{r['name']}: {r['about']}. Source: {r['source']}.")
-    return 0
+    return print_recipes(
+        rows, args.json, f"{'recipe':<16}{'mode':<10}{'G':<7}{'size':>5}  {'loss':<8}{'batch':>6}  {'budget':<13}parameters",
+        lambda r: f"{r['name']:<16}{r['mode']:<10}{r['model']:<7}{r['image_size']:>5}  {r['loss']:<8}"
+                  f"{r['batch_size']:>6}  {r['budget']:<13}" + ", ".join(f"{k} {v:,}" for k, v in r["parameters"].items()))
 
 
 def cmd_apply(args: argparse.Namespace) -> int:

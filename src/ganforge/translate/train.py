@@ -87,9 +87,7 @@ def loop(run: TranslateRun, folder: RunFolder, log) -> Path:
                 run.last_sample = run.step
             if due(run.step, cfg.eval_every) or (cfg.eval_every and run.step == run.total_steps):
                 _evaluate(run, clock)
-            if due(run.step, cfg.checkpoint_every) or done:
-                run.save()
-            if clock.stop(done):
+            if clock.save_and_stop(done):  # the rolling checkpoint when due; a signal or the budget
                 break
     return clock.end(finish)
 

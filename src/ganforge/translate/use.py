@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ganforge.data.decode import image_files
-from ganforge.checkpoint import load_checkpoint, load_latest, module_state
+from ganforge.checkpoint import load_named, module_state
 from ganforge.data.pixels import normalize, to_uint8
 from ganforge.device import resolve_device
 from ganforge.errors import CheckpointError, ConfigError
@@ -78,17 +78,6 @@ def wrap_exported(module, meta: dict, runtime: str, source: Path) -> Trained:
     return _trained(module, TranslateConfig.from_dict(meta["config"]), meta, source, runtime)
 
 
-def _checkpoint(run: Path, checkpoint: str | None):
-    root = run / "checkpoints"
-    if checkpoint:
-        path = Path(checkpoint) if Path(checkpoint).is_dir() else root / checkpoint
-        if not path.is_dir():
-            raise CheckpointError(f"no checkpoint {checkpoint!r} in {display_path(root)}: use a name there or a "
-                                  "checkpoint folder")
-        return (path, *load_checkpoint(path))
-    return load_latest(root, purpose="using")
-
-
 def load_trained(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu", *,
                  direction: str = "AtoB") -> Trained:
     """The generator of `direction` of a translation run, at its latest checkpoint or `checkpoint`.
@@ -97,7 +86,7 @@ def load_trained(run_dir: str | Path, checkpoint: str | None = None, device: str
     if not (run / "config.json").is_file() and not (run / "checkpoints").is_dir():
         raise ConfigError(f"{display_path(run)} is not a run folder: give a folder that `ganforge translate train` "
                           "wrote")
-    path, tensors, meta = _checkpoint(run, checkpoint)
+    path, tensors, meta = load_named(run / "checkpoints", checkpoint)
     config = meta.get("config", {})
     task = config.get("task", "gan") if isinstance(config, dict) else "unknown"
     if task != "translate":
