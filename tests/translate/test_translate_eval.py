@@ -81,3 +81,10 @@ def test_eval_every_keeps_the_best_checkpoint_and_eval_scores_it(tmp_path, capsy
     result = json.loads((run / "eval.json").read_text())
     assert result["checkpoint"] == "best" and result["step"] == best["step"]
     assert result["l1"] == pytest.approx(best["l1"], abs=1e-7)
+    # Without --checkpoint: the final checkpoint, and the best beside it, both in eval.json.
+    assert main(["translate", "eval", str(run), "--n", "2"]) == 0
+    out = capsys.readouterr().out
+    both = json.loads((run / "eval.json").read_text())
+    assert both["step"] == 5 and both["checkpoint"] != "best" and both["best"]["checkpoint"] == "best"
+    assert both["best"]["step"] == best["step"] and both["best"]["l1"] == pytest.approx(best["l1"], abs=1e-7)
+    assert "at step 5 (" in out and f"at step {best['step']} (best)" in out

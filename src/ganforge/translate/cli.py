@@ -66,14 +66,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ganforge.translate.evaluate import evaluate_run
 
     result = evaluate_run(args.run, args.checkpoint, n=args.n, device=args.device)
-    print(f"{result['mode']} run at step {result['step']} ({result['checkpoint']}), {result['images']} held-out "
-          f"images of {result['data']}:")
-    for key, value in result.items():
-        if isinstance(value, float):
-            print(f"  {key:<20} {value:.4f}")
-        elif key == "stroke_width_shift":
-            print(f"  {'stroke width shift':<20} {value['measured']:+.3f} px (known {value['known']:+.3f}, "
-                  f"off by {100 * value['relative_error']:.0f} %)")
+    print(f"{result['mode']} run, {result['images']} held-out images of {result['data']} ({result['test_mode']} mode):")
+    for scored in (result, result.get("best")):
+        if scored is None:
+            continue
+        print(f"  at step {scored['step']} ({scored['checkpoint']}):")
+        for key, value in scored.items():
+            if isinstance(value, float):
+                print(f"    {key:<20} {value:.4f}")
+            elif key == "stroke_width_shift":
+                print(f"    {'stroke width shift':<20} {value['measured']:+.3f} px (known {value['known']:+.3f}, "
+                      f"off by {100 * value['relative_error']:.0f} %)")
     print(f"wrote {display_path(Path(args.run) / 'eval.json')}")
     return 0
 

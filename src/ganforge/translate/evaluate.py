@@ -97,15 +97,24 @@ def _domain_rate(data_train: TranslationData, fake: torch.Tensor) -> float:
 
 def evaluate_run(run_dir: str | Path, checkpoint: str | None = None, *, n: int = 1000, device: str = "cpu",
                  quiet: bool = False) -> dict:
-    """Score a run's generator(s) on `n` held-out images; write RUN/eval.json and an eval row."""
+    """Score a run's generator(s) on `n` held-out images; write RUN/eval.json and an eval row. With
+    no `checkpoint` that is the latest (final) one, and the run's best checkpoint, when it keeps
+    one (`eval_every`), is scored too under `best` in eval.json."""
     run = Path(run_dir)
-    model = load_trained(run, checkpoint, device)
-    back = load_trained(run, checkpoint, device, direction="BtoA") if model.config.mode == "cyclegan" else None
-    result = {"checkpoint": model.source.name, "step": model.meta["step"], **score(model, back, n, quiet)}
+    result = _scored(run, checkpoint, n, device, quiet)
+    if checkpoint is None and (run / "checkpoints" / "best").is_dir():
+        best = _scored(run, "best", n, device, quiet=True)
+        result["best"] = {k: v for k, v in best.items() if k not in ("split", "data", "mode", "test_mode")}
     write_json(run / "eval.json", result)
     with MetricsLog(run / "metrics.jsonl") as mlog:
-        mlog.eval(model.meta["step"], **{k: v for k, v in result.items() if k != "step"})
+        mlog.eval(result["step"], **{k: v for k, v in result.items() if k not in ("step", "best")})
     return result
+
+
+def _scored(run: Path, checkpoint: str | None, n: int, device: str, quiet: bool) -> dict:
+    model = load_trained(run, checkpoint, device)
+    back = load_trained(run, checkpoint, device, direction="BtoA") if model.config.mode == "cyclegan" else None
+    return {"checkpoint": model.source.name, "step": model.meta["step"], **score(model, back, n, quiet)}
 
 
 def score(model: Trained, back: Trained | None, n: int, quiet: bool = False) -> dict:
