@@ -56,13 +56,19 @@ def test_force_on_a_folder_of_someone_elses_files_touches_nothing(tmp_path):
     assert _tree(mine) == before
 
 
-def test_force_never_removes_the_data_the_current_folder_or_home(tmp_path):
+def _photos(tmp_path: Path) -> Path:
+    """A folder of six 8 x 8 grey images to train on."""
     from PIL import Image
 
     data = tmp_path / "photos"
     data.mkdir()
     for i in range(6):
         Image.new("L", (8, 8), 40 * i).save(data / f"{i}.png")
+    return data
+
+
+def test_force_never_removes_the_data_the_current_folder_or_home(tmp_path):
+    data = _photos(tmp_path)
     before = _tree(tmp_path)
     folder_run = ["train", "default", "base_filters=4", "batch_size=4", "--steps", "1", "--quiet"]
     # The training data as --out, and a folder that contains the data.
@@ -89,12 +95,7 @@ def test_force_never_removes_the_data_the_current_folder_or_home(tmp_path):
 
 def test_a_new_run_folder_inside_the_image_folder_it_trains_on_is_refused(tmp_path):
     """Its grids and checkpoints would land among the training images (and be read by the next run)."""
-    from PIL import Image
-
-    data = tmp_path / "photos"
-    data.mkdir()
-    for i in range(6):
-        Image.new("L", (8, 8), 40 * i).save(data / f"{i}.png")
+    data = _photos(tmp_path)
     before = _tree(tmp_path)
     for out in (data / "run", data / "deeper" / "run"):
         line = one_error_line(ganforge("train", "default", "base_filters=4", "batch_size=4", "--steps", "1",
