@@ -3,7 +3,7 @@
 // transparent pixels on white, channels to the generator's input (luminance, or grey repeated),
 // edges replicated up to the next multiple of the generator's downsampling, pixels / 127.5 - 1,
 // then (output + 1) * 127.5 rounded and clipped, cropped back to the image's own size.
-import { el, fail, serial } from "./page.js";
+import { el, fail, serial, session } from "./page.js";
 
 /* global ort */
 const BACKGROUND = 255; // ganforge.data.decode: what transparent pixels are composited onto
@@ -55,8 +55,32 @@ export function postprocess(raw, channels, H, W, width, height) {
   return rgba;
 }
 
+const ARROWS = { AtoB: "A → B", BtoA: "B → A" };
+
+// A CycleGAN run has a generator each way: a switch shows one at a time, with its own examples.
 export async function showTranslator(app, run, sess) {
-  const L = run.layout;
+  if (!run.directions) return showDirection(app, run, run, sess);
+  const holder = el("div");
+  const switch1 = serial(fail); // the page is busy (gfIdle waits) until the new direction is drawn
+  const buttons = run.directions.map((side, k) => el("button", {
+    type: "button", id: `tr-dir-${run.id}-${side.direction}`, "aria-pressed": "false",
+    onclick: () => switch1(() => pick(k)),
+  }, ARROWS[side.direction]));
+  async function pick(k) {
+    buttons.forEach((b, j) => b.setAttribute("aria-pressed", String(j === k)));
+    const side = run.directions[k];
+    const sideSess = await session(side);
+    holder.replaceChildren();
+    await showDirection(holder, run, side, sideSess);
+  }
+  app.append(el("div", { class: "row direction", role: "group", "aria-label": "direction" },
+    el("span", { text: "direction" }), ...buttons), holder);
+  await pick(0);
+}
+
+// One generator: `side` is the run itself, or one of a CycleGAN run's `directions`.
+async function showDirection(app, run, side, sess) {
+  const L = side.layout;
   const run1 = serial(fail);
   const input = el("canvas", { class: "photo pair", id: `tr-input-${run.id}`, width: 1, height: 1 });
   const output = el("canvas", { class: "photo pair", id: `tr-output-${run.id}`, width: 1, height: 1 });
@@ -109,12 +133,13 @@ export async function showTranslator(app, run, sess) {
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); fromFile(e.dataTransfer.files[0]).catch(fail); });
-  const examples = el("div", { class: "examples" }, ...run.examples.map((url, i) => el("button",
+  const examples = el("div", { class: "examples" }, ...side.examples.map((url, i) => el("button",
     { type: "button", id: `tr-example-${run.id}-${i}`, title: `example ${i + 1}`, onclick: () => fromUrl(url).catch(fail) },
     el("img", { src: url, alt: `example ${i + 1}` }))));
 
   const controls = el("div", { class: "panel" },
-    run.examples.length ? el("p", { text: "examples from the run's held-out split:" }) : null, examples, drop,
+    side.examples.length ? el("p", { text: `examples from side ${L.direction[0]} of the run's held-out split:` })
+      : null, examples, drop,
     el("p", { class: "note", text: `${L.mode} ${L.direction}: any size; sides are padded by repeating the edges ` +
       "and cropped back, never stretched." }));
   const picture = el("div", { class: "panel" },
@@ -122,5 +147,5 @@ export async function showTranslator(app, run, sess) {
       el("figure", {}, input, el("figcaption", { text: "input" })),
       el("figure", {}, output, el("figcaption", { text: "translation" }))), info);
   app.append(el("div", { class: "layout" }, controls, picture));
-  if (run.examples.length) await fromUrl(run.examples[0]);
+  if (side.examples.length) await fromUrl(side.examples[0]);
 }
