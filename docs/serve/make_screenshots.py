@@ -3,9 +3,9 @@ headless Chromium at desktop (1280 px) and phone (390 px) widths.
 
     python docs/serve/make_screenshots.py RUN [RUN ...] [--out docs/serve] [--chromium /usr/bin/chromium]
 
-Each run gives serve-<run folder name>-desktop.png and -phone.png (the page as it opens); a
-generator also -grid.png (grid mode, desktop) and a CycleGAN run -btoa-desktop.png and
--btoa-phone.png (its other direction). The pages are served on 127.0.0.1 and any request for
+Each run gives serve-<run folder name>-desktop.png and -phone.png (the page as it opens; a
+detector's confidence slider set to --conf first); a generator also -grid.png (grid mode, desktop)
+and a CycleGAN run -btoa-desktop.png and -btoa-phone.png (its other direction). The pages are served on 127.0.0.1 and any request for
 another host is refused. The PNGs are cut below the page's end and stored with at most 256
 colours, so each stays well under 200 KB; a file that does not is reported.
 """
@@ -26,14 +26,16 @@ MAX_HEIGHT = 2400  # px of a full-page shot kept (a phone's page is long)
 
 
 def small_png(raw: bytes) -> bytes:
-    """A screenshot with at most 256 colours (the page is flat colours and small pictures), cropped
-    to MAX_HEIGHT."""
+    """A screenshot with at most 256 colours (the page is flat colours and small pictures), without
+    the blank window below the page's end, and at most MAX_HEIGHT tall."""
+    import numpy as np
     from PIL import Image
 
     with Image.open(io.BytesIO(raw)) as img:
         img = img.convert("RGB")
-        if img.height > MAX_HEIGHT:
-            img = img.crop((0, 0, img.width, MAX_HEIGHT))
+        rows = np.flatnonzero((np.asarray(img.convert("L")) < 250).any(axis=1))
+        bottom = min(img.height, MAX_HEIGHT, int(rows[-1]) + 24 if rows.size else img.height)
+        img = img.crop((0, 0, img.width, bottom))
         out = io.BytesIO()
         img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
             out, format="PNG", optimize=True)
@@ -66,6 +68,12 @@ class Page:
         self.page.click(selector)
         self.page.evaluate("() => window.gfIdle()")
 
+    def set(self, selector: str, value) -> None:
+        """Move a slider as a person would, then wait for the page's inference."""
+        self.page.evaluate("([s, v]) => { const e = document.querySelector(s); e.value = v; "
+                           "e.dispatchEvent(new Event('input')); }", [selector, str(value)])
+        self.page.evaluate("() => window.gfIdle()")
+
     def shot(self, path: Path) -> None:
         width = self.page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
         if width[0] > width[1]:
@@ -86,6 +94,7 @@ def main() -> int:
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent), help="folder for the PNGs")
     p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--conf", type=float, help="a detector's confidence threshold for the shots (default: the run's)")
     args = p.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -104,6 +113,8 @@ def main() -> int:
                 name, hash_ = run["name"], f"#run={run['id']}"
                 for label, viewport in WIDTHS.items():
                     page = Page(browser, server.url, viewport, hash_)
+                    if run["task"] == "detect" and args.conf is not None:
+                        page.set(f"#det-conf-{run['id']}", args.conf)
                     page.shot(out / f"serve-{name}-{label}.png")
                     if run["task"] == "gan" and label == "desktop":
                         page.click(f"#gan-grid-toggle-{run['id']}")

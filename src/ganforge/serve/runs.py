@@ -88,7 +88,8 @@ def page_layout(meta: dict) -> dict:
     if meta["task"] == "translate":
         return {"input": inputs[0], "in_channels": int(meta["in_channels"]), "out_channels": int(meta["out_channels"]),
                 "multiple": int(meta["multiple"]), "pixel_range": meta["pixel_range"], "mode": meta["mode"],
-                "direction": meta["direction"], "image_size": int(meta["image_size"])}
+                "direction": meta["direction"], "image_size": int(meta["image_size"]),
+                "data": str((meta.get("config") or {}).get("data", ""))}
     if meta["task"] == "detect":
         post = meta.get("postprocess", {})
         return {"input": inputs[0], "input_size": int(meta["image_size"]), "pixel_range": meta["pixel_range"],

@@ -140,7 +140,8 @@ async function showDirection(app, run, side, sess) {
   const controls = el("div", { class: "panel" },
     side.examples.length ? el("p", { text: `examples from side ${L.direction[0]} of the run's held-out split:` })
       : null, examples, drop,
-    el("p", { class: "note", text: `${L.mode} ${L.direction}: any size; sides are padded by repeating the edges ` +
+    el("p", { class: "note", text: `${L.mode} ${L.direction}${L.data ? ` (trained on ${L.data})` : ""}: any size; ` +
+      "sides are padded by repeating the edges " +
       "and cropped back, never stretched." }));
   const picture = el("div", { class: "panel" },
     el("div", { class: "pair-row" },
