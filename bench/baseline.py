@@ -2,7 +2,7 @@
 
 Written the way a user writes it from pytorch/examples/dcgan: a torchvision-style dataset that
 returns PIL images, `ToTensor` + `Normalize`, a shuffling `DataLoader`, `nn.BCEWithLogitsLoss`, and
-the simple loop (`.to(device)`, `zero_grad`, `backward`, `step`). Same models (from ganforge.models,
+the simple loop (`.to(device)`, `zero_grad`, `backward`, `step`). Same models (from ganforge.gan.models,
 same init), same batch size, same update order as the recipe. Nothing here is tuned.
 
 Two things the recipes do that this loop leaves out, on purpose, since a plain loop does not have
@@ -20,7 +20,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision import transforms
 
-from ganforge.models import build_models
+from ganforge.gan.models import build_models
 
 
 class PILImages(Dataset):

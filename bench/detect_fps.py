@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from record import load_avg, write_record
 
 from ganforge.detect.infer import DRAW_CONF, NMS_IOU
 from ganforge.detect.model import build_detector
@@ -96,13 +96,7 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                 del model
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
-            "machine": platform.processor() or platform.machine(), "frame": args.frame,
-            "load_avg_end": [round(v, 2) for v in os.getloadavg()]}
-    print(json.dumps(meta))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_record(args.out, rows, frame=args.frame, load_avg_end=load_avg())
 
 
 if __name__ == "__main__":

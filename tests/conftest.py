@@ -252,6 +252,32 @@ def real_digit_classes(root: Path, classes: tuple[int, ...] = (0, 1, 7), per_cla
     return root
 
 
+class RealImages(torch.nn.Module):
+    """A stand-in generator that draws real test images, in turn from each class's pool: of the class
+    asked for, or of the class `pick(codes)` names from the latent codes (an InfoGAN's)."""
+
+    def __init__(self, test, pick=None) -> None:
+        super().__init__()
+        self.by_class = {k: test.images[test.labels == k] for k in range(int(test.num_classes))}
+        self.used = {k: 0 for k in self.by_class}
+        self.pick = pick
+
+    @classmethod
+    def by_category(cls, test, perm: list[int]) -> "RealImages":
+        """Value v of the categorical code (the first len(perm) code columns) draws class perm[v]."""
+        return cls(test, lambda codes: torch.tensor(perm)[codes[:, :len(perm)].argmax(1)])
+
+    def forward(self, z, labels=None, codes=None):
+        if self.pick is not None:
+            labels = self.pick(codes)
+        out = []
+        for k in labels.tolist():
+            pool = self.by_class[k]
+            out.append(pool[self.used[k] % len(pool)])
+            self.used[k] += 1
+        return torch.stack(out).float() / 127.5 - 1
+
+
 def write_images(root: Path, count: int, size=(12, 10), mode: str = "RGB", ext: str = ".png") -> list[Path]:
     rng = np.random.default_rng(count)
     written = []

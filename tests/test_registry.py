@@ -14,7 +14,7 @@ from ganforge.gan.config import GANConfig
 from ganforge.losses import LOSSES
 from ganforge.gan.recipes import RECIPES, get_recipe
 from ganforge.gan.step import D_UPDATES
-from ganforge.models import INITS, MODELS, build_models, gan_models
+from ganforge.gan.models import INITS, MODELS, build_models, gan_models
 from ganforge.optim import OPTIMIZERS
 from ganforge.registry import Registry
 

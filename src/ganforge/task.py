@@ -65,6 +65,7 @@ class Report:
     labels: dict[str, str] = field(default_factory=dict)  # log key -> its name on the page
     eval_columns: tuple[tuple[str, str], ...] = ()  # (key, title) of the evaluation table
     eval_protocol: Callable[[dict], str] | None = None  # from the run's config, how its evaluations ran
+    eval_notes: Callable[[dict], str] | None = None  # HTML under eval.json's scores, from eval.json
     facts: tuple[tuple[str, str], ...] = ()  # (summary key, label) added to the page's header
     # per-class scores: (their eval field, the section's title, the bars' caption, the nav link)
     per_class: tuple[str, str, str, str] = ("", "", "", "")
@@ -92,14 +93,24 @@ class Task:
     # config would build absurd shapes, naming the tensor, before anything is allocated
     check_state: Callable[..., None] | None = None
     examples_from: str = ""  # "module:function" of (run_dir, n) -> ([(name, PNG bytes)], notes): inputs to try
+    findings_from: str = ""  # "module:function" of (run_dir) -> dict: eval's findings, for the served page
 
-    def examples(self, run: str | Path, n: int) -> tuple[list[tuple[str, bytes]], list[str]]:
+    def examples(self, run: str | Path, n: int, **options) -> tuple[list[tuple[str, bytes]], list[str]]:
         """Up to `n` example inputs of a trained run (a detector's validation images), for the
-        served page; none where the task has no such inputs."""
+        served page; none where the task has no such inputs. `options`: what the task's function
+        takes besides (a translation run's `direction`)."""
         if not self.examples_from:
             return [], []
         module, _, name = self.examples_from.partition(":")
-        return getattr(importlib.import_module(module), name)(Path(run), n)
+        return getattr(importlib.import_module(module), name)(Path(run), n, **options)
+
+    def findings(self, run: str | Path) -> dict:
+        """What an evaluation found about a trained run that the served page shows beside its
+        controls (a GAN's class fidelity and InfoGAN codes); empty where the task has none."""
+        if not self.findings_from:
+            return {}
+        module, _, name = self.findings_from.partition(":")
+        return getattr(importlib.import_module(module), name)(Path(run))
 
     def load(self, run: str | Path, checkpoint: str | None = None, device: str = "cpu") -> Any:
         """A trained run ready for use (module, config, example input, pre- and post-processing),

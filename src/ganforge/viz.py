@@ -13,8 +13,6 @@ from torchvision.utils import make_grid
 from ganforge.io import atomic_write_bytes, atomic_writer
 
 
-
-
 def grid_array(images_u8: torch.Tensor, nrow: int) -> np.ndarray:
     """uint8 N x C x H x W -> H x W (x 3) uint8 array of a grid with a 2-pixel border."""
     grid = make_grid(images_u8, nrow=nrow, padding=2, pad_value=0)  # C x H x W
@@ -28,36 +26,6 @@ def save_grid(images_u8: torch.Tensor, path: Path, nrow: int) -> Path:
 
     buf = io.BytesIO()
     Image.fromarray(grid_array(images_u8, nrow)).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def save_labelled_grid(images_u8: torch.Tensor, path: Path, nrow: int, row_labels: list[str],
-                       rows_per_label: int, column_labels: list[str]) -> Path:
-    """A grid (as :func:`save_grid`) with a label to the left of each block of `rows_per_label`
-    rows and one above each column, so a reader can tell which block and value is which."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    grid = Image.fromarray(grid_array(images_u8, nrow)).convert("RGB")
-    cell_h, cell_w = images_u8.shape[2] + 2, images_u8.shape[3] + 2  # make_grid's 2-pixel padding
-    font = ImageFont.load_default(size=11)
-    left = max(int(font.getlength(t)) for t in row_labels) + 10
-    top = 16
-    page = Image.new("RGB", (grid.width + left, grid.height + top), "white")
-    page.paste(grid, (left, top))
-    draw = ImageDraw.Draw(page)
-    for i, text in enumerate(row_labels):  # centred on its block, a rule between blocks
-        y0 = top + i * rows_per_label * cell_h
-        draw.text((4, y0 + rows_per_label * cell_h / 2), text, fill="black", font=font, anchor="lm")
-        if i:
-            draw.line([(0, y0), (left - 3, y0)], fill="#888888")
-    wide = max(font.getlength(t) for t in column_labels) + 4 <= cell_w
-    for j, text in enumerate(column_labels):
-        if not wide and j not in (0, len(column_labels) - 1):
-            continue  # small cells: the two ends only, so the labels do not run into each other
-        draw.text((left + j * cell_w + cell_w / 2, top / 2), text, fill="black", font=font, anchor="mm")
-    buf = io.BytesIO()
-    page.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
     return path
 

@@ -105,3 +105,14 @@ def test_run_files_nested_past_the_recursion_limit_read_as_unreadable(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n' + deep + "\n" + "9" * 5000 + "\n")
     assert not is_run_folder(tmp_path)
     assert [row["step"] for row in read_metrics(tmp_path / "metrics.jsonl")] == [1]
+
+
+@pytest.mark.skipif(not shutil.which("prlimit") or sys.platform != "linux", reason="needs prlimit")
+def test_a_gan_resume_asking_for_an_absurd_width_names_the_tensor(tmp_path):
+    """Resume reads the config from the checkpoint: one edited to absurd widths is refused before the
+    run is built, naming the tensor, and the run folder is left as it was."""
+    run = _edited_copy(tmp_path, g_hidden=100_000_000)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    line = one_error_line(ganforge("train", "--resume", run, "--steps", "4", prefix=MEMORY_CAP))
+    assert "tensor net.0.weight is 16x100 in the checkpoint, 100000000x100 in the model" in line, line
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before

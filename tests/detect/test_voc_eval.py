@@ -194,7 +194,8 @@ def test_coco50_agrees_with_torchmetrics_where_the_settings_coincide():
         assert 0.2 < ours.map < 0.9  # real misses, duplicates and false positives
 
 
-def _pycocotools_ap50(preds, truths, classes):
+def _cocoeval(preds, truths, classes, iou_thresholds=None, summarize=False):
+    """pycocotools' COCOeval of these boxes (xyxy, converted to its xywh), evaluated and accumulated."""
     import contextlib
     import io
 
@@ -214,9 +215,17 @@ def _pycocotools_ap50(preds, truths, classes):
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         coco_eval = COCOeval(gt, gt.loadRes(dets), "bbox")
-        coco_eval.params.iouThrs = np.array([0.5])
+        if iou_thresholds is not None:
+            coco_eval.params.iouThrs = np.array(iou_thresholds)
         coco_eval.evaluate()
         coco_eval.accumulate()
+        if summarize:
+            coco_eval.summarize()
+    return coco_eval
+
+
+def _pycocotools_ap50(preds, truths, classes):
+    coco_eval = _cocoeval(preds, truths, classes, iou_thresholds=[0.5])
     return coco_eval.eval["precision"][0, :, :, 0, 2].mean(0)  # IoU, recall, class, area all, 100 dets
 
 
@@ -231,28 +240,7 @@ def test_coco50_equals_pycocotools_ap50():
 
 def _pycocotools_ap(preds, truths, classes):
     """pycocotools' AP@[.5:.95] per class (area all, 100 detections), as its first summary line."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    images, anns, dets = [], [], []
-    for i, (p, t) in enumerate(zip(preds, truths)):
-        images.append({"id": i})
-        for (x1, y1, x2, y2), label in zip(t["boxes"].tolist(), t["labels"].tolist()):
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": label, "iscrowd": 0,
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
-        for (x1, y1, x2, y2), score, label in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()):
-            dets.append({"image_id": i, "category_id": label, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(classes)]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-        coco_eval = COCOeval(gt, gt.loadRes(dets), "bbox")
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
+    coco_eval = _cocoeval(preds, truths, classes, summarize=True)
     precision = coco_eval.eval["precision"][:, :, :, 0, 2]  # IoU, recall, class, area all, 100 dets
     per_class = [float(precision[:, :, c].mean()) if (precision[:, :, c] > -1).all() else None
                  for c in range(classes)]

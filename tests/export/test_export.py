@@ -23,7 +23,7 @@ from ganforge.export.read import load_exported
 from ganforge.export.write import export_trained
 from ganforge.gan.recipes import RECIPES, get_recipe
 from ganforge.gan.use import from_generator
-from ganforge.models import MODELS, build_models
+from ganforge.gan.models import MODELS, build_models
 
 TOLERANCE = 1e-4
 # One recipe per GAN family, plus the conditional and InfoGAN ones: the registry at toy widths.

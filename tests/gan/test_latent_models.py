@@ -17,9 +17,9 @@ from ganforge.gan.latents import LatentSpec, apply_generator
 from ganforge.losses import make_loss
 from ganforge.gan.recipes import RECIPES, get_recipe
 from ganforge.gan.terms import ACGAN, R1, GradientPenalty, Terms
-from ganforge.models import MODELS, build_models, build_q, gan_models
-from ganforge.models.conditioning import info_loss
-from ganforge.models.layers import Discriminator, spectral_norm_all
+from ganforge.gan.models import MODELS, build_models, build_q, gan_models
+from ganforge.gan.models.conditioning import info_loss
+from ganforge.gan.models.layers import Discriminator, spectral_norm_all
 
 
 def _conditional(model: str, mode: str):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from conftest import real_digit_classes
+from conftest import RealImages, real_digit_classes
 from test_train import _final_state
 
 from ganforge.cli import main
@@ -131,27 +131,6 @@ def test_bad_latent_input_is_one_line(tmp_path, capsys):
 
 # ---- the measurements, on real test images -----------------------------------------------------------
 
-class _RealImages(torch.nn.Module):
-    """A stand-in generator that returns real test images: of the class asked for, or (InfoGAN) of
-    the class `perm` assigns to the categorical code."""
-
-    def __init__(self, test, categorical: int = 0, perm: list[int] | None = None) -> None:
-        super().__init__()
-        self.by_class = {k: test.images[test.labels == k] for k in range(int(test.num_classes))}
-        self.used = {k: 0 for k in self.by_class}
-        self.categorical, self.perm = categorical, perm
-
-    def forward(self, z, labels=None, codes=None):
-        if codes is not None:
-            labels = torch.tensor(self.perm)[codes[:, :self.categorical].argmax(1)]
-        out = []
-        for k in labels.tolist():
-            pool = self.by_class[k]
-            out.append(pool[self.used[k] % len(pool)])
-            self.used[k] += 1
-        return torch.stack(out).float() / 127.5 - 1
-
-
 @pytest.mark.usefixtures("shared_metrics_cache")
 def test_class_fidelity_and_code_agreement_of_real_images_match_the_classifier():
     from ganforge.data import load_dataset
@@ -160,12 +139,12 @@ def test_class_fidelity_and_code_agreement_of_real_images_match_the_classifier()
     net, test = get_feature_net("digits", quiet=True), load_dataset("digits", split="test", quiet=True)
     counts = torch.bincount(test.labels).tolist()
     spec = LatentSpec(4, num_classes=10)
-    fid = class_fidelity(_RealImages(test), spec, net, test, n_per_class=min(counts), seed=0)
+    fid = class_fidelity(RealImages(test), spec, net, test, n_per_class=min(counts), seed=0)
     assert abs(fid["mean"] - net.test_accuracy) < 0.03 and fid["mean"] > 0.85
     assert fid["ceiling_mean"] is not None and abs(fid["mean"] - fid["ceiling_mean"]) < 0.03
     perm = [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]
-    agree = category_agreement(_RealImages(test, 10, perm), LatentSpec(4, categorical=10, continuous=2), net,
-                               n=min(counts) * 10, seed=0)
+    agree = category_agreement(RealImages.by_category(test, perm), LatentSpec(4, categorical=10, continuous=2),
+                               net, n=min(counts) * 10, seed=0)
     assert abs(agree["agreement"] - net.test_accuracy) < 0.03
     assert agree["matching"] == {str(c): k for c, k in enumerate(perm)}
 

@@ -13,7 +13,7 @@ from ganforge.gan.recipes import get_recipe
 from ganforge.gan.sampling import generate, load_generator
 from ganforge.gan.train import train
 from ganforge.metrics.evaluate import evaluate_images
-from ganforge.models import build_models
+from ganforge.gan.models import build_models
 
 pytestmark = pytest.mark.usefixtures("shared_metrics_cache", "no_network")
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ganforge.gan.recipes import RECIPES, get_recipe
-from ganforge.models import MODELS, build_models, count_params
-from ganforge.models.layers import he_normal_
+from ganforge.gan.models import MODELS, build_models, count_params
+from ganforge.gan.models.layers import he_normal_
 
 # (trainable, non_trainable) for G and D, from SEED-RECIPES.md (Keras model summaries).
 SPEC = {

@@ -4,6 +4,10 @@
 `EMA.`, optimizers `opt_g`/`opt_d`, one RNG state, and each discriminator one `net` Sequential):
 the fully connected recipe on `digits` at 8x8 with hidden widths 16 and an EMA, checkpointed at
 step 2. `tests/fixtures/v1-run-expected` is that version's own checkpoint at step 4 of the same run.
+`tests/fixtures/v1-run-samples` is what ganforge at commit 4d15e1e (the last before the task
+skeleton) made of v1-run: `ganforge sample v1-run --n 16 --seed 0 --out samples` (00.png ... 15.png
+and grid.png), and raw.safetensors, the float output behind them ("images": its `load_generator`
+(v1-run) applied by `apply_generator` to `LatentSpec.from_config(cfg).fixed(16, 0)`).
 
 That expected checkpoint was computed on one CPU. Float kernels on another CPU (AVX2 against
 AVX-512, another BLAS blocking) round differently in the last bits, so weights and moments are
@@ -18,13 +22,18 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from safetensors.torch import load_file
 
 from ganforge.checkpoint import list_checkpoints, load_checkpoint, module_state, upgrade_state
 from ganforge.cli import main
 from ganforge.gan.config import GANConfig
-from ganforge.models import build_models
+from ganforge.gan.latents import LatentSpec
+from ganforge.gan.models import build_models
+from ganforge.trained import load_run
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -71,3 +80,35 @@ def test_first_layout_checkpoint_resumes_as_the_old_version_continued(tmp_path, 
         for key in ("images_seen", "d_loss", "g_loss", "d_real", "d_fake", "d_acc"):
             assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=2e-6), (mine["step"], key)
     assert [r["event"] for r in rows if r.get("kind") == "event"] == ["resumed"]
+
+
+def test_first_layout_run_samples_the_old_versions_images(tmp_path, capsys):
+    run, out, old = tmp_path / "run", tmp_path / "samples", DATA / "v1-run-samples"
+    shutil.copytree(DATA / "v1-run", run)
+    assert main(["sample", str(run), "--n", "16", "--seed", "0", "--out", str(out)]) == 0, capsys.readouterr().err
+
+    # The generator's float output for seed 0: the same latents and the same EMA weights.
+    model = load_run(run)
+    raw = model(*model.preprocess(LatentSpec.from_config(model.config).fixed(16, 0)))
+    old_raw = load_file(old / "raw.safetensors")["images"]
+    assert raw.shape == old_raw.shape == (16, 1, 8, 8)
+    _same(raw, old_raw, "images")
+
+    # The PNGs: one pixel may round the other way only where the old value sat on a rounding edge.
+    names = sorted(p.name for p in old.glob("*.png"))
+    assert names == sorted(p.name for p in out.glob("*.png")) and len(names) == 17
+    scaled = ((old_raw.double() + 1) * 127.5).numpy()
+    on_edge = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3
+    changed = 0
+    for name in names:
+        mine, theirs = (np.asarray(Image.open(d / name), dtype=np.int16) for d in (out, old))
+        assert mine.shape == theirs.shape and np.abs(mine - theirs).max() <= 1, name
+        if name != "grid.png":
+            edge = on_edge[int(name.removesuffix(".png")), 0]
+            assert np.array_equal(mine[~edge], theirs[~edge]), name
+        else:
+            changed = int((mine != theirs).sum())
+    assert changed <= int(on_edge.sum())  # the grid holds the same 16 images
+    # Sampling wrote nothing into the run folder.
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == sorted(
+        p.relative_to(DATA / "v1-run").as_posix() for p in (DATA / "v1-run").rglob("*"))

@@ -6,31 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import RealImages
 
 from ganforge.gan.latent_metrics import category_agreement, continuous_codes
 from ganforge.gan.latents import LatentSpec
 from ganforge.gan.verdict import format_verdict, latent_verdict
-
-
-class _RealImages(torch.nn.Module):
-    """A stand-in generator that draws real test digits: of the class `perm` gives its categorical
-    code value, or of the class `by_code` gives its first continuous code."""
-
-    def __init__(self, test, perm: list[int] | None = None, by_code=None) -> None:
-        super().__init__()
-        self.by_class = {k: test.images[test.labels == k] for k in range(int(test.num_classes))}
-        self.used = {k: 0 for k in self.by_class}
-        self.perm, self.by_code = perm, by_code
-
-    def forward(self, z, labels=None, codes=None):
-        labels = (torch.tensor(self.perm)[codes[:, :10].argmax(1)] if self.by_code is None
-                  else self.by_code(codes[:, 10]))
-        out = []
-        for k in labels.tolist():
-            pool = self.by_class[k]
-            out.append(pool[self.used[k] % len(pool)])
-            self.used[k] += 1
-        return torch.stack(out).float() / 127.5 - 1
 
 
 def _confusion(drawn: list[int], right: float = 0.95, n: int = 100) -> list[list[int]]:
@@ -96,17 +76,17 @@ def test_grids_the_classifier_reads_as_wrong_classes_are_never_found():
     net, test = get_feature_net("digits", quiet=True), load_dataset("digits", split="test", quiet=True)
     spec, n = LatentSpec(4, categorical=10, continuous=2), 10 * int(torch.bincount(test.labels).min())
     # real digits as the "generator": a one-to-one code is found, whatever order it found the classes in
-    good = category_agreement(_RealImages(test, [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]), spec, net, n=n, seed=0)
+    good = category_agreement(RealImages.by_category(test, [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]), spec, net, n=n, seed=0)
     assert latent_verdict({"infogan": {"categorical": good}})["found"]
     # values 2 and 5 draw 1s, 7 and 8 draw 9s; no value draws 4 or 7
-    bad = category_agreement(_RealImages(test, [0, 1, 1, 2, 3, 1, 6, 9, 9, 5]), spec, net, n=n, seed=0)
+    bad = category_agreement(RealImages.by_category(test, [0, 1, 1, 2, 3, 1, 6, 9, 9, 5]), spec, net, n=n, seed=0)
     verdict = latent_verdict({"infogan": {"categorical": bad}})
     check = verdict["checks"][0]
     assert not verdict["found"] and check["missing"] == [4, 7, 8] and check["twice"] == {"1": [1, 2, 5],
                                                                                         "9": [7, 8]}
 
     # the first continuous code draws a 9 below 0 and a 4 above: it carries the class, not a style
-    nine_to_four = _RealImages(test, by_code=lambda c: torch.where(c < 0, 9, 4))
+    nine_to_four = RealImages(test, lambda codes: torch.where(codes[:, 10] < 0, 9, 4))
     cont = continuous_codes(nine_to_four, spec, sweeps=6, seed=0, net=net)
     assert cont["codes"]["c1"]["class_kept"] < 0.5 and cont["codes"]["c1"]["class_changes"][0][:2] == [9, 4]
     verdict = latent_verdict({"infogan": {"continuous": cont}})

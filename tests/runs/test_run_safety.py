@@ -87,6 +87,22 @@ def test_force_never_removes_the_data_the_current_folder_or_home(tmp_path):
     assert _tree(tmp_path) == before
 
 
+def test_a_new_run_folder_inside_the_image_folder_it_trains_on_is_refused(tmp_path):
+    """Its grids and checkpoints would land among the training images (and be read by the next run)."""
+    from PIL import Image
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(6):
+        Image.new("L", (8, 8), 40 * i).save(data / f"{i}.png")
+    before = _tree(tmp_path)
+    for out in (data / "run", data / "deeper" / "run"):
+        line = one_error_line(ganforge("train", "default", "base_filters=4", "batch_size=4", "--steps", "1",
+                                       "--quiet", "--data", data, "--out", out))
+        assert "lies inside the data being trained on" in line and "nothing was written" in line
+    assert _tree(tmp_path) == before and not (data / "run").exists()
+
+
 def test_force_replaces_a_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--steps", "2", "--out", str(run)]) == 0

@@ -107,14 +107,14 @@ def test_links_and_paths_outside_are_never_read(tmp_path):
 
 
 def test_eval_json_that_is_a_link_is_ignored(serve_runs, tmp_path):
-    from ganforge.serve.runs import gan_measurements
+    from ganforge.gan.evaluate import findings
 
     run = tmp_path / "run"
     run.mkdir()
     outside = tmp_path / "eval.json"
     outside.write_text(json.dumps({"infogan": {"categorical": {"agreement": 0.5}}}))
     os.symlink(outside, run / "eval.json")
-    assert gan_measurements(run) == {}
+    assert findings(run) == {}
 
 
 def test_cli_prints_its_address_links_the_report_and_warns_off_loopback(serve_runs, tmp_path):

@@ -154,7 +154,7 @@ def test_fast_dropout_keeps_dropout_semantics():
 def test_cpu_channels_last_layout_gives_the_same_numbers(name, tmp_path):
     """Per-layer NHWC on the CPU: stride-1 transposed convs stay NCHW, every boundary converts the
     activation and its gradient; forward and gradients equal the NCHW model's (fp32 rounding)."""
-    from ganforge.models import build_models
+    from ganforge.gan.models import build_models
 
     cfg = _cfg(name, "eager")
     torch.manual_seed(0)

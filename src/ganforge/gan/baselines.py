@@ -67,7 +67,7 @@ def untrained_generator(run_dir: Path, cfg, protocol: dict, n: int, seed: int, s
     """Scores of the run's generator at its initial weights (drawn as the run drew them)."""
     from ganforge.gan.latents import LatentSpec
     from ganforge.gan.sampling import generate
-    from ganforge.models import build_models
+    from ganforge.gan.models import build_models
 
     def compute() -> dict:
         with torch.random.fork_rng(devices=[]):

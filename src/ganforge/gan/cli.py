@@ -69,7 +69,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_recipes(args) -> int:
     from ganforge.gan.recipes import RECIPES
-    from ganforge.models import build_models, count_params
+    from ganforge.gan.models import build_models, count_params
 
     rows = []
     for name, entry in RECIPES.items():

@@ -17,8 +17,8 @@ from ganforge.errors import ConfigError
 from ganforge.losses import LOSSES
 from ganforge.gan.step import D_UPDATES, LOOPS
 from ganforge.gan.augment import parse_policy
-from ganforge.models import INITS, MODELS, gan_models
-from ganforge.models.conditioning import CONDITIONING
+from ganforge.gan.models import INITS, MODELS, gan_models
+from ganforge.gan.models.conditioning import CONDITIONING
 from ganforge.optim import OPTIMIZERS
 from ganforge.runs.config import RunConfig
 from ganforge.speed import parse_speed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ganforge.errors import ConfigError, GanforgeError
@@ -94,3 +95,30 @@ def evaluate_command(args) -> int:
     print("\n".join([format_table(result), *format_latent(result)]))
     print(f"wrote {out}")
     return 0
+
+
+def findings(run_dir: Path) -> dict:
+    """What `ganforge eval` measured of the latent space (eval.json), for the served page: class
+    fidelity, and the InfoGAN codes' meaning: the categorical code's agreement with the classifier and
+    its matching of code values to classes, and each continuous code's correlation with slant and
+    stroke width. Empty when the run has no readable eval.json."""
+    path = run_dir / EVAL_NAME
+    if not path.is_file() or path.is_symlink():
+        return {}
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, ValueError):
+        return {}
+    out: dict = {}
+    fidelity = result.get("class_fidelity")
+    if isinstance(fidelity, dict) and "mean" in fidelity:
+        out["class_fidelity"] = {"mean": fidelity["mean"], "per_class": fidelity.get("per_class", {})}
+    info = result.get("infogan") or {}
+    if "categorical" in info:
+        out["categorical"] = {"agreement": info["categorical"]["agreement"],
+                              "matching": info["categorical"].get("matching", {})}
+    if "continuous" in info:
+        cont = info["continuous"]
+        out["continuous"] = {"codes": cont["codes"], "slant_code": cont.get("slant_code"),
+                             "width_code": cont.get("width_code")}
+    return out

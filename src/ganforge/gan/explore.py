@@ -17,6 +17,7 @@ when it kept them.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -25,10 +26,10 @@ from ganforge.device import resolve_device
 from ganforge.errors import ConfigError
 from ganforge.gan.latents import Latent, LatentSpec
 from ganforge.gan.sampling import generate_latent, load_generator
-from ganforge.io import write_json
+from ganforge.io import atomic_write_bytes, write_json
 from ganforge.outputs import OutputFolder, is_ours, json_with, run_record
 from ganforge.video import frames_to_video
-from ganforge.viz import make_gif, save_grid, save_labelled_grid
+from ganforge.viz import grid_array, make_gif, save_grid
 
 DEFAULT_DIMS = 4
 EXPLORE = "explore"  # the run's own folder of explorations
@@ -253,3 +254,33 @@ def explore_command(args) -> int:
     gifs = [p for p in written if p.suffix == ".gif"]
     print(f"wrote {len(gifs)} explorations to {gifs[0].parent}: " + ", ".join(p.stem for p in gifs))
     return 0
+
+
+def save_labelled_grid(images_u8: torch.Tensor, path: Path, nrow: int, row_labels: list[str],
+                       rows_per_label: int, column_labels: list[str]) -> Path:
+    """A grid (as :func:`save_grid`) with a label to the left of each block of `rows_per_label`
+    rows and one above each column, so a reader can tell which block and value is which."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    grid = Image.fromarray(grid_array(images_u8, nrow)).convert("RGB")
+    cell_h, cell_w = images_u8.shape[2] + 2, images_u8.shape[3] + 2  # make_grid's 2-pixel padding
+    font = ImageFont.load_default(size=11)
+    left = max(int(font.getlength(t)) for t in row_labels) + 10
+    top = 16
+    page = Image.new("RGB", (grid.width + left, grid.height + top), "white")
+    page.paste(grid, (left, top))
+    draw = ImageDraw.Draw(page)
+    for i, text in enumerate(row_labels):  # centred on its block, a rule between blocks
+        y0 = top + i * rows_per_label * cell_h
+        draw.text((4, y0 + rows_per_label * cell_h / 2), text, fill="black", font=font, anchor="lm")
+        if i:
+            draw.line([(0, y0), (left - 3, y0)], fill="#888888")
+    wide = max(font.getlength(t) for t in column_labels) + 4 <= cell_w
+    for j, text in enumerate(column_labels):
+        if not wide and j not in (0, len(column_labels) - 1):
+            continue  # small cells: the two ends only, so the labels do not run into each other
+        draw.text((left + j * cell_w + cell_w / 2, top / 2), text, fill="black", font=font, anchor="mm")
+    buf = io.BytesIO()
+    page.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return path

@@ -32,7 +32,7 @@ from ganforge.losses import make_loss
 from ganforge.gan.step import D_UPDATES, Flag, Stats, gan_step, inference
 from ganforge.gan.terms import Terms
 from ganforge.memory import activation_bytes, check_fits, on_meta, parameter_bytes
-from ganforge.models import MODELS, build_models, build_q
+from ganforge.gan.models import MODELS, build_models, build_q
 from ganforge.optim import build_optimizer
 from ganforge.runs import RunState, Window, finite_or_none, warn
 

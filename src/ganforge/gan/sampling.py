@@ -18,7 +18,7 @@ from ganforge.gan.config import GANConfig
 from ganforge.gan.labels import parse_labels
 from ganforge.gan.latents import LatentSpec, apply_generator
 from ganforge.io import atomic_write_bytes
-from ganforge.models import build_models
+from ganforge.gan.models import build_models
 from ganforge.outputs import OutputFolder, run_record
 from ganforge.viz import save_grid
 

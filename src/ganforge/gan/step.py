@@ -29,7 +29,7 @@ from ganforge.gan.augment import diff_augment
 from ganforge.gan.ema import update_ema
 from ganforge.gan.latents import Latent, apply_generator
 from ganforge.gan.terms import Losses, merge, total
-from ganforge.models.conditioning import info_loss
+from ganforge.gan.models.conditioning import info_loss
 from ganforge.registry import Registry
 
 Stats = dict[str, torch.Tensor]  # a step's losses and D statistics, on the device

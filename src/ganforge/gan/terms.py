@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.gan.latents import Latent
-from ganforge.models.conditioning import info_loss
+from ganforge.gan.models.conditioning import info_loss
 
 Losses = dict[str, torch.Tensor]  # term name -> its (weighted) share of the objective
 

@@ -35,6 +35,17 @@ def train(cfg: GANConfig | None = None, run_dir: str | Path = "runs/default", **
     return start.train(TASK, cfg, run_dir, **options)
 
 
+def check_state(cfg: GANConfig, tensors: dict, meta: dict, where: str) -> None:
+    """The checkpoint's G and D tensors against the shapes `cfg` builds, on the meta device: a
+    config edited to absurd widths is refused naming the tensor, before anything is allocated."""
+    from ganforge.checkpoint import check_state_fits, module_state, upgrade_state
+    from ganforge.gan.models import build_models
+
+    tensors, _ = upgrade_state(tensors, meta)
+    for index, name in enumerate(("G", "D")):
+        check_state_fits(lambda: build_models(cfg)[index], module_state(tensors, name), where)
+
+
 def data_path(cfg: GANConfig) -> Path | None:
     """The folder of images a run trains on (None for a registered dataset)."""
     if cfg.data in DATASETS:

@@ -149,23 +149,12 @@ def eval_json_block(run: RunData) -> str:
     else:
         which = "the finished run" if run.status == "finished" else "the run's latest checkpoint"
         title, lead = f"Evaluation of {which} at step {step:,} (eval.json)", ""
-    out = [f"<h3>{h(title)}</h3>", lead, definitions(scores), _verdict(result.get("verdict"))]
+    notes = run.spec.eval_notes(result) if run.spec.eval_notes else ""
+    out = [f"<h3>{h(title)}</h3>", lead, definitions(scores), notes]
     if protocol:
         out.append("<h4>Protocol</h4>" + definitions([(k, value_html(v, k)) for k, v in protocol.items()],
                                                      cls="facts protocol-list"))
     return "".join(out)
-
-
-def _verdict(verdict: Any) -> str:
-    """Whether each latent axis was found (gan/verdict.py), in its own words."""
-    if not isinstance(verdict, dict) or not isinstance(verdict.get("checks"), list):
-        return ""
-    items = "".join(f'<li class="{"found" if c.get("found") else "missed"}"><strong>'
-                    f'{"found" if c.get("found") else "missed"}</strong>: {h(c.get("text", ""))}</li>'
-                    for c in verdict["checks"] if isinstance(c, dict))
-    head = "Every latent axis was found." if verdict.get("found") else "Not every latent axis was found."
-    advice = f"<p>Try: {h(verdict['advice'])}.</p>" if verdict.get("advice") else ""
-    return f'<h4>Latent axes</h4><p class="verdict">{head}</p><ul class="verdict">{items}</ul>{advice}'
 
 
 def config_table(run: RunData) -> str:

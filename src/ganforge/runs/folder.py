@@ -56,44 +56,46 @@ class RunFolder:
     def _contents(self) -> list[Path]:
         return sorted(p for p in self.path.iterdir() if p.name != LOCK_NAME) if self.path.is_dir() else []
 
-    def check_new(self, force: bool, protect: tuple[Path, ...] = ()) -> None:
-        """Refuse to overwrite an existing run unless `force`, and refuse what `--force` must never
-        delete: a folder ganforge did not make, the current folder, a home folder, a parent of
-        either, or the data being trained on (`protect`). Checked before any slow setup."""
+    def check_new(self, force: bool, protect: tuple[Path, ...] = (), scanned: tuple[Path, ...] = ()) -> None:
+        """Refuse a run folder inside a data folder the run reads images from (`scanned`: its
+        pictures would become training data), refuse to overwrite an existing run unless `force`,
+        and refuse what `--force` must never delete: a folder ganforge did not make, the current
+        folder, a home folder, a parent of either, or the data being trained on (`protect`).
+        Checked before any slow setup."""
         where = display_path(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {where} is a file: choose a folder path")
+        target = self.path.resolve()
+        for p in scanned:
+            if _within(target, Path(p).resolve()):
+                raise ConfigError(f"--out {where} lies inside the data being trained on ({display_path(p)}): "
+                                  "choose a run folder outside it; nothing was written")
         if not self._contents():
             return
         self.lock.check_free()  # a writer at work (a --force half-way through) is "in use", not foreign
         if not force:
             raise ConfigError(f"run folder {where} already exists: continue it with `{self.command} --resume "
                               f"{shlex.quote(where)}`, or pass --force to overwrite it")
-        target = self.path.resolve()
         for keep, what in [(Path.cwd().resolve(), "the current folder"), (Path.home().resolve(), "your home folder"),
                            *((Path(p).resolve(), "the data being trained on") for p in protect)]:
             if _within(keep, target):
                 raise ConfigError(f"--force would delete {what} ({display_path(keep)}): --out must name a run "
                                   "folder of its own; nothing was deleted")
-        for p in protect:
-            if _within(target, Path(p).resolve()):
-                raise ConfigError(f"--out {where} lies inside the data being trained on: choose a run folder "
-                                  "outside it; nothing was deleted")
         if not is_run_folder(self.path):
             first = display_path(self._contents()[0].name)
             raise ConfigError(f"--out {where} holds files that ganforge did not write (first: {first}): "
                               "--force only replaces a run folder; choose another --out. Nothing was deleted")
 
-    def prepare(self, force: bool, protect: tuple[Path, ...] = ()) -> None:
+    def prepare(self, force: bool, protect: tuple[Path, ...] = (), scanned: tuple[Path, ...] = ()) -> None:
         """Lock the run folder and create it (after data and models loaded, so bad input leaves
         nothing behind); with `force`, the previous run in it is deleted first. The lock is held
         until `release()`: a second writer is refused with the holder's PID."""
-        self.check_new(force, protect)
+        self.check_new(force, protect, scanned)
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self.lock.acquire()
-            self.check_new(force, protect)  # again, under the lock: another process may have been first
+            self.check_new(force, protect, scanned)  # again, under the lock: another process may have been first
         except BaseException:
             self.lock.release()
             if created and not self._contents():

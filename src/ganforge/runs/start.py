@@ -48,13 +48,14 @@ def train(task: "Task", cfg=None, run_dir: str | Path = "runs/default", *, resum
         # The data a run trains on is never deleted by --force, and is saved by its absolute path,
         # so that the run resumes from any folder.
         protect = () if data is None else (data if data.is_dir() else data.parent,)
+        scanned = (data,) if data is not None and data.is_dir() else ()  # read for images: no run folder inside
         if data is not None:
             cfg = replace(cfg, data=str(data.resolve()))
-        dist.main_decides(lambda: folder.check_new(force, protect))
+        dist.main_decides(lambda: folder.check_new(force, protect, scanned))
         run = task.make_run(cfg, folder.path, quiet=quiet)
 
         def create() -> None:
-            folder.prepare(force, protect)
+            folder.prepare(force, protect, scanned)
             folder.write_config(run.cfg)
 
         dist.main_decides(create)

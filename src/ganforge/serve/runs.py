@@ -102,32 +102,6 @@ def page_layout(meta: dict) -> dict:
             "channels": int(meta["channels"]), "image_size": int(meta["image_size"])}
 
 
-def gan_measurements(run_dir: Path) -> dict:
-    """What `ganforge eval` measured of the latent space (eval.json): class fidelity, and the
-    InfoGAN codes' meaning: the categorical code's agreement with the classifier and its matching of
-    code values to classes, and each continuous code's correlation with slant and stroke width."""
-    path = run_dir / "eval.json"
-    if not path.is_file() or path.is_symlink():
-        return {}
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeError, ValueError):
-        return {}
-    out: dict = {}
-    fidelity = result.get("class_fidelity")
-    if isinstance(fidelity, dict) and "mean" in fidelity:
-        out["class_fidelity"] = {"mean": fidelity["mean"], "per_class": fidelity.get("per_class", {})}
-    info = result.get("infogan") or {}
-    if "categorical" in info:
-        out["categorical"] = {"agreement": info["categorical"]["agreement"],
-                              "matching": info["categorical"].get("matching", {})}
-    if "continuous" in info:
-        cont = info["continuous"]
-        out["continuous"] = {"codes": cont["codes"], "slant_code": cont.get("slant_code"),
-                             "width_code": cont.get("width_code")}
-    return out
-
-
 def _exported(run_dir: Path, task: str, checkpoint: str | None, direction: str | None = None) -> ServedRun:
     from ganforge.export import read_meta
 
@@ -142,16 +116,13 @@ def load_served(run_dir: str | Path, checkpoint: str | None = None) -> ServedRun
     run_dir = Path(run_dir)
     task = run_task(run_dir)
     served = _exported(run_dir, task, checkpoint)
-    if task == "gan":
-        served.measured = gan_measurements(run_dir)
-        return served
     from ganforge.task import tasks
 
-    served.examples, served.notes = tasks().get(task).examples(run_dir, EXAMPLES)
-    if task == "translate" and served.layout["mode"] == "cyclegan":
-        from ganforge.translate.use import examples
-
+    record = tasks().get(task)
+    served.measured = record.findings(run_dir)
+    served.examples, served.notes = record.examples(run_dir, EXAMPLES)
+    if served.layout.get("mode") == "cyclegan":  # a generator each way: the other one, with its own inputs
         served.reverse = _exported(run_dir, task, checkpoint, "BtoA")
-        served.reverse.examples, notes = examples(run_dir, EXAMPLES, direction="BtoA")
+        served.reverse.examples, notes = record.examples(run_dir, EXAMPLES, direction="BtoA")
         served.notes += [note for note in notes if note not in served.notes]
     return served

@@ -1,6 +1,7 @@
 // A detector's page: an image (an example, a file, a drop or the camera), its boxes, and the
 // confidence and NMS thresholds. Pre- and post-processing mirror ganforge/detect (use.py, infer.py).
 import { el, fail, serial } from "./page.js";
+import { pictureSources } from "./sources.js";
 
 /* global ort */
 const COLOURS = ["#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#999999"];
@@ -148,25 +149,6 @@ export async function showDetector(app, run, sess) {
   }
   const work1 = async (source, width, height) => { await infer(source, width, height); drawBoxes(); };
 
-  // Decoding is queued with the inference, so the page is busy (gfIdle waits) from the click on.
-  function fromUrl(url) {
-    run1(async () => {
-      const img = new Image();
-      img.src = url;
-      await img.decode();
-      await work1(img, img.naturalWidth, img.naturalHeight);
-    });
-    return Promise.resolve();
-  }
-  function fromFile(file) {
-    if (!file || !file.type.startsWith("image/")) return Promise.resolve(fail("that is not an image file"));
-    run1(async () => {
-      const bitmap = await createImageBitmap(file);
-      await work1(bitmap, bitmap.width, bitmap.height);
-    });
-    return Promise.resolve();
-  }
-
   function slider(id, label, value, onInput) {
     const input = el("input", { type: "range", id, min: 0.001, max: 0.99, step: 0.001, value });
     const shown = el("output", { for: id, text: Number(value).toFixed(3) });
@@ -174,15 +156,7 @@ export async function showDetector(app, run, sess) {
     return el("div", { class: "row" }, el("label", { for: id, text: label }), input, shown);
   }
 
-  const file = el("input", { type: "file", accept: "image/*", id: `det-file-${run.id}` });
-  file.addEventListener("change", () => fromFile(file.files[0]).catch(fail));
-  const drop = el("div", { class: "drop", id: `det-drop-${run.id}` }, "drop an image here, or ", file);
-  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); fromFile(e.dataTransfer.files[0]).catch(fail); });
-  const examples = el("div", { class: "examples" }, ...run.examples.map((url, i) => el("button",
-    { type: "button", id: `det-example-${run.id}-${i}`, title: `example ${i + 1}`, onclick: () => fromUrl(url).catch(fail) },
-    el("img", { src: url, alt: `example ${i + 1}` }))));
+  const { fromUrl, drop, examples } = pictureSources("det", run, run1, work1);
 
   const controls = el("div", { class: "panel" },
     run.examples.length ? el("p", { text: "examples from the run's validation split:" }) : null, examples, drop,

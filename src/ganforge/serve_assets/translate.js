@@ -4,6 +4,7 @@
 // edges replicated up to the next multiple of the generator's downsampling, pixels / 127.5 - 1,
 // then (output + 1) * 127.5 rounded and clipped, cropped back to the image's own size.
 import { el, fail, serial, session } from "./page.js";
+import { pictureSources } from "./sources.js";
 
 /* global ort */
 const BACKGROUND = 255; // ganforge.data.decode: what transparent pixels are composited onto
@@ -105,37 +106,10 @@ async function showDirection(app, run, side, sess) {
     info.textContent = `${width}×${height}, padded to ${W}×${H} (multiples of ${L.multiple}); ` +
       `${L.in_channels === 1 ? "grey" : "colour"} in, ${L.out_channels === 1 ? "grey" : "colour"} out`;
   }
-  const work1 = translate; // run inside run1, one at a time
-
-  // Decoding is queued with the inference, so the page is busy (gfIdle waits) from the click on.
-  function fromUrl(url) {
-    run1(async () => {
-      const img = new Image();
-      img.src = url;
-      await img.decode();
-      await work1(img, img.naturalWidth, img.naturalHeight);
-    });
-    return Promise.resolve();
-  }
-  function fromFile(file) {
-    if (!file || !file.type.startsWith("image/")) return Promise.resolve(fail("that is not an image file"));
-    run1(async () => {
-      // EXIF orientation applied, as the decoder's exif_transpose
-      const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
-      await work1(bitmap, bitmap.width, bitmap.height);
-    });
-    return Promise.resolve();
-  }
-
-  const file = el("input", { type: "file", accept: "image/*", id: `tr-file-${run.id}` });
-  file.addEventListener("change", () => fromFile(file.files[0]).catch(fail));
-  const drop = el("div", { class: "drop", id: `tr-drop-${run.id}` }, "drop an image here, or ", file);
-  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); fromFile(e.dataTransfer.files[0]).catch(fail); });
-  const examples = el("div", { class: "examples" }, ...side.examples.map((url, i) => el("button",
-    { type: "button", id: `tr-example-${run.id}-${i}`, title: `example ${i + 1}`, onclick: () => fromUrl(url).catch(fail) },
-    el("img", { src: url, alt: `example ${i + 1}` }))));
+  // run inside run1, one at a time; a file's EXIF orientation applied, as the decoder's exif_transpose;
+  // the examples are the side this generator reads
+  const { fromUrl, drop, examples } = pictureSources("tr", { id: run.id, examples: side.examples }, run1, translate,
+    { imageOrientation: "from-image" });
 
   const controls = el("div", { class: "panel" },
     side.examples.length ? el("p", { text: `examples from side ${L.direction[0]} of the run's held-out split:` })

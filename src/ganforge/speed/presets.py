@@ -27,6 +27,9 @@ FAST = {
     "cuda": frozenset(SPEED_FEATURES) - {"fast_dropout"},  # CUDA's own dropout kernel is fused
     "cpu": frozenset({"fused", "channels_last", "fast_dropout"}),
 }
+# The models for which NHWC measured faster on the CPU (filled by register_cpu_channels_last).
+_CPU_NHWC: set[str] = set()
+
 # What `auto` means: fast on CUDA; on the CPU, the measured best.
 AUTO = {"cuda": FAST["cuda"], "cpu": FAST["cpu"]}
 
@@ -84,9 +87,13 @@ def resolve_speed(speed: str, device: torch.device, model: str | None = None) ->
 
 def _cpu_channels_last(model: str | None) -> bool:
     """Whether NHWC pays on the CPU for this model: a property registered with the model."""
-    from ganforge.models import MODELS
+    return model in _CPU_NHWC
 
-    return model in MODELS and MODELS.get(model).cpu_channels_last
+
+def register_cpu_channels_last(model: str) -> None:
+    """Say that per-layer NHWC pays on the CPU for `model`. A task's model registry calls this when
+    such a model registers, so this shared room learns the property without importing any task."""
+    _CPU_NHWC.add(model)
 
 
 def set_backends(speed: Speed, device: torch.device) -> None:

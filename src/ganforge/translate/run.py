@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -139,7 +140,7 @@ class TranslateRun(RunState):
             stats, ok = cyclegan_step(self.cfg, self.modules, self.optimizers, self.loss, a, b, self.pools, gens)
         with warnings.catch_warnings():
             # L1 alone never steps D's optimizer; its schedule still follows the step count
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             for scheduler in self.schedulers.values():
                 scheduler.step()  # the schedule is a function of the step, taken or skipped
         return stats, ok

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ganforge.registry import Registry
+from ganforge.speed.presets import register_cpu_channels_last
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,10 @@ MODELS: Registry[ModelInfo] = Registry("model")
 def register(name: str, description: str, **properties) -> Callable:
     """Decorator: register a builder under `name` with its properties."""
     def add(build: Callable) -> Callable:
-        MODELS.register(name, ModelInfo(name, build, description, **properties))
+        info = ModelInfo(name, build, description, **properties)
+        MODELS.register(name, info)
+        if info.cpu_channels_last:  # the speed layer's `auto` reads it there, knowing no task
+            register_cpu_channels_last(name)
         return build
     return add
 
