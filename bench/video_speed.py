@@ -5,8 +5,12 @@ infer, postprocess, draw, encode the annotated MP4, and write the labels and JSO
 is the same runtime's forward on the same decoded frames, already preprocessed, at batch 1. The
 ratio end-to-end FPS / model-only FPS says whether video I/O is the bottleneck (goal >= 90 %). The
 two are measured in alternating rounds and each keeps its median, so a neighbour's burst on a
-shared machine hits both alike. The rest of a frame's time is split by stage (draw, encode, label
-files) from the same frames and detections, to show where it goes.
+shared machine hits both alike. `predict_video` decodes ahead of inference and draws, encodes
+and writes behind it on threads of their own, so its per-stage ms (each timed in its own thread)
+overlap and need not add up to the wall time; `inference_waited_ms` is how long inference waited
+for a decoded frame and for room in the output queue. The output's time is also split by step
+(draw, encode, label files) on the same frames and detections, one after another, to show where
+it goes.
 
 The clip is digits-det canvases scaled to --size (a synthetic scene whose frames change); the
 weights are random (speed does not depend on them), so --conf sets how many boxes are drawn.
@@ -17,9 +21,7 @@ weights are random (speed does not depend on them), so --conf sets how many boxe
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import importlib.util
 import statistics
 import tempfile
 import time
@@ -28,6 +30,8 @@ from pathlib import Path
 
 import torch
 from torchvision.transforms.v2 import functional as F
+
+from record import load_avg, write_record
 
 from ganforge.detect.digits import load_digits_det
 from ganforge.detect.draw import draw_detections
@@ -61,15 +65,16 @@ def model_only_fps(model, decoded: list[torch.Tensor]) -> float:
     return len(inputs) / (time.perf_counter() - start)
 
 
-def end_to_end(model, clip: Path, root: Path, conf: float) -> dict:
+def end_to_end(model, clip: Path, root: Path, conf: float, predict=predict_video) -> dict:
     """`predict_video` into a fresh folder: its frames/s and per-stage ms per frame."""
     out = OutputFolder(Path(tempfile.mkdtemp(dir=root)) / "out", "detect predict", inputs=[clip]).check()
-    result = predict_video(model, str(clip), out, conf=conf, iou=0.5)
+    result = predict(model, str(clip), out, conf=conf, iou=0.5)
     n = result["frames"]
-    staged = sum(result["clock"].values())
+    # each stage timed in its own thread (decode, inference, output overlap): they need not sum to the wall time
     ms = {k: round(v / n * 1000, 2) for k, v in result["clock"].items()}
-    ms["draw+encode+write"] = round((result["seconds"] - staged) / n * 1000, 2)
-    return {"fps": n / result["seconds"], "ms": ms, "boxes_per_frame": result["boxes"] / n}
+    waited = {k: round(v / n * 1000, 2) for k, v in result.get("waited", {}).items()}
+    return {"fps": n / result["seconds"], "ms": ms, "inference_waited_ms": waited,
+            "boxes_per_frame": result["boxes"] / n}
 
 
 def after_inference(model, decoded: list[torch.Tensor], root: Path, conf: float) -> dict:
@@ -108,7 +113,15 @@ def main() -> None:
     p.add_argument("--conf", type=float, default=0.05, help="score threshold (sets the boxes drawn)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    p.add_argument("--against", type=Path, default=None,
+                   help="another version of src/ganforge/detect/video.py (`git show REV:src/ganforge/detect/video.py "
+                        "> FILE`): its predict_video runs in the same alternating rounds, on the same clip and model")
     args = p.parse_args()
+    other = None
+    if args.against:
+        spec = importlib.util.spec_from_file_location("video_against", args.against)
+        other = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(other)
     if args.threads:
         torch.set_num_threads(args.threads)
     width, height = map(int, args.size.lower().split("x"))
@@ -124,29 +137,35 @@ def main() -> None:
         for runtime in args.runtimes.split(","):
             model = trained if runtime == "eager" else load_exported(
                 export_trained(trained, root / f"m-{runtime}.onnx", batch=1), "cpu")
-            model_fps, e2e = [], []
-            for _ in range(args.rounds):
+            model_fps, e2e, against = [], [], []
+            for r in range(args.rounds):
                 model_fps.append(model_only_fps(model, decoded))
+                if other is not None and r % 2:  # the two versions take turns going first
+                    against.append(end_to_end(model, clip, root, args.conf, other.predict_video)["fps"])
                 e2e.append(end_to_end(model, clip, root, args.conf))
+                if other is not None and not r % 2:
+                    against.append(end_to_end(model, clip, root, args.conf, other.predict_video)["fps"])
             best = sorted(e2e, key=lambda r: r["fps"])[len(e2e) // 2]
             row = {"model": args.model, "runtime": runtime, "frames": args.frames, "size": args.size,
                    "model_only_fps": round(statistics.median(model_fps), 1), "end_to_end_fps": round(best["fps"], 1),
                    "ratio": round(best["fps"] / statistics.median(model_fps), 3), "ms_per_frame": best["ms"],
+                   "inference_waited_ms": best["inference_waited_ms"],
                    "boxes_per_frame": round(best["boxes_per_frame"], 2),
                    "after_inference_ms": after_inference(model, decoded, root, args.conf),
                    "rounds_fps": {"model_only": [round(f, 1) for f in model_fps],
                                   "end_to_end": [round(r["fps"], 1) for r in e2e]}}
+            if other is not None:
+                row["against"] = {"file": args.against.name, "end_to_end_fps": round(statistics.median(against), 1),
+                                  "rounds_fps": [round(f, 1) for f in against],
+                                  "ratio": round(statistics.median(against) / statistics.median(model_fps), 3)}
+                print(f"  against {args.against.name}: end to end {row['against']['end_to_end_fps']} FPS "
+                      f"({row['against']['ratio']:.1%} of model only)", flush=True)
             rows.append(row)
             print(f"{args.model} {runtime}: end to end {row['end_to_end_fps']} FPS, model only "
                   f"{row['model_only_fps']} FPS: {row['ratio']:.1%} (goal >= 90%); ms/frame {row['ms_per_frame']}; "
+                  f"inference waited (ms/frame) {row['inference_waited_ms']}; "
                   f"after inference {row['after_inference_ms']}; {row['boxes_per_frame']} boxes/frame", flush=True)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
-            "machine": platform.processor() or platform.machine(), "load_avg": [round(v, 2) for v in os.getloadavg()]}
-    print(json.dumps(meta))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-
+    write_record(args.out, rows, load_avg=load_avg())
 
 if __name__ == "__main__":
     main()

@@ -176,3 +176,19 @@ def test_inactive_under_torchrun(governed, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     gov, rows, _ = governor(Machine(), start_busy=2.0)
     assert not gov.active and rows.rows == []
+
+
+def test_openmp_threads_sleep_unless_the_user_chose():
+    """Importing ganforge before torch makes idle OpenMP threads sleep (libgomp reads the variable
+    when torch loads it); a wait policy the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import ganforge, os, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"

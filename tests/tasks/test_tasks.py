@@ -109,7 +109,8 @@ def test_every_train_command_takes_the_same_flags(toy):
     from ganforge.cli import _parser
 
     parser = _parser()
-    for argv in (["train", "default"], ["detect", "train", "adam"], ["toy", "train", "tiny"]):
+    for argv in (["train", "default"], ["detect", "train", "adam"], ["translate", "train", "pix2pix"],
+                 ["toy", "train", "tiny"]):
         args = parser.parse_args(argv + ["--device", "cpu", "--seed", "3", "--epochs", "1.5", "--force",
                                          "--nproc", "2", "--max-restarts", "1", "--out", "x"])
         assert (args.device, args.seed, args.epochs, args.nproc, args.max_restarts) == ("cpu", 3, 1.5, 2, 1)

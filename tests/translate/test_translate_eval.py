@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import shared_cache_env
+from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.config import apply_overrides
 from ganforge.translate.evaluate import evaluate_run, pixel_scores
@@ -52,3 +53,31 @@ def test_eval_of_an_unpaired_thin2thick_run(tmp_path, ganforge_cache):
     assert 0 <= result["target_domain_rate"] <= 1 and result["classifier"]["id"] == "cnn-mnist5k"
     shift = result["stroke_width_shift"]
     assert shift["known"] > 1  # thickening by a disk of radius 1 adds about two pixels
+
+
+def test_eval_every_keeps_the_best_checkpoint_and_eval_scores_it(tmp_path, capsys):
+    """Held-out scores during training are `translate eval`'s; `checkpoints/best` holds the lowest
+    L1, and `translate eval RUN --checkpoint best` scores it, says so, and finds the same L1."""
+    rng = np.random.RandomState(1)
+    for i in range(20):
+        for side in "AB":
+            (tmp_path / "data" / side).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.randint(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / "data" / side / f"{i}.png")
+    cfg = apply_overrides(get_recipe("pix2pix-small"), {**TOY, "data": str(tmp_path / "data"), "eval_every": 2,
+                                                        "eval_n": 2, "lr": 2e-3, "checkpoint_every": 100})
+    run = train(cfg, tmp_path / "run", steps=5, log=lambda *_: None)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    assert [r["step"] for r in evals] == [2, 4, 5]  # on the cadence, and at the end
+    assert all(r["score_name"] == "l1" and r["score"] == r["l1"] and r["images"] == 2 for r in evals)
+    best = min(evals, key=lambda r: r["score"])
+    _, meta = load_checkpoint(run / "checkpoints" / "best")
+    assert meta["step"] == best["step"] and meta["best_score"] == best["score"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_score"] == best["score"] and summary["score_name"] == "l1"
+    capsys.readouterr()
+    assert main(["translate", "eval", str(run), "--checkpoint", "best", "--n", "2"]) == 0
+    assert f"at step {best['step']} (best)" in capsys.readouterr().out
+    result = json.loads((run / "eval.json").read_text())
+    assert result["checkpoint"] == "best" and result["step"] == best["step"]
+    assert result["l1"] == pytest.approx(best["l1"], abs=1e-7)

@@ -184,7 +184,7 @@ def check_state_fits(build: Callable[[], nn.Module], state: dict[str, torch.Tens
             module = build()
         module.load_state_dict(state, assign=True)
     except (RuntimeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{what} does not fit its config ({load_error(err)}): use a checkpoint "
+        raise CheckpointError(f"{what} does not match its config ({load_error(err)}): use a checkpoint "
                               "written with this config") from None
     return module
 

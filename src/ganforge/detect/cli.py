@@ -149,6 +149,10 @@ def _predict_video(args: argparse.Namespace) -> int:
     print(speed_line(result, model.runtime))
     if result["stopped"] is not None:
         raise result["stopped"]
+    if result["interrupted"] is not None:
+        print(f"ganforge: stopped by {result['interrupted']} after {result['frames']} frames; they are in "
+              f"{display_path(result['video'])} (playable), labels/ and the .jsonl", file=sys.stderr)
+        return 143 if result["interrupted"] == "SIGTERM" else 130
     return 0
 
 

@@ -9,7 +9,8 @@ idea per module, all importable from here:
   :func:`barrier`, :func:`place_process` (this rank's device and threads);
 - :mod:`.sharding`, the global batch: :func:`global_slice` / :func:`shard` give this rank its part of
   a batch every rank computed whole (the same indices and noise as one process), :func:`shard_range`
-  its part of n items (evaluation), :func:`gather_rows` the parts back on the main rank;
+  its part of n items (evaluation), :func:`gather_rows` the parts back on the main rank and
+  :func:`all_rows` on every rank;
 - :mod:`.agreement`: :func:`agree_max` (a stop flag, a signal number), :func:`all_true` (a step's
   non-finite guard), :func:`mean_across` (log windows), :func:`main_decides` (rank 0 does a step that
   may fail on bad input, and every rank learns the outcome);
@@ -30,12 +31,12 @@ from ganforge.distributed.group import (TIMEOUT, ElsewhereError, PeerLost, activ
                                         env_rank, env_world_size, init, is_main, launched, local_rank,
                                         local_world_size, lost_peer, place_process, rank, relaunch, restart_count,
                                         world_size)
-from ganforge.distributed.sharding import (ShardedSampler, check_divides, gather_rows, global_slice, shard,
-                                           shard_range)
+from ganforge.distributed.sharding import (ShardedSampler, all_rows, check_divides, gather_rows, global_slice,
+                                           shard, shard_range)
 from ganforge.distributed.transport import broadcast_json, broadcast_state, gather_json
 
 __all__ = ["TIMEOUT", "ElsewhereError", "GlobalBatchNorm", "PeerLost", "ShardedSampler", "active", "agree_max",
-           "agree_outcome", "all_true", "attempt", "average_grads", "backend_for", "barrier", "broadcast_json",
+           "agree_outcome", "all_rows", "all_true", "attempt", "average_grads", "backend_for", "barrier", "broadcast_json",
            "broadcast_state", "check_divides", "convert_sync_batchnorm", "destroy", "env_rank", "env_world_size",
            "gather_json", "gather_rows", "global_slice", "init", "is_main", "launched", "local_rank",
            "local_world_size", "lost_peer", "main_decides", "main_first", "mean_across", "no_buffer_sync",

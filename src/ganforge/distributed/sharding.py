@@ -1,5 +1,6 @@
 """The global batch over the ranks: every rank knows the whole batch (the same indices and noise as
-one process) and takes its contiguous part of it; results come back to the main rank in rank order.
+one process) and takes its contiguous part of it; results come back to the main rank in rank order
+(or to every rank: :func:`all_rows`).
 In one process each rank's part is the whole.
 """
 
@@ -44,6 +45,18 @@ class ShardedSampler:
 
     def __getattr__(self, name: str):
         return getattr(self.sampler, name)
+
+
+def all_rows(x: torch.Tensor) -> torch.Tensor:
+    """The whole global batch on every rank from each rank's equal part of it (`x`), in rank order:
+    the inverse of :func:`shard`. `x` itself in one process."""
+    if not active():
+        return x
+    dev = _comm_device()
+    part = x.detach().to(dev).contiguous()
+    parts = [torch.empty_like(part) for _ in range(world_size())]
+    _collective(dist.all_gather, parts, part)
+    return torch.cat(parts).to(x.device)
 
 
 def shard_range(n: int) -> range:

@@ -156,6 +156,10 @@ class RunState:
         return ("start the run again with the same command and --force (no checkpoint was saved before "
                 "this one, so there is nothing to resume)")
 
+    def scale_learning_rates(self, meta: dict, factor: float) -> None:
+        """A rollback: the rates of the checkpoint (`meta`, just loaded) times `factor`."""
+        self.set_learning_rates({name: meta["lr"][name] * factor for name in self.optimizers})
+
     def set_learning_rates(self, rates: dict[str, float]) -> None:
         """Set optimizer `name`'s rate (after a load restored the saved one)."""
         for name, rate in rates.items():
@@ -236,7 +240,7 @@ def rollback_or_stop(run: RunState, log: Callable = print) -> None:
             run.skipped, run.rollbacks[run.step] = skipped, tries
             # Each retry from the same checkpoint lowers the rates again: x factor, x factor^2, ...
             factor = cfg.rollback_lr_factor ** tries
-            run.set_learning_rates({name: meta["lr"][name] * factor for name in run.optimizers})
+            run.scale_learning_rates(meta, factor)
             run.consecutive_skips = 0
             log(f"warning: {cfg.max_skips} non-finite steps: rolled back to step {run.step} with "
                 f"learning rates x{factor:g}")

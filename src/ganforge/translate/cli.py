@@ -1,5 +1,6 @@
-"""`ganforge translate ...`: recipes, train and apply, each parsing its arguments and calling one
-library function."""
+"""`ganforge translate ...`: recipes, train, apply, eval and download, each parsing its arguments and
+calling one library function. `train` is the shared train command of `ganforge.runs.command`:
+the same flags and resume rules as every task's."""
 
 from __future__ import annotations
 
@@ -36,45 +37,6 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     print()
     for r in rows:
         print(f"{r['name']}: {r['about']}. Source: {r['source']}.")
-    return 0
-
-
-def _recipe_config(args: argparse.Namespace):
-    from ganforge.config import apply_overrides
-    from ganforge.translate.recipes import get_recipe
-
-    if not args.recipe or "=" in args.recipe:
-        raise GanforgeError("name a recipe (see `ganforge translate recipes`) or use --resume RUN")
-    overrides = list(args.overrides)
-    for flag in ("data", "device", "seed"):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{flag}={getattr(args, flag)}")
-    return apply_overrides(get_recipe(args.recipe), overrides)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from ganforge.translate.train import train
-
-    if args.resume:
-        overrides = list(args.overrides)
-        if args.recipe and "=" in args.recipe:
-            overrides.insert(0, args.recipe)
-        elif args.recipe:
-            raise GanforgeError("--resume continues a run with its saved config: drop the recipe name")
-        for flag in ("data", "out", "seed"):
-            if getattr(args, flag) not in (None, False):
-                raise GanforgeError(f"--{flag} cannot be given with --resume (the run keeps its own): drop it")
-        if args.device is not None:
-            overrides.append(f"device={args.device}")
-        out = train(None, args.resume, resume=True, steps=args.steps, epochs=args.epochs, quiet=args.quiet,
-                    resume_overrides=overrides)
-    else:
-        cfg = _recipe_config(args)
-        out = train(cfg, args.out or f"runs/translate-{args.recipe}", force=args.force, steps=args.steps,
-                    epochs=args.epochs, quiet=args.quiet)
-    print(f"run folder: {display_path(out)}")
-    for name in ("report.html", "samples/", "progress.gif", "metrics.jsonl", "summary.json", "checkpoints/"):
-        print(f"  {display_path(Path(out) / name)}")
     return 0
 
 
@@ -137,24 +99,13 @@ def add_translate_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     translate = subparsers.add_parser("translate", help="image-to-image translation: pix2pix and CycleGAN")
     sub = translate.add_subparsers(dest="translate_command", required=True)
 
-    t = sub.add_parser("train", help="train a translation recipe (or resume a run)",
-                       description="Train RECIPE on --data into --out; key=value pairs override the recipe "
-                                   "(see `ganforge translate recipes`).")
-    t.add_argument("recipe", nargs="?", help="recipe name (see `ganforge translate recipes`)")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (e.g. lambda_l1=50)")
-    t.add_argument("--data", help="a built-in (edges2mnist, thin2thick, thin2thick-unpaired, digits2mnist, "
-                                  "horse2zebra-toy), a downloaded dataset (`translate download`) or a "
-                                  "folder: A/ + B/, side-by-side AB images, or trainA/ + trainB/")
-    t.add_argument("--out", help="run folder (default runs/translate-<recipe>)")
-    budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="total steps of the whole run")
-    budget.add_argument("--epochs", type=float, help="total epochs of the whole run")
-    t.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
-    t.add_argument("--force", action="store_true", help="overwrite an existing run folder")
-    t.add_argument("--quiet", action="store_true", help="no progress output")
-    t.set_defaults(func=cmd_train, takes_overrides=True)
+    from ganforge.runs.command import add_train_parser
+    from ganforge.translate.task import TASK
+
+    add_train_parser(sub, TASK, help="train a translation recipe (or resume a run)",
+                     data_help="a built-in (edges2mnist, thin2thick, thin2thick-unpaired, digits2mnist, "
+                               "horse2zebra-toy), a downloaded dataset (`translate download`) or a folder: A/ + B/, "
+                               "side-by-side AB images, or trainA/ + trainB/")
 
     r = sub.add_parser("recipes", help="list the translation presets with their parameter counts")
     r.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,7 +1,9 @@
 """`TranslateConfig`: everything that defines a pix2pix or CycleGAN run, one field per line.
 
-It is the generic config machine of `ganforge.config` with translation's fields; `resume=True`
-marks what a resumed run may change. Saved as config.json in the run folder and in every
+It derives from `runs.config.RunConfig` (the fields every task's run has) and adds translation's;
+where translation's default or meaning differs (batch 1, Adam beta1 0.5, an epoch over the larger
+domain), the field is declared again, which keeps its name and place, so config.json files written
+before the base existed load unchanged. `resume=True` marks what a resumed run may change. Saved as config.json in the run folder and in every
 checkpoint. The learning-rate schedule is `linear_decay`: constant, then linearly down to 0 at the
 end of the budget (the papers': 100 epochs constant + 100 decaying).
 """
@@ -10,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ganforge.config import Config, option
+from ganforge.config import option
 from ganforge.errors import ConfigError
+from ganforge.runs.config import RunConfig
 from ganforge.translate.models import GENERATORS, NORMS, PATCH_LAYERS
 
 MODES = ("pix2pix", "cyclegan")
@@ -29,18 +32,20 @@ def linear_decay(step: int, total: int, decay_from: float) -> float:
 
 
 @dataclass
-class TranslateConfig(Config):
-    """A translation run. Recipes (translate/recipes.py) say what each preset changes."""
+class TranslateConfig(RunConfig):
+    """A translation run. Recipes (translate/recipes.py) say what each preset changes; the fields
+    every task shares (cadences, faults, execution) are RunConfig's."""
 
     VERSION = 1
 
-    recipe: str = option("pix2pix", "the preset this config started from")
-    task: str = option("translate", "what this run trains (always translate)", choices=("translate",))
     mode: str = option("pix2pix", "pix2pix (paired: G(x) against its target) or cyclegan (unpaired: two "
                        "generators, two discriminators, cycle consistency)", choices=MODES)
+    recipe: str = option("pix2pix", "the preset this config started from")
+    task: str = option("translate", "what this run trains (always translate)", choices=("translate",))
     # -- data --
     data: str = option("edges2mnist", "a built-in (edges2mnist, thin2thick, thin2thick-unpaired, digits2mnist, "
                        "horse2zebra-toy) or a folder: A/ + B/, side-by-side AB images, or trainA/ + trainB/")
+    workers: int = option(0, "not used: translation decodes its data once, into memory", ge=0, resume=True)
     direction: str = option("AtoB", "paired data: which side is the input", choices=("AtoB", "BtoA"))
     image_size: int = option(256, "side of the square the networks train on (the random crop)", gt=0)
     load_size: int = option(286, "images are resized to this square first; a random image_size crop "
@@ -73,39 +78,33 @@ class TranslateConfig(Config):
                         choices=CYCLES)
     pool_size: int = option(50, "cyclegan: past fakes kept per discriminator (0 = the latest only)", ge=0)
     # -- optimisation --
-    batch_size: int = option(1, "image pairs per step", gt=0)
+    batch_size: int = option(1, "image pairs per step (the global batch, split over the processes of a "
+                             "torchrun / --nproc run)", gt=0)
     lr: float = option(2e-4, "Adam learning rate of every net (the schedule scales it)", gt=0, resume=True)
     beta1: float = option(0.5, "Adam beta1", ge=0, lt=1)
-    beta2: float = option(0.999, "Adam beta2", ge=0, lt=1)
     opt_eps: float = option(1e-8, "Adam epsilon", gt=0)
     decay_from: float = option(0.5, "fraction of the budget after which lr decays linearly to 0 (1 = constant)",
                                ge=0, le=1)
     # -- budget --
-    steps: int | None = option(None, "total optimisation steps of the whole run", gt=0)
     epochs: float | None = option(None, "or total epochs (one epoch: every image of the larger domain once)",
                                   gt=0)
-    max_seconds: float = option(0.0, "stop this invocation (checkpointed, resumable) after this much training "
-                                "time; 0 = no limit", ge=0, resume=True)
     # -- inference --
     test_mode: str = option("eval", "apply/eval: eval (dropout off, BatchNorm's running statistics) or paper "
                             "(pix2pix sec. 3.3: dropout on, the batch's statistics)", choices=("eval", "paper"),
                             resume=True)
     # -- outputs --
-    log_every: int = option(50, "steps between train rows of metrics.jsonl", gt=0, resume=True)
+    eval_every: int = option(0, "steps between held-out scores (`translate eval`'s, on eval_n images) and the best "
+                             "checkpoint, by held-out L1 (paired) or FID, else cycle L1 (unpaired); 0 = off", ge=0,
+                             resume=True)
+    eval_n: int = option(200, "held-out images scored at each eval_every", gt=0, resume=True)
     sample_every: int = option(250, "steps between input | output | target grids in samples/", gt=0, resume=True)
     sample_images: int = option(8, "held-out images shown in each grid", gt=0)
-    checkpoint_every: int = option(500, "steps between rolling checkpoints", gt=0, resume=True)
-    keep_last: int = option(2, "rolling checkpoints kept", gt=0, resume=True)
-    max_skips: int = option(10, "consecutive non-finite steps before the run stops", gt=0, resume=True)
     # -- execution --
     seed: int = option(0, "seed of init, data order, crops, flips, dropout and the pools", ge=0)
-    device: str = option("auto", "auto, cpu, cuda, cuda:N", resume=True)
-    threads: int = option(0, "CPU intra-op threads (0 = the cores other work leaves free)", ge=0, resume=True)
     version: int = option(VERSION, "config format version")
 
     def check(self) -> None:
-        if self.steps is None and self.epochs is None:
-            raise ConfigError("set a budget: steps=N or epochs=N (or --steps / --epochs)")
+        super().check()
         if self.load_size < self.image_size:
             raise ConfigError(f"load_size={self.load_size} is below image_size={self.image_size}: the crop "
                               "must fit in the loaded image")

@@ -14,7 +14,8 @@ width shift G_AB(a) - a against the known one, B - A.
 The classifier is the mnist5k feature network of `ganforge.metrics` (trained once, cached); it
 sees the 28 x 28 middle of the 32 x 32 built-in images, where MNIST's digits are. The result goes
 to RUN/eval.json and an eval row of metrics.jsonl, with the protocol (split, image count,
-checkpoint, step, classifier hash).
+checkpoint, step, classifier hash). With `eval_every`, training scores its generators the same way
+every so many steps (`training_score`) and keeps the best checkpoint by `best_key`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ganforge.translate.builtins import stroke_width
 from ganforge.translate.data import TranslationData
 from ganforge.translate.run import open_split
 from ganforge.trained import Trained
-from ganforge.translate.use import load_trained
+from ganforge.translate.use import load_trained, trained_from_state
 
 MNIST_TARGETS = {"edges2mnist", "thin2thick", "thin2thick-unpaired", "digits2mnist"}
 
@@ -99,11 +100,21 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | None = None, *, n: int =
     """Score a run's generator(s) on `n` held-out images; write RUN/eval.json and an eval row."""
     run = Path(run_dir)
     model = load_trained(run, checkpoint, device)
+    back = load_trained(run, checkpoint, device, direction="BtoA") if model.config.mode == "cyclegan" else None
+    result = {"checkpoint": model.source.name, "step": model.meta["step"], **score(model, back, n, quiet)}
+    write_json(run / "eval.json", result)
+    with MetricsLog(run / "metrics.jsonl") as mlog:
+        mlog.eval(model.meta["step"], **{k: v for k, v in result.items() if k != "step"})
+    return result
+
+
+def score(model: Trained, back: Trained | None, n: int, quiet: bool = False) -> dict:
+    """The scores of generator `model` (and of `back`, a CycleGAN's B -> A one) on `n` held-out
+    images of its run's data, with their protocol (split, count, data, mode, test_mode)."""
     cfg = model.config
     test = open_split(cfg, "test", cfg.image_size)
     count = min(n, len(test.a))
-    result: dict = {"checkpoint": model.source.name, "step": model.meta["step"], "split": "test", "images": count,
-                    "data": cfg.data, "mode": cfg.mode, "test_mode": cfg.test_mode}
+    result: dict = {"split": "test", "images": count, "data": cfg.data, "mode": cfg.mode, "test_mode": cfg.test_mode}
     digits = cfg.data in MNIST_TARGETS
     net = _classifier(quiet) if digits else None
     if net is not None:
@@ -123,7 +134,6 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | None = None, *, n: int =
 
             result["fid"] = fid(fake_feats, real_feats)
     else:
-        back = load_trained(run, checkpoint, device, direction="BtoA")
         a, b = test.a[:count], test.b[:count]
         fake = translate_all(model, a)
         result["cycle_l1"] = float((_f(translate_all(back, fake)) - _f(a)).abs().mean())
@@ -140,7 +150,26 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | None = None, *, n: int =
         shift = float(stroke_width(fake).mean() - stroke_width(src).mean())
         result["stroke_width_shift"] = {"measured": shift, "known": known,
                                         "relative_error": abs(shift - known) / max(abs(known), 1e-9)}
-    write_json(run / "eval.json", result)
-    with MetricsLog(run / "metrics.jsonl") as mlog:
-        mlog.eval(model.meta["step"], **{k: v for k, v in result.items() if k != "step"})
     return result
+
+
+def best_key(result: dict) -> str:
+    """The score that picks a run's best checkpoint (lower is better): a paired run's held-out L1;
+    an unpaired run's FID to the target domain where its data has a classifier, else its cycle L1."""
+    if result["mode"] == "pix2pix":
+        return "l1"
+    return "fid" if "fid" in result else "cycle_l1"
+
+
+def training_score(run) -> dict:
+    """`eval_every`'s scores of a training run (a TranslateRun, on rank 0): `score` on `eval_n`
+    held-out images of copies of its generators, as `translate eval` would score a checkpoint of
+    this step, without touching the run's modules or random streams. Adds `score` and
+    `score_name` (best_key)."""
+    cfg = run.cfg
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):  # building draws too
+        models = [trained_from_state(cfg, direction, run.step, run.generator(direction).state_dict(), run.device)
+                  for direction in (("AtoB", "BtoA") if cfg.mode == "cyclegan" else ("AtoB",))]
+        result = score(models[0], models[1] if len(models) > 1 else None, cfg.eval_n, quiet=True)
+    name = best_key(result)
+    return {**result, "score_name": name, "score": result[name]}

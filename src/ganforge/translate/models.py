@@ -198,6 +198,11 @@ def build_generator(cfg, in_channels: int, out_channels: int) -> nn.Module:
     return ResNetGenerator(in_channels, out_channels, cfg.blocks(), cfg.ngf, cfg.g_norm, cfg.dropout)
 
 
+def net_names(cfg) -> tuple[str, ...]:
+    """The names of a run's networks, as checkpoints hold them."""
+    return ("G", "D") if cfg.mode == "pix2pix" else ("G_AB", "G_BA", "D_A", "D_B")
+
+
 def build_nets(cfg) -> dict[str, nn.Module]:
     """The named networks of a run, initialised from N(0, 0.02) under the current RNG. pix2pix: G and
     D (on the concatenated pair); cyclegan: G_AB, G_BA, D_A (judges domain A), D_B."""

@@ -10,6 +10,18 @@ generator seeded by (seed, s); each item's crop and mirror from one seeded by (s
 pool's choices from one seeded by (seed, pool, s). Dropout draws from the global generator, which
 checkpoints save; the pools' stored images, the schedules and the log window go into the
 checkpoint too. So a resumed run continues exactly as an uninterrupted one.
+
+Several processes (torchrun, `--nproc N`): `batch_size` stays the global batch and must divide by
+N. Every rank knows the global batch's indices and makes only its contiguous part of them
+(`distributed.global_slice`), the k-th item under the same (seed, s, k) generator as in one
+process. Each net is wrapped in DistributedDataParallel for the phase that updates it, with
+BatchNorm over the global batch (`sync_bn`); each loss is a mean over the rank's own rows and DDP
+averages the gradients: the gradient of one process on the global batch. The image pools are not
+per rank: each step gathers every rank's fakes (`distributed.all_rows`), every rank queries its
+pool with the whole global batch and the same (seed, pool, step) generator, and takes its own rows
+of the answer. So every rank's pool is one process's pool, and a checkpoint (rank 0's) holds it
+whole. What differs from one process: the order of float reductions, and dropout, which draws
+from a stream of each rank's own (rank 0's is one process's).
 """
 
 from __future__ import annotations
@@ -17,23 +29,19 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import re
-import warnings
 from pathlib import Path
 
 import torch
 
-from ganforge.config import validate
+from ganforge import distributed as dist
 from ganforge.data.pixels import normalize, to_uint8
-from ganforge.device import resolve_device
 from ganforge.errors import ConfigError
 from ganforge.runs import RunState, Window, warn
-from ganforge.speed.cpu import set_threads
 from ganforge.translate.config import TranslateConfig, linear_decay
 from ganforge.translate.data import TranslationData, jitter, open_translation_data
 from ganforge.translate.models import build_nets
 from ganforge.translate.pool import ImagePool
-from ganforge.translate.step import adversarial, cyclegan_step, pix2pix_step
+from ganforge.translate.step import adversarial
 
 
 def _seed(*parts: int) -> int:
@@ -55,24 +63,35 @@ def total_steps(cfg: TranslateConfig, n_items: int) -> int:
 
 
 class TranslateRun(RunState):
+    """Data, networks, optimizers, schedules, pools, counters and outputs of one translation run."""
+
     resume_command = "ganforge translate train --resume"
+    nonfinite_steps = "steps with a non-finite loss"
+    differs_across_worlds = "reductions, and dropout's per-process random streams"
 
     def __init__(self, cfg: TranslateConfig, run_dir: Path, quiet: bool = False) -> None:
-        self.cfg = cfg = validate(cfg)
-        self.dir = Path(run_dir)
-        self.quiet = quiet
-        self.device = resolve_device(cfg.device)
-        self.threads = set_threads(cfg.threads) if self.device.type == "cpu" else torch.get_num_threads()
+        self.place(cfg, run_dir, quiet)
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.train_set = open_split(cfg, "train")
         self.test_set = open_split(cfg, "test", cfg.image_size)  # judged whole, without jitter
         if cfg.mode == "pix2pix" and not self.train_set.paired:
             raise ConfigError(f"{cfg.data} is unpaired (trainA/ + trainB/): pix2pix needs pairs; use a cyclegan "
                               "recipe")
+        if self.world > 1:
+            dist.check_divides(cfg.batch_size, "the global batch_size", f"choose a batch_size that is a multiple "
+                               f"of {self.world}, or another number of processes")
         self.lr_keys = {"G": "lr", "D": "lr"}
-        self.modules = {name: net.to(self.device) for name, net in build_nets(cfg).items()}
+        nets = build_nets(cfg)
+        if self.world > 1 and cfg.sync_bn:
+            nets = {name: dist.convert_sync_batchnorm(net, self.device) for name, net in nets.items()}
+        self.modules = {name: net.to(self.device) for name, net in nets.items()}
         self.optimizers = {role: torch.optim.Adam(self._params(role), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                                   eps=cfg.opt_eps) for role in ("G", "D")}
+        # The phase that updates a net runs it through DDP (its backward averages the gradients over
+        # the ranks); the other phase, the pictures and the checkpoints use the plain module.
+        self.ddp = {name: self.data_parallel(net) for name, net in self.modules.items()} if self.world > 1 else {}
+        self.part = dist.global_slice(cfg.batch_size) if self.world > 1 else slice(0, cfg.batch_size)
         self.total_steps = total_steps(cfg, len(self.train_set))
         self.steps_per_epoch = len(self.train_set) / cfg.batch_size
         self.schedulers = {role: self._make_scheduler(opt) for role, opt in self.optimizers.items()}
@@ -101,8 +120,8 @@ class TranslateRun(RunState):
         return torch.randperm(len(self.train_set.a), generator=gen).tolist()
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training batch `step`: (inputs, targets) of pix2pix, or (A images, B images) of CycleGAN,
-        float in [-1, 1] on the run's device."""
+        """This process's part of training batch `step`: (inputs, targets) of pix2pix, or (A images,
+        B images) of CycleGAN, float in [-1, 1] on the run's device."""
         cfg, data = self.cfg, self.train_set
         n = len(data.a)
         start = step * cfg.batch_size
@@ -113,7 +132,8 @@ class TranslateRun(RunState):
             gen = torch.Generator().manual_seed(_seed(cfg.seed, 13, step))
             b_idx = torch.randint(len(data.b), (cfg.batch_size,), generator=gen).tolist()
         xs, ys = [], []
-        for k, (i, j) in enumerate(zip(a_idx, b_idx)):
+        for k in range(self.part.start, self.part.stop):  # k: the position in the global batch
+            i, j = a_idx[k], b_idx[k]
             gen = torch.Generator().manual_seed(_seed(cfg.seed, 11, step, k))
             if data.paired:  # one crop and one mirror for both sides of the pair
                 a, b = jitter([data.a[i], data.b[j]], cfg.image_size, gen, cfg.flip)
@@ -127,23 +147,9 @@ class TranslateRun(RunState):
             a, b = b, a
         return normalize(a), normalize(b)
 
-    # -- one training step --
-    def train_step(self, step: int) -> tuple[dict[str, torch.Tensor], bool]:
-        for net in self.modules.values():
-            net.train()
-        a, b = self.batch(step)
-        if self.cfg.mode == "pix2pix":
-            stats, ok = pix2pix_step(self.cfg, self.modules, self.optimizers, self.loss, a, b)
-        else:
-            gens = {side: torch.Generator().manual_seed(_seed(self.cfg.seed, 17, i, step))
-                    for i, side in enumerate("AB")}
-            stats, ok = cyclegan_step(self.cfg, self.modules, self.optimizers, self.loss, a, b, self.pools, gens)
-        with warnings.catch_warnings():
-            # L1 alone never steps D's optimizer; its schedule still follows the step count
-            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-            for scheduler in self.schedulers.values():
-                scheduler.step()  # the schedule is a function of the step, taken or skipped
-        return stats, ok
+    def pool_generators(self) -> dict[str, torch.Generator]:
+        """The generators of this step's pool choices, seeded by (seed, pool, step)."""
+        return {side: torch.Generator().manual_seed(_seed(self.cfg.seed, 17, i, self.step)) for i, side in enumerate("AB")}
 
     # -- pictures --
     def generator(self, direction: str = "AtoB") -> torch.nn.Module:
@@ -183,6 +189,11 @@ class TranslateRun(RunState):
     def load_extra(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         for key, scheduler in self.schedulers.items():
             scheduler.load_state_dict(meta["schedulers"][key])
+            # The rate of the next step from the schedule of this run's total: the saved one when the
+            # budget is the same; on a run given a new budget, the new schedule's (a run cut at its
+            # old end would otherwise take one step at the old schedule's final rate, 0).
+            for group, base in zip(self.optimizers[key].param_groups, scheduler.base_lrs):
+                group["lr"] = base * linear_decay(scheduler.last_epoch, self.total_steps, self.cfg.decay_from)
         self.window = Window.restore(tensors, meta.get("window"), self.device)
         for side, pool in self.pools.items():
             pool.load(side, tensors, meta["pools"][side], self.device)
@@ -192,6 +203,19 @@ class TranslateRun(RunState):
         if size is not None and size != [len(self.train_set.a), len(self.train_set.b)]:
             warn(f"{self.cfg.data} has other training images now than when this checkpoint was written: from here "
                  "the batches differ from an uninterrupted run", self.quiet)
+
+    def set_learning_rates(self, rates: dict[str, float]) -> None:
+        """A new `lr` (resume): the schedule scales it from the next step on."""
+        for name, rate in rates.items():
+            self.schedulers[name].base_lrs = [rate for _ in self.schedulers[name].base_lrs]
+
+    def scale_learning_rates(self, meta: dict, factor: float) -> None:
+        """A rollback: the schedules just loaded, scaled from the step they restart at on (their
+        peak and the current rate alike, so the decay is not applied twice)."""
+        for name, scheduler in self.schedulers.items():
+            scheduler.base_lrs = [rate * factor for rate in scheduler.base_lrs]
+            for group in self.optimizers[name].param_groups:
+                group["lr"] *= factor
 
     def epoch(self) -> float:
         return round(self.step / self.steps_per_epoch, 4) if math.isfinite(self.steps_per_epoch) else 0.0

@@ -1,7 +1,5 @@
-"""The translation task's record: what the CLI, the report and `Task.load` know about it.
-
-Translation keeps its own train command and loop skeleton for now (translate/train.py); moving it
-onto the shared one in runs/ is still to do."""
+"""The translation task's record: what the CLI, the run skeleton, the report and `Task.load` know
+about it."""
 
 from __future__ import annotations
 
@@ -10,19 +8,26 @@ from ganforge.translate.cli import add_translate_parser
 from ganforge.translate.config import TranslateConfig
 from ganforge.translate.recipes import RECIPES
 from ganforge.translate.run import TranslateRun
-from ganforge.translate.train import COMMAND, OUTPUTS, _finish, _loop
+from ganforge.translate.train import check_state, data_path, finish, loop
 
 REPORT = Report(
     pictures=(Pictures("samples", "samples", "Translations over time", "input | output | target triplets",
                        gifs=("progress.gif",), gif_what="the translations over training as an animation",
                        nav="Translations"),),
-    charts=(Chart("losses", "Losses", "train", "loss"),),
+    charts=(Chart("losses", "Losses", "train", "loss"),
+            Chart("held-out", "Held-out L1 (lower is better)", "eval", ("l1", "cycle_l1"))),
+    labels={"l1": "L1 to the targets", "cycle_l1": "cycle L1"},
+    eval_columns=(("l1", "L1"), ("psnr", "PSNR"), ("ssim", "SSIM"), ("classifier_score", "classifier score"),
+                  ("cycle_l1", "cycle L1"), ("target_domain_rate", "target-domain rate"),
+                  ("label_preservation", "label preservation"), ("fid", "FID")),
+    facts=(("best_score", "best held-out score"),),
 )
 
 TASK = TASKS.register("translate", Task(
-    name="translate", command=COMMAND, config=TranslateConfig, recipes=RECIPES,
-    make_run=lambda cfg, run_dir, quiet=False: TranslateRun(cfg, run_dir, quiet=quiet), loop=_loop,
-    finish=_finish, add_commands=add_translate_parser, loader="ganforge.translate.use:load_trained",
-    outputs=OUTPUTS, listing=("report.html", "samples/", "progress.gif", "metrics.jsonl", "summary.json",
+    name="translate", command="ganforge translate train", config=TranslateConfig, recipes=RECIPES,
+    make_run=lambda cfg, run_dir, quiet=False: TranslateRun(cfg, run_dir, quiet=quiet), loop=loop,
+    finish=finish, add_commands=add_translate_parser, loader="ganforge.translate.use:load_trained",
+    outputs=("samples", "checkpoints"), listing=("report.html", "samples/", "progress.gif", "metrics.jsonl", "summary.json",
                               "checkpoints/"),
-    default_out="runs/translate-{recipe}", report=REPORT, examples_from="ganforge.translate.use:examples"))
+    default_out="runs/translate-{recipe}", data_path=data_path, report=REPORT,
+    check_state=check_state, examples_from="ganforge.translate.use:examples"))

@@ -2,184 +2,134 @@
 
 Setup builds a :class:`~ganforge.translate.run.TranslateRun`; each step is then one pix2pix or
 CycleGAN step (translate/step.py: D's phase and G's phase, visible there). Maintenance follows:
-non-finite steps, the log window, the input | output | target grids, checkpoints, signals and the
-time limit. The run folder, the log, progress, signals and resume are the shared plumbing of
-`ganforge.runs`; nothing here comes from the GAN trainer or the detector.
+non-finite steps, the log window, the input | output | target grids, the held-out score and the
+best checkpoint (`eval_every`), checkpoints, signals and the time limit. Start and resume, the run folder, the
+log, progress, signals, the budget and the policy for non-finite steps are the shared skeleton of
+`ganforge.runs` (its Clock); only the loop body and the step are translation's.
 
-The run folder holds config.json, metrics.jsonl (train rows: each loss term and lr), samples/
-step_XXXXXX.png (one row per fixed test image: input | output | target) and progress.gif,
-checkpoints/ (rolling), summary.json and report.html.
+The run folder holds config.json, metrics.jsonl (train rows: each loss term and lr; eval rows with
+`eval_every`: `translate eval`'s scores and the one that picks the best), samples/step_XXXXXX.png
+(one row per fixed test image: input | output | target) and progress.gif, checkpoints/ (rolling,
+and `best` with `eval_every`), summary.json and report.html.
+
+Under torchrun (or `--nproc N`) every rank runs this loop on its part of each global batch (see
+translate/run.py); rank 0 alone touches the run folder (config, metrics, grids, TensorBoard,
+report, summary, and the checkpoints, which hold every rank's RNG state). A signal or a time-out on
+any rank stops every rank at the same step. The grids and the held-out scores are computed on
+rank 0 alone, from the plain modules, and the scores are sent to the others.
 """
 
 from __future__ import annotations
 
-import shlex
-import time
+import math
 from dataclasses import replace
 from pathlib import Path
 
-from ganforge.errors import ConfigError
-from ganforge.io import MetricsLog, read_metrics
-from ganforge.runs import (Progress, RunFolder, SignalFlag, TrainingDiverged, TrainingInterrupted, Window, due,
-                           continue_resumed, resume_config, with_budget)
-from ganforge.speed.cpu import ThreadGovernor
+from ganforge import distributed as dist
+from ganforge.checkpoint import check_state_fits, module_state
+from ganforge.io import read_metrics
+from ganforge.runs import RunFolder, due, start
+from ganforge.runs.clock import Clock, write_summary
 from ganforge.translate.builtins import BUILTINS
 from ganforge.translate.config import TranslateConfig
 from ganforge.translate.data import issues_line
+from ganforge.translate.models import build_nets, net_names
 from ganforge.translate.run import TranslateRun
+from ganforge.translate.step import train_step
 from ganforge.viz import make_gif, save_grid
 
-RESUME = "ganforge translate train --resume"
-COMMAND = "ganforge translate train"
-OUTPUTS = ("samples", "checkpoints")
+
+def train(cfg: TranslateConfig | None = None, run_dir: str | Path = "runs/translate", **options) -> Path:
+    """Train a translation recipe and write the run folder, or continue one (`resume=True`): the
+    shared start and resume of `ganforge.runs.start` (see there for the options). Returns the run
+    folder."""
+    from ganforge.translate.task import TASK
+
+    return start.train(TASK, cfg, run_dir, **options)
 
 
-def train(cfg: TranslateConfig | None = None, run_dir: str | Path = "runs/translate", *, resume: bool = False,
-          force: bool = False, steps: int | None = None, epochs: float | None = None, quiet: bool = False,
-          log=print, resume_overrides: list[str] | None = None) -> Path:
-    """Train a translation recipe and write the run folder; with `resume=True`, continue `run_dir`
-    exactly where its last checkpoint left it (`steps`/`epochs` then count the whole run). Returns
-    the run folder."""
-    folder = RunFolder(run_dir, outputs=OUTPUTS, command=COMMAND)
-    try:
-        if resume:
-            folder.open_existing()
-            cfg, tensors, meta, changed = resume_config(folder.path, TranslateConfig, resume_overrides, log)
-            run = TranslateRun(with_budget(cfg, steps, None if epochs is None else float(epochs)), folder.path,
-                               quiet=quiet)
-            run.load_state(tensors, meta)
-            if "lr" in changed:  # the schedule scales the new rate from the next step on
-                for scheduler in run.schedulers.values():
-                    scheduler.base_lrs = [changed["lr"] for _ in scheduler.base_lrs]
-            return continue_resumed(run, folder, run.cfg, changed, log, _finish, _loop)
-        if cfg is None:
-            raise ConfigError("give a recipe or --resume RUN")
-        cfg = _absolute_data(with_budget(cfg, steps, None if epochs is None else float(epochs)))
-        protect = _data_folders(cfg)
-        folder.check_new(force, protect)
-        run = TranslateRun(cfg, folder.path, quiet=quiet)
-        folder.prepare(force, protect)
-        folder.write_config(run.cfg)
-        return _loop(run, folder, log)
-    finally:
-        folder.release()
+def data_path(cfg: TranslateConfig) -> Path | None:
+    """The dataset folder a run trains on (None for a built-in or a downloaded dataset's name)."""
+    if cfg.data in BUILTINS:
+        return None
+    path = Path(cfg.data).expanduser()
+    return path if path.is_dir() else None
 
 
-def _data_folders(cfg: TranslateConfig) -> tuple[Path, ...]:
-    """The dataset folder a run trains on, which `--force` must never delete."""
-    return () if cfg.data in BUILTINS else (Path(cfg.data),)
-
-
-def _absolute_data(cfg: TranslateConfig) -> TranslateConfig:
-    """A dataset path is saved absolute, so the run resumes from any folder."""
-    if cfg.data in BUILTINS or not Path(cfg.data).expanduser().exists():
-        return cfg
-    return replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
+def check_state(cfg: TranslateConfig, tensors: dict, meta: dict, where: str) -> None:
+    """Each net's checkpoint tensors against the shapes `cfg` builds, on the meta device."""
+    for name in net_names(cfg):
+        check_state_fits(lambda: build_nets(cfg)[name], module_state(tensors, name), f"{where} (its {name})")
 
 
 # ---- the loop ------------------------------------------------------------------------------------------
 
-def _loop(run: TranslateRun, folder: RunFolder, log) -> Path:
+def loop(run: TranslateRun, folder: RunFolder, log) -> Path:
+    """Translation's loop: one pix2pix or CycleGAN step (D's phase, G's phase); then maintenance."""
     cfg = run.cfg
-    progress = Progress(folder.path, run.total_steps, run.step, run.quiet, log)
-    interrupted: int | None = None
-    with SignalFlag() as flag, MetricsLog(folder.metrics) as mlog:
-        _report_issues(run, mlog, log)
-        governor = ThreadGovernor(cfg.threads, run.device, mlog, log, run.step)
-        t0, base_seconds = time.perf_counter(), run.seconds
+    with Clock(run, folder, log) as clock:
+        _report_issues(run, clock)
         while run.step < run.total_steps:
-            stats, ok = run.train_step(run.step)
-            run.step += 1
-            run.images_seen += cfg.batch_size
-            run.seconds = base_seconds + time.perf_counter() - t0
-            progress.update()
-
-            # ---- maintenance: faults, logs, pictures, checkpoints, signals ----
-            timed_out = 0 < cfg.max_seconds <= time.perf_counter() - t0  # this invocation's training time
-            done = run.step >= run.total_steps or timed_out
+            stats, ok = train_step(run, run.batch(run.step))
             if ok:
                 run.window.add(stats, cfg.batch_size)
-                run.consecutive_skips = 0
-            else:
-                _skipped(run, mlog, progress, log)
+            done = clock.tick(cfg.batch_size)
+
+            # ---- maintenance: faults, logs, pictures, evaluation, checkpoints, signals ----
+            if clock.diverging([(run.step, ok)]):
+                clock.roll_back(finish)  # the batches are a function of the step: nothing else to rewind
+                continue
             if run.step % cfg.log_every == 0 or done:
-                _log_window(run, mlog, progress)
-                governor.check(run.step, run.window)
-                if run.step % cfg.log_every == 0:  # a stop between log steps keeps its partial window
-                    run.window = Window()
+                _log_window(run, clock)
             if due(run.step, cfg.sample_every) or run.step == 1 or (done and run.last_sample != run.step):
-                _snapshot(run)
+                if clock.main and run.shown:
+                    save_grid(run.triplets(), run.dir / "samples" / f"step_{run.step:06d}.png", nrow=3)
+                run.last_sample = run.step
+            if due(run.step, cfg.eval_every) or (cfg.eval_every and run.step == run.total_steps):
+                _evaluate(run, clock)
             if due(run.step, cfg.checkpoint_every) or done:
                 run.save()
-            if flag.signum is not None and not done:
-                run.save()
-                interrupted = flag.signum
+            if clock.stop(done):
                 break
-            if done:
-                break
-    progress.close()
-    stopped = interrupted is not None or run.step < run.total_steps
-    _finish(run, folder, "stopped" if stopped else "finished", log,
-            stop_reason="signal" if interrupted is not None else "max_seconds" if stopped else None)
-    where = shlex.quote(str(run.dir))
-    if interrupted is None and stopped:
-        log(f"stopped after max_seconds={cfg.max_seconds:g} at step {run.step} of {run.total_steps} "
-            f"(checkpoint saved): continue with `{RESUME} {where}`")
-    if interrupted is not None:
-        raise TrainingInterrupted(f"stopped by signal {interrupted} at step {run.step}: checkpoint saved; "
-                                  f"continue with `{RESUME} {where}`", flag.exit_code())
-    return run.dir
+    return clock.end(finish)
 
 
-def _report_issues(run: TranslateRun, mlog: MetricsLog, log) -> None:
+def _report_issues(run: TranslateRun, clock: Clock) -> None:
     """Bad pairs and unreadable images of the train and test splits: one warning, once per run."""
     issues = list(dict.fromkeys(run.train_set.issues + run.test_set.issues))  # a lone file shows in both splits
     if len(issues) <= run.issues_reported:
         return
     run.issues_reported = len(issues)
     merged = replace(run.train_set, issues=issues)
-    message = f"{run.cfg.data}: {issues_line(merged)}; training goes on without them"
-    mlog.warning(run.step, message, alarm="pairs", files=[f for f, _ in issues])
-    if not run.quiet:
-        log(f"warning: {message}")
+    clock.warn("pairs", f"{run.cfg.data}: {issues_line(merged)}; training goes on without them",
+               files=[f for f, _ in issues])
 
 
-def _skipped(run: TranslateRun, mlog: MetricsLog, progress: Progress, log) -> None:
-    """Count a skipped non-finite step; stop the run after `max_skips` in a row."""
-    run.skipped += 1
-    run.consecutive_skips += 1
-    mlog.event(run.step, "skipped_nonfinite_step", skipped_total=run.skipped)
-    if run.consecutive_skips < run.cfg.max_skips:
-        return
-    mlog.event(run.step, "diverged", skipped_total=run.skipped)
-    mlog.close()
-    progress.close()
-    _finish(run, RunFolder(run.dir), "diverged", log)
-    raise TrainingDiverged(
-        f"training diverged: {run.consecutive_skips} consecutive steps with a non-finite loss at step {run.step}; "
-        f"the last good checkpoint is in {run.dir / 'checkpoints'}: continue with a lower learning rate, e.g. "
-        f"`{RESUME} {shlex.quote(str(run.dir))} lr={run.cfg.lr / 2:g}`")
-
-
-def _log_window(run: TranslateRun, mlog: MetricsLog, progress: Progress) -> None:
-    window = run.window
-    if window.count == 0:
-        return
-    means = window.means()
+def _log_window(run: TranslateRun, clock: Clock) -> None:
     lr = run.schedulers["G"].get_last_lr()[0]
-    row = mlog.train(run.step, epoch=run.epoch(), images_seen=run.images_seen,
-                     **{k: round(v, 6) for k, v in means.items()}, lr=lr,
-                     images_per_second=round(window.images_per_second(), 2), seconds=round(run.seconds, 3))
-    progress.scalars("train", {**{k: row[k] for k in means}, "lr": lr}, run.step)
+    logged = clock.log_window(lr=lr)
+    if logged is None:
+        return
+    row, means = logged
+    clock.progress.scalars("train", {**{k: row[k] for k in means}, "lr": lr}, run.step)
     terms = "  ".join(f"{k} {v:.4f}" for k, v in means.items())
-    progress.show(f"step {run.step}/{run.total_steps}  {terms}  lr {lr:.2e}  {row['images_per_second']:.0f} img/s")
+    clock.progress.show(f"step {run.step}/{run.total_steps}  {terms}  lr {lr:.2e}  "
+                        f"{row['images_per_second']:.0f} img/s")
 
 
-def _snapshot(run: TranslateRun) -> None:
-    """The fixed test images as samples/step_XXXXXX.png: one row of input | output | target each."""
-    if run.shown:
-        save_grid(run.triplets(), run.dir / "samples" / f"step_{run.step:06d}.png", nrow=3)
-    run.last_sample = run.step
+def _evaluate(run: TranslateRun, clock: Clock) -> None:
+    """The held-out score (translate/evaluate.py's `score`, lower is better) on rank 0, sent to every
+    rank; `checkpoints/best` keeps the lowest (every rank joins its save: it holds their RNG states)."""
+    from ganforge.translate.evaluate import training_score
+
+    found = training_score(run) if dist.is_main() else None
+    found = dist.broadcast_json(found)
+    clock.mlog.eval(run.step, **found)
+    clock.progress.scalars("eval", {k: v for k, v in found.items() if isinstance(v, float)}, run.step)
+    clock.progress.say(f"step {run.step}: held-out {found['score_name']} = {found['score']:.4f}")
+    if found["score"] < run.best:
+        run.best = found["score"]
+        run.save_best(found["score"], "best_score")
 
 
 def _final_outputs(run: TranslateRun, log) -> None:
@@ -189,17 +139,12 @@ def _final_outputs(run: TranslateRun, log) -> None:
     write_run_report(run.dir, live=False, log=log)
 
 
-def _finish(run: TranslateRun, folder: RunFolder, status: str, log, stop_reason: str | None = None) -> None:
+def finish(run: TranslateRun, folder: RunFolder, status: str, log, stop_reason: str | None = None) -> None:
+    """summary.json (the last train row's every value as `final`), then the GIF and the report."""
     rows = read_metrics(folder.metrics, kind="train")
-    final = rows[-1] if rows else {}
-    summary = folder.write_summary(
-        "translate", status, **({"stop_reason": stop_reason} if stop_reason else {}), recipe=run.cfg.recipe,
-        mode=run.cfg.mode, data=run.cfg.data, model=run.cfg.model, device=str(run.device), steps=run.step,
-        total_steps=run.total_steps, epochs=run.epoch(), images_seen=run.images_seen,
-        seconds=round(run.seconds, 3), images_per_second=round(run.images_seen / max(run.seconds, 1e-9), 2),
-        skipped_steps=run.skipped, data_issues=len(set(run.train_set.issues + run.test_set.issues)),
-        final={k: v for k, v in final.items() if k not in ("kind", "step", "time")},
-        outputs=lambda: _final_outputs(run, log))
-    if not run.quiet:
-        log(f"total training time {run.seconds:.1f} s for {run.step} steps "
-            f"({summary['images_per_second']:.0f} images/s)")
+    final = tuple(k for k in (rows[-1] if rows else {}) if k not in ("kind", "step", "time"))
+    evals = [r for r in read_metrics(folder.metrics, kind="eval") if "score_name" in r]  # eval_every's rows
+    best = {"best_score": run.best, "score_name": evals[-1]["score_name"]} if evals and math.isfinite(run.best) else {}
+    write_summary(run, folder, "translate", status, log, stop_reason=stop_reason, final=final,
+                  outputs=lambda: _final_outputs(run, log), mode=run.cfg.mode, model=run.cfg.model,
+                  data_issues=len(set(run.train_set.issues + run.test_set.issues)), **best)

@@ -111,15 +111,23 @@ def load_trained(run_dir: str | Path, checkpoint: str | None = None, device: str
         raise ConfigError(f"{display_path(run)} is a pix2pix run: its one generator translates {cfg.direction[:1]} "
                           f"to {cfg.direction[-1]} (use --direction AtoB); BtoA needs a CycleGAN run")
     name = "G" if cfg.mode == "pix2pix" else ("G_AB" if direction == "AtoB" else "G_BA")
-    meta_out = translator_meta(cfg, direction, int(meta.get("step", 0)))
-    net = build_generator(cfg, meta_out["in_channels"], meta_out["out_channels"])  # this generator only
     try:
-        net.load_state_dict(module_state(tensors, name))
+        return trained_from_state(cfg, direction, int(meta.get("step", 0)), module_state(tensors, name),
+                                  resolve_device(device), path)
     except RuntimeError as err:
         raise CheckpointError(f"{display_path(path)} does not fit its config ({str(err).splitlines()[0]})") from None
-    net.to(resolve_device(device))
+
+
+def trained_from_state(cfg: TranslateConfig, direction: str, step: int, state: dict[str, torch.Tensor],
+                       device: torch.device, source: Path | None = None) -> Trained:
+    """The generator of `direction` built anew (this generator only, plain BatchNorm) holding
+    `state`, on `device`, in the run's `test_mode`."""
+    meta_out = translator_meta(cfg, direction, step)
+    net = build_generator(cfg, meta_out["in_channels"], meta_out["out_channels"])
+    net.load_state_dict(state)
+    net.to(device)
     net.train(cfg.test_mode == "paper")  # paper: the image's own BatchNorm statistics, dropout on
-    return _trained(net, cfg, meta_out, path, "pytorch")
+    return _trained(net, cfg, meta_out, source, "pytorch")
 
 
 OLD_MARKER = ".ganforge-translate"  # what apply's folders carried before the shared output marker
