@@ -377,7 +377,13 @@ def serve_runs(tmp_path_factory, _runs, ganforge_cache) -> dict[str, Path]:
         mp.setattr("ganforge.translate.train._final_outputs", lambda run, log: None)
         train_translator(apply_overrides(get_recipe("pix2pix-small"), TRANSLATE_TOY), root / "p2p", steps=30,
                          log=lambda *_: None)
-    return {"gan": _runs["gan"], "info": root / "info", "det": root / "det", "p2p": root / "p2p"}
+        # a CycleGAN run: two generators, grey A <-> colour B (no identity term across channel counts;
+        # at lr 0.01 its B-to-A generator ends at flat black, at 0.002 it draws)
+        train_translator(apply_overrides(get_recipe("cyclegan-small"), {**TRANSLATE_TOY, "lr": 0.002,
+                                                                          "lambda_idt": 0.0}),
+                         root / "cyc", steps=30, log=lambda *_: None)
+    return {"gan": _runs["gan"], "info": root / "info", "det": root / "det", "p2p": root / "p2p",
+            "cyc": root / "cyc"}
 
 
 @pytest.fixture

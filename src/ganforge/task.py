@@ -95,13 +95,14 @@ class Task:
     examples_from: str = ""  # "module:function" of (run_dir, n) -> ([(name, PNG bytes)], notes): inputs to try
     findings_from: str = ""  # "module:function" of (run_dir) -> dict: eval's findings, for the served page
 
-    def examples(self, run: str | Path, n: int) -> tuple[list[tuple[str, bytes]], list[str]]:
+    def examples(self, run: str | Path, n: int, **options) -> tuple[list[tuple[str, bytes]], list[str]]:
         """Up to `n` example inputs of a trained run (a detector's validation images), for the
-        served page; none where the task has no such inputs."""
+        served page; none where the task has no such inputs. `options`: what the task's function
+        takes besides (a translation run's `direction`)."""
         if not self.examples_from:
             return [], []
         module, _, name = self.examples_from.partition(":")
-        return getattr(importlib.import_module(module), name)(Path(run), n)
+        return getattr(importlib.import_module(module), name)(Path(run), n, **options)
 
     def findings(self, run: str | Path) -> dict:
         """What an evaluation found about a trained run that the served page shows beside its

@@ -82,9 +82,10 @@ def task_use(task: str):
 
 
 def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu",
-             default: str | None = None) -> Trained:
-    """The trained model of any run folder, through its task's loader."""
-    return task_use(run_task(run_dir, default)).load_trained(run_dir, checkpoint, device)
+             default: str | None = None, **options) -> Trained:
+    """The trained model of any run folder, through its task's loader (`options`: what that loader
+    takes besides, such as a translation run's `direction`)."""
+    return task_use(run_task(run_dir, default)).load_trained(run_dir, checkpoint, device, **options)
 
 
 def tensor_spec(name: str, tensor: torch.Tensor, batch: int | None) -> dict:

@@ -171,3 +171,43 @@ def test_a_translation_run_is_served_with_held_out_examples(serve_runs, serving)
                 assert (img.mode, img.size) == ("L", (36, 36))
         assert _request(server, "GET", "/run/0/config.json")[0] == 404
     assert _snapshot(run) == before
+
+
+def test_a_cyclegan_run_serves_both_generators_and_nothing_else_new(serve_runs, serving):
+    """Beside the AtoB model and examples a pix2pix run has, a CycleGAN run adds exactly its BtoA
+    generator and that generator's inputs (side B of the held-out split); the refusals still hold."""
+    from PIL import Image
+
+    from ganforge.serve import build_table
+    from ganforge.serve.runs import load_served
+
+    run = serve_runs["cyc"]
+    before = _snapshot(run)
+    urls = set(build_table([load_served(run)]).entries)
+    plain = set(build_table([load_served(serve_runs["p2p"])]).entries)
+    assert urls - plain == {"/run/0/BtoA/model.onnx", *(f"/run/0/BtoA/example/{i}.png" for i in range(4))}
+    assert plain - urls == set()
+    with serving(run) as server:
+        (entry,) = json.loads(_request(server, "GET", "/runs.json")[1])["runs"]
+        ab, ba = entry["directions"]
+        assert (ab["direction"], ba["direction"]) == ("AtoB", "BtoA")
+        assert (ab["model"], ab["layout"], ab["examples"]) == (entry["model"], entry["layout"], entry["examples"])
+        assert (ab["layout"]["in_channels"], ab["layout"]["out_channels"]) == (1, 3)
+        assert (ba["layout"]["in_channels"], ba["layout"]["out_channels"], ba["layout"]["direction"]) == (3, 1, "BtoA")
+        assert ba["model"] == "/run/0/BtoA/model.onnx"
+        assert ba["examples"] == [f"/run/0/BtoA/example/{i}.png" for i in range(4)]
+        models = {_request(server, "GET", url)[1] for url in (ab["model"], ba["model"])}
+        assert len(models) == 2  # two different generators
+        for url in ba["examples"]:
+            status, body, headers = _request(server, "GET", url)
+            assert status == 200 and headers["Content-Type"] == "image/png"
+            with Image.open(io.BytesIO(body)) as img:  # side B, colour, at the run's load size
+                assert (img.mode, img.size) == ("RGB", (36, 36))
+        for path in TRAVERSAL + ["/run/0/BtoA/", "/run/0/BtoA", "/run/0/BtoA/../model.onnx", "/run/0/btoa/model.onnx",
+                                 "/run/0/BtoA/%2e%2e/%2e%2e/config.json", "/run/0/BtoA/config.json",
+                                 "/run/0/BtoA/example/", "/run/0/BtoA/example/4.png", "/run/0/AtoB/model.onnx"]:
+            status, body, _ = _request(server, "GET", path)
+            assert status == 404, (path, status)
+        for method in ("POST", "PUT", "DELETE"):
+            assert _request(server, method, "/run/0/BtoA/model.onnx", body=b"x")[0] == 405
+    assert _snapshot(run) == before

@@ -307,6 +307,53 @@ def test_translator_page_equals_translate_apply(browser, serve_runs, serving, tm
         _shots(browser, server, tmp_path, "translator")
 
 
+def test_cyclegan_page_switches_to_the_other_generator(browser, serve_runs, serving, tmp_path):
+    """A CycleGAN run's page offers both directions: B → A shows side B's held-out examples, and its
+    translation of one equals `translate apply RUN --direction BtoA`'s file (colour in, grey out)."""
+    from PIL import Image
+
+    from ganforge.cli import main as ganforge_main
+
+    run = serve_runs["cyc"]
+    with serving(run) as server:
+        folder = tmp_path / "images"
+        folder.mkdir()
+        example = folder / "b0.png"
+        example.write_bytes(urllib.request.urlopen(f"{server.url}run/0/BtoA/example/0.png", timeout=60).read())
+        assert ganforge_main(["translate", "apply", str(run), "--direction", "BtoA", "--source", str(folder),
+                              "--out", str(tmp_path / "out")]) == 0
+        v = Visit(browser, server, DESKTOP)
+        assert v.page.get_attribute("#tr-dir-0-AtoB", "aria-pressed") == "true"
+        a_example = v.page.get_attribute("#tr-example-0-0 img", "src")
+        v.page.click("#tr-dir-0-BtoA")
+        v.idle()
+        assert v.page.get_attribute("#tr-dir-0-BtoA", "aria-pressed") == "true"
+        assert v.page.get_attribute("#tr-dir-0-AtoB", "aria-pressed") == "false"
+        assert a_example == "/run/0/example/0.png"
+        assert v.page.get_attribute("#tr-example-0-0 img", "src") == "/run/0/BtoA/example/0.png"
+        v.page.click("#tr-example-0-1")  # another example, then back: the page follows the clicks
+        v.idle()
+        v.page.click("#tr-example-0-0")
+        v.idle()
+        assert "colour in, grey out" in v.page.locator("#tr-info-0").inner_text()
+        truth = np.asarray(Image.open(tmp_path / "out" / example.name).convert("RGB"))
+        assert truth.std() > 4, truth.std()  # a picture, not the untrained flat grey
+        page = v.pixels("tr-output-0")
+        assert page.shape[:2] == truth.shape[:2], (page.shape, truth.shape)
+        _assert_same(page, truth, "B → A translation of a held-out B example")
+        print(f"B to A: the page's translation is within {np.abs(page[..., :3].astype(int) - truth).max()}/255 "
+              "of translate apply --direction BtoA's")
+        with Image.open(example) as img:
+            _assert_same(v.pixels("tr-input-0"), np.asarray(img.convert("RGB")), "the B input as the model reads it")
+        v.page.click("#tr-dir-0-AtoB")  # and back to A → B, with side A's examples
+        v.idle()
+        assert v.page.get_attribute("#tr-example-0-0 img", "src") == "/run/0/example/0.png"
+        assert "grey in, colour out" in v.page.locator("#tr-info-0").inner_text()
+        v.check_clean()
+        v.close()
+        _shots(browser, server, tmp_path, "cyclegan")
+
+
 def test_detector_live_camera_mode_with_a_fake_camera(playwright, serve_runs, serving):
     """Chromium's fake capture device stands in for a camera: the live mode detects frame after
     frame and shows its frames per second; without a camera there is no camera button."""

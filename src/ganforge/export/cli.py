@@ -28,7 +28,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} does not fit --format {args.format}: use .onnx for onnx, .pt for "
                           "torchscript")
     out = export_run(args.run, args.out, fmt=args.format, checkpoint=args.checkpoint, batch=args.batch,
-                     force=args.force)
+                     force=args.force, direction=args.direction)
     meta = read_meta(out)
     shapes = ", ".join(f"{i['name']} {'x'.join('N' if d is None else str(d) for d in i['shape'])} {i['dtype']}"
                        for i in meta["inputs"])
@@ -51,6 +51,8 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                    help="the batch size the file takes (default 1), or dynamic")
     e.add_argument("--checkpoint", help="a name in RUN/checkpoints (e.g. best) or a checkpoint folder; "
                                         "default: the latest")
+    e.add_argument("--direction", choices=("AtoB", "BtoA"),
+                   help="a translation run's generator: AtoB (default) or BtoA (a CycleGAN run's other one)")
     e.add_argument("--force", action="store_true", help="replace a file that an earlier export wrote")
     e.set_defaults(func=cmd_export)
     return e

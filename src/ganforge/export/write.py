@@ -116,17 +116,26 @@ def check_output(out: Path, run_dir: Path, force: bool) -> None:
 
 
 def export_run(run_dir: str | Path, out: str | Path, *, fmt: str = "onnx", checkpoint: str | None = None,
-               batch: int | None = 1, force: bool = False) -> Path:
+               batch: int | None = 1, force: bool = False, direction: str | None = None) -> Path:
     """Export the trained model of `run_dir` to `out` (ONNX or TorchScript) at a fixed batch size,
-    or a dynamic one (`batch=None`). Returns the path written."""
+    or a dynamic one (`batch=None`). A translation run's generator is the AtoB one unless
+    `direction` says BtoA (a CycleGAN run's other generator). Returns the path written."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if batch is not None and batch < 1:
         raise ConfigError(f"bad batch {batch}: give a positive number or dynamic")
     out = Path(out)
     run_dir = Path(run_dir)
+    options = {}
+    if direction is not None:
+        from ganforge.trained import run_task
+
+        if run_task(run_dir) != "translate":
+            raise ConfigError(f"--direction is for translation runs: {display_path(run_dir)} has one model; "
+                              "drop --direction")
+        options["direction"] = direction
     check_output(out, run_dir, force)
-    return export_trained(load_run(run_dir, checkpoint, "cpu"), out, fmt=fmt, batch=batch)
+    return export_trained(load_run(run_dir, checkpoint, "cpu", **options), out, fmt=fmt, batch=batch)
 
 
 def export_trained(model: Trained, out: Path, *, fmt: str = "onnx", batch: int | None = 1) -> Path:

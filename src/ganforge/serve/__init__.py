@@ -9,6 +9,8 @@ The server (server.py) is read-only and answers only a table of URLs built here:
     /runs.json              what the page knows of each run (runs.py)
     /run/<i>/model.onnx     run i's exported model
     /run/<i>/example/<k>.png a detector's or translator's example images (from its held-out split)
+    /run/<i>/BtoA/model.onnx, /run/<i>/BtoA/example/<k>.png
+                            a CycleGAN run's other generator and its inputs (side B of the split)
 """
 
 from __future__ import annotations
@@ -39,10 +41,18 @@ def describe(runs: list[ServedRun]) -> list[dict]:
     """runs.json: one entry per run, in the order given on the command line."""
     out = []
     for i, run in enumerate(runs):
-        out.append({"id": i, "name": run.run_dir.resolve().name, "task": run.task,
-                    "model": f"/run/{i}/model.onnx", "layout": run.layout, "measured": run.measured,
-                    "examples": [f"/run/{i}/example/{name}" for name, _ in run.examples]})
+        entry = {"id": i, "name": run.run_dir.resolve().name, "task": run.task, **_model(run, f"/run/{i}/"),
+                 "measured": run.measured}
+        if run.reverse is not None:  # a CycleGAN run: the page offers both directions
+            entry["directions"] = [{"direction": "AtoB", **_model(run, f"/run/{i}/")},
+                                   {"direction": "BtoA", **_model(run.reverse, f"/run/{i}/BtoA/")}]
+        out.append(entry)
     return out
+
+
+def _model(run: ServedRun, prefix: str) -> dict:
+    return {"model": f"{prefix}model.onnx", "layout": run.layout,
+            "examples": [f"{prefix}example/{name}" for name, _ in run.examples]}
 
 
 def build_table(runs: list[ServedRun]) -> Table:
@@ -53,9 +63,12 @@ def build_table(runs: list[ServedRun]) -> Table:
         table.add(f"/assets/{name}", body)
     table.add("/runs.json", json.dumps({"runs": describe(runs)}).encode("utf-8"))
     for i, run in enumerate(runs):
-        table.add(f"/run/{i}/model.onnx", run.model_bytes)
-        for name, body in run.examples:
-            table.add(f"/run/{i}/example/{name}", body)
+        for model, prefix in ((run, f"/run/{i}/"), (run.reverse, f"/run/{i}/BtoA/")):
+            if model is None:
+                continue
+            table.add(f"{prefix}model.onnx", model.model_bytes)
+            for name, body in model.examples:
+                table.add(f"{prefix}example/{name}", body)
     return table
 
 

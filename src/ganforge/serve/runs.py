@@ -28,6 +28,7 @@ class ServedRun:
     measured: dict = field(default_factory=dict)  # eval's findings the page shows beside its controls
     examples: list[tuple[str, bytes]] = field(default_factory=list)  # (name, PNG bytes)
     notes: list[str] = field(default_factory=list)  # one-line warnings printed when serving
+    reverse: ServedRun | None = None  # a CycleGAN run's BtoA generator, its layout and its examples (side B)
 
 
 def run_task(run_dir: Path) -> str:
@@ -48,9 +49,10 @@ def run_task(run_dir: Path) -> str:
     return task
 
 
-def export_cached(run_dir: Path, checkpoint: str | None = None) -> Path:
+def export_cached(run_dir: Path, checkpoint: str | None = None, direction: str | None = None) -> Path:
     """The run's ONNX export (batch 1) in the cache, made by `ganforge export` the first time and
-    again whenever the run's latest checkpoint changes."""
+    again whenever the run's latest checkpoint changes (`direction`: a translation run's generator,
+    AtoB when None)."""
     from ganforge.checkpoint import list_checkpoints
     from ganforge.export import export_run, read_meta
     from ganforge.paths import cache_dir
@@ -66,26 +68,28 @@ def export_cached(run_dir: Path, checkpoint: str | None = None) -> Path:
         if part.is_file() and not part.is_symlink():
             st = part.stat()
             stamp.update(f"{part.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
+    if direction is not None:  # AtoB keeps the key it had before a direction could be chosen
+        stamp.update(f"direction\0{direction}".encode())
     folder = cache_dir() / "serve" / stamp.hexdigest()[:20]
     out = folder / "model.onnx"
     if out.is_symlink() or (out.exists() and read_meta(out, quiet=True) is None):
         out.unlink()  # not an export that this version reads (an older format, a damaged file): made again
     if not out.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        export_run(run_dir, out, fmt="onnx", checkpoint=checkpoint, batch=1, force=False)
+        export_run(run_dir, out, fmt="onnx", checkpoint=checkpoint, batch=1, force=False, direction=direction)
     return out
 
 
 def page_layout(meta: dict) -> dict:
     """An exported file's metadata (docs/EXPORT.md) reduced to what the page's JavaScript reads: a
     GAN's input names, latent layout and pixel range, a detector's input, size, classes and
-    post-processing defaults, or a translator's input, channels and side multiple (a CycleGAN run
-    is served A to B, the direction `ganforge export` writes by default)."""
+    post-processing defaults, or a translator's input, channels, side multiple and direction."""
     inputs = list(meta["input_names"])
     if meta["task"] == "translate":
         return {"input": inputs[0], "in_channels": int(meta["in_channels"]), "out_channels": int(meta["out_channels"]),
                 "multiple": int(meta["multiple"]), "pixel_range": meta["pixel_range"], "mode": meta["mode"],
-                "direction": meta["direction"], "image_size": int(meta["image_size"])}
+                "direction": meta["direction"], "image_size": int(meta["image_size"]),
+                "data": str((meta.get("config") or {}).get("data", ""))}
     if meta["task"] == "detect":
         post = meta.get("postprocess", {})
         return {"input": inputs[0], "input_size": int(meta["image_size"]), "pixel_range": meta["pixel_range"],
@@ -98,18 +102,27 @@ def page_layout(meta: dict) -> dict:
             "channels": int(meta["channels"]), "image_size": int(meta["image_size"])}
 
 
-def load_served(run_dir: str | Path, checkpoint: str | None = None) -> ServedRun:
-    run_dir = Path(run_dir)
-    task = run_task(run_dir)
+def _exported(run_dir: Path, task: str, checkpoint: str | None, direction: str | None = None) -> ServedRun:
     from ganforge.export import read_meta
 
-    model_path = export_cached(run_dir, checkpoint)
+    model_path = export_cached(run_dir, checkpoint, direction)
     meta = read_meta(model_path)
     model_bytes = safe_file(model_path.parent, model_path.name)  # the cache's own file, not a link
-    served = ServedRun(run_dir, task, model_bytes, page_layout(meta))
+    return ServedRun(run_dir, task, model_bytes, page_layout(meta))
+
+
+def load_served(run_dir: str | Path, checkpoint: str | None = None) -> ServedRun:
+    """A run ready to serve; a CycleGAN run with its second generator (BtoA) in `reverse`."""
+    run_dir = Path(run_dir)
+    task = run_task(run_dir)
+    served = _exported(run_dir, task, checkpoint)
     from ganforge.task import tasks
 
     record = tasks().get(task)
     served.measured = record.findings(run_dir)
     served.examples, served.notes = record.examples(run_dir, EXAMPLES)
+    if served.layout.get("mode") == "cyclegan":  # a generator each way: the other one, with its own inputs
+        served.reverse = _exported(run_dir, task, checkpoint, "BtoA")
+        served.reverse.examples, notes = record.examples(run_dir, EXAMPLES, direction="BtoA")
+        served.notes += [note for note in notes if note not in served.notes]
     return served

@@ -140,6 +140,10 @@ export async function showDetector(app, run, sess) {
       table.append(el("tr", {}, el("td", { text: d.name }), el("td", { text: d.score.toFixed(3) }),
         el("td", { text: d.box.map((v) => v.toFixed(1)).join(", ") })));
     }
+    if (!dets.length) {
+      table.append(el("tr", {}, el("td", { colspan: 3, class: "note",
+        text: "no box scores above the confidence: lower it to see the model's weaker guesses" })));
+    }
     window.gfDetections[run.id] = dets;
     info.textContent = `${dets.length} box${dets.length === 1 ? "" : "es"} (conf > ${state.conf}, NMS IoU ${state.iou}) on ${state.width}×${state.height}`;
   }

@@ -53,12 +53,13 @@ export function fail(err) {
   box.textContent = `error: ${err && err.message ? err.message : err}`;
 }
 
+// One session per model file (a CycleGAN run has two), made the first time it is shown.
 const sessions = new Map();
-export function session(run) {
-  if (!sessions.has(run.id)) {
-    sessions.set(run.id, ort.InferenceSession.create(run.model, { executionProviders: ["wasm"] }));
+export function session(entry) {
+  if (!sessions.has(entry.model)) {
+    sessions.set(entry.model, ort.InferenceSession.create(entry.model, { executionProviders: ["wasm"] }));
   }
-  return sessions.get(run.id);
+  return sessions.get(entry.model);
 }
 
 const KINDS = { gan: "generator", detect: "detector", translate: "translator" };

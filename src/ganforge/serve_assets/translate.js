@@ -3,7 +3,7 @@
 // transparent pixels on white, channels to the generator's input (luminance, or grey repeated),
 // edges replicated up to the next multiple of the generator's downsampling, pixels / 127.5 - 1,
 // then (output + 1) * 127.5 rounded and clipped, cropped back to the image's own size.
-import { el, fail, serial } from "./page.js";
+import { el, fail, serial, session } from "./page.js";
 import { pictureSources } from "./sources.js";
 
 /* global ort */
@@ -56,8 +56,32 @@ export function postprocess(raw, channels, H, W, width, height) {
   return rgba;
 }
 
+const ARROWS = { AtoB: "A → B", BtoA: "B → A" };
+
+// A CycleGAN run has a generator each way: a switch shows one at a time, with its own examples.
 export async function showTranslator(app, run, sess) {
-  const L = run.layout;
+  if (!run.directions) return showDirection(app, run, run, sess);
+  const holder = el("div");
+  const switch1 = serial(fail); // the page is busy (gfIdle waits) until the new direction is drawn
+  const buttons = run.directions.map((side, k) => el("button", {
+    type: "button", id: `tr-dir-${run.id}-${side.direction}`, "aria-pressed": "false",
+    onclick: () => switch1(() => pick(k)),
+  }, ARROWS[side.direction]));
+  async function pick(k) {
+    buttons.forEach((b, j) => b.setAttribute("aria-pressed", String(j === k)));
+    const side = run.directions[k];
+    const sideSess = await session(side);
+    holder.replaceChildren();
+    await showDirection(holder, run, side, sideSess);
+  }
+  app.append(el("div", { class: "row direction", role: "group", "aria-label": "direction" },
+    el("span", { text: "direction" }), ...buttons), holder);
+  await pick(0);
+}
+
+// One generator: `side` is the run itself, or one of a CycleGAN run's `directions`.
+async function showDirection(app, run, side, sess) {
+  const L = side.layout;
   const run1 = serial(fail);
   const input = el("canvas", { class: "photo pair", id: `tr-input-${run.id}`, width: 1, height: 1 });
   const output = el("canvas", { class: "photo pair", id: `tr-output-${run.id}`, width: 1, height: 1 });
@@ -82,17 +106,21 @@ export async function showTranslator(app, run, sess) {
     info.textContent = `${width}×${height}, padded to ${W}×${H} (multiples of ${L.multiple}); ` +
       `${L.in_channels === 1 ? "grey" : "colour"} in, ${L.out_channels === 1 ? "grey" : "colour"} out`;
   }
-  // run inside run1, one at a time; a file's EXIF orientation applied, as the decoder's exif_transpose
-  const { fromUrl, drop, examples } = pictureSources("tr", run, run1, translate, { imageOrientation: "from-image" });
+  // run inside run1, one at a time; a file's EXIF orientation applied, as the decoder's exif_transpose;
+  // the examples are the side this generator reads
+  const { fromUrl, drop, examples } = pictureSources("tr", { id: run.id, examples: side.examples }, run1, translate,
+    { imageOrientation: "from-image" });
 
   const controls = el("div", { class: "panel" },
-    run.examples.length ? el("p", { text: "examples from the run's held-out split:" }) : null, examples, drop,
-    el("p", { class: "note", text: `${L.mode} ${L.direction}: any size; sides are padded by repeating the edges ` +
+    side.examples.length ? el("p", { text: `examples from side ${L.direction[0]} of the run's held-out split:` })
+      : null, examples, drop,
+    el("p", { class: "note", text: `${L.mode} ${L.direction}${L.data ? ` (trained on ${L.data})` : ""}: any size; ` +
+      "sides are padded by repeating the edges " +
       "and cropped back, never stretched." }));
   const picture = el("div", { class: "panel" },
     el("div", { class: "pair-row" },
       el("figure", {}, input, el("figcaption", { text: "input" })),
       el("figure", {}, output, el("figcaption", { text: "translation" }))), info);
   app.append(el("div", { class: "layout" }, controls, picture));
-  if (run.examples.length) await fromUrl(run.examples[0]);
+  if (side.examples.length) await fromUrl(side.examples[0]);
 }

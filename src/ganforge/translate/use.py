@@ -211,10 +211,10 @@ def apply_files(model: Trained, source: str | Path, out: OutputFolder, log=print
     return {"images": written, "unreadable": unreadable}
 
 
-def examples(run_dir: Path, n: int = 4) -> tuple[list[tuple[str, bytes]], list[str]]:
-    """Up to `n` inputs of the run's held-out split (the side its AtoB generator reads) as PNG bytes,
-    at the run's load size, made in memory and never written; none, with a note, when the split
-    cannot be read."""
+def examples(run_dir: Path, n: int = 4, direction: str = "AtoB") -> tuple[list[tuple[str, bytes]], list[str]]:
+    """Up to `n` inputs of the run's held-out split (the side that the generator of `direction`
+    reads: a CycleGAN run's B for BtoA) as PNG bytes, at the run's load size, made in memory and
+    never written; none, with a note, when the split cannot be read."""
     import json
 
     from ganforge.io import first_line
@@ -226,10 +226,12 @@ def examples(run_dir: Path, n: int = 4) -> tuple[list[tuple[str, bytes]], list[s
     except Exception as err:  # noqa: BLE001 - no examples is a note, not a failure: the page takes any image
         return [], [f"note: no example images for {display_path(run_dir)}: its held-out split cannot be read "
                     f"({first_line(err)})"]
-    side = data.b if cfg.mode == "pix2pix" and cfg.direction == "BtoA" else data.a
+    reads_b = cfg.direction == "BtoA" if cfg.mode == "pix2pix" else direction == "BtoA"
+    side = data.b if reads_b else data.a
     out = []
-    for i in range(min(n, len(side))):
-        array = side[i].permute(1, 2, 0).numpy()
+    count = min(n, len(side))
+    for i in range(count):  # spread over the split (the built-in sets run in class order: not four 0s)
+        array = side[i * len(side) // count].permute(1, 2, 0).numpy()
         buf = io.BytesIO()
         Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, "L" if array.shape[2] == 1 else "RGB").save(
             buf, format="PNG")
