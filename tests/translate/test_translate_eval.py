@@ -88,3 +88,16 @@ def test_eval_every_keeps_the_best_checkpoint_and_eval_scores_it(tmp_path, capsy
     assert both["step"] == 5 and both["checkpoint"] != "best" and both["best"]["checkpoint"] == "best"
     assert both["best"]["step"] == best["step"] and both["best"]["l1"] == pytest.approx(best["l1"], abs=1e-7)
     assert "at step 5 (" in out and f"at step {best['step']} (best)" in out
+
+
+@pytest.mark.parametrize("recipe,data,term", [("pix2pix-small", "edges2mnist", "g_l1"),
+                                              ("cyclegan-small", "thin2thick-unpaired", "cyc_a")])
+def test_the_report_charts_the_loss_terms_and_knows_the_step_eval_scored(tmp_path, capsys, recipe, data, term):
+    """A translation run's report draws the terms its steps log and dates `translate eval`'s scores."""
+    cfg = apply_overrides(get_recipe(recipe), {**TOY, "data": data, "batch_size": 2})
+    run = train(cfg, tmp_path / "run", steps=2, log=lambda *_: None)
+    assert main(["translate", "eval", str(run), "--n", "4"]) == 0
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert '"id":"r0-losses"' in page and f'"{term}"' in page
+    assert "its step is not recorded" not in page and "at step 2 (eval.json)" in page

@@ -116,7 +116,7 @@ def eval_rows_table(run: RunData) -> str:
 def eval_step(run: RunData) -> int | None:
     """The checkpoint step `eval.json` scored (None when it does not say)."""
     protocol = (run.eval_json or {}).get("protocol")
-    step = protocol.get("checkpoint_step") if isinstance(protocol, dict) else None
+    step = protocol.get("checkpoint_step") if isinstance(protocol, dict) else (run.eval_json or {}).get("step")
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
