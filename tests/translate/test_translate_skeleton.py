@@ -30,7 +30,7 @@ def test_a_checkpoint_asking_for_absurd_widths_is_refused_before_allocating(tmp_
         meta["config"]["ngf"] = 1_000_000  # petabytes of generator
         shutil.rmtree(step)
         save_checkpoint(run / "checkpoints", step.name, tensors, meta)
-    with pytest.raises(CheckpointError, match=r"\(its G\) does not fit its config \(tensor \S+ is \S+ in the "
+    with pytest.raises(CheckpointError, match=r"\(its G\) does not match its config \(tensor \S+ is \S+ in the "
                                               r"checkpoint, 1000000x\S+ in the model its config builds\)"):
         train(None, run, resume=True, steps=4, log=quiet)
 
