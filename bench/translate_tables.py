@@ -90,7 +90,28 @@ def run_row(work: Path, table: str, name: str, recipe: str, data: str, extra: li
     result = json.loads(found.read_text())
     print(f"{table:7s} {name:20s} seed {seed}: " + ", ".join(
         f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)), flush=True)
-    return {"table": table, "row": name, "seed": seed, "recipe": recipe, "data": data, "overrides": extra, **result}
+    return {"table": table, "row": name, "seed": seed, "recipe": recipe, "data": data, "overrides": extra,
+            "train_dir": str(run), **result}
+
+
+def picture(runs: list[Path], out: Path, n: int = 10) -> Path:
+    """Columns: the input, then each run's translation, then the target (pix2pix) or nothing
+    (CycleGAN): `n` held-out test images spread over the split, one per row."""
+    import torch
+
+    from ganforge.translate.evaluate import translate_all
+    from ganforge.translate.run import open_split
+    from ganforge.translate.use import load_trained
+    from ganforge.viz import save_grid
+
+    models = [load_trained(run) for run in runs]
+    cfg = models[0].config
+    test = open_split(cfg, "test", cfg.image_size)
+    picks = [round(i * len(test.a) / n) for i in range(n)]
+    columns = [test.a[picks]] + [translate_all(model, test.a[picks]) for model in models]
+    if cfg.mode == "pix2pix":
+        columns.append(test.b[picks])
+    return save_grid(torch.stack(columns, 1).flatten(0, 1), out, nrow=len(columns))
 
 
 def summarise(rows: list[dict]) -> None:
@@ -122,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1000, help="held-out images each eval scores")
     parser.add_argument("--threads", default="threads=1", help="the threads override of the table runs")
     parser.add_argument("--out", type=Path, help="write every row's figures here (JSON)")
+    parser.add_argument("--pictures", type=Path, help="also draw seed 0's rows of each table into this folder")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -137,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run_row(args.work, table, name, recipe, data, extra, seed, args.n, STEPS[recipe],
                                     args.threads))
     summarise(rows)
+    if args.pictures:
+        for table in args.tables:
+            if table in ROWS and 0 in args.seeds:
+                runs = [Path(r["train_dir"]) for r in rows if r["table"] == table and r["seed"] == 0]
+                print(f"wrote {picture(runs, args.pictures / f'{table}.png')}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
