@@ -91,7 +91,7 @@ class TranslateRun(RunState):
         # The phase that updates a net runs it through DDP (its backward averages the gradients over
         # the ranks); the other phase, the pictures and the checkpoints use the plain module.
         self.ddp = {name: self.data_parallel(net) for name, net in self.modules.items()} if self.world > 1 else {}
-        self.part = dist.global_slice(cfg.batch_size) if self.world > 1 else slice(0, cfg.batch_size)
+        self.part = dist.global_slice(cfg.batch_size)  # this rank's rows (one process: all of them)
         self.total_steps = total_steps(cfg, len(self.train_set))
         self.steps_per_epoch = len(self.train_set) / cfg.batch_size
         self.schedulers = {role: self._make_scheduler(opt) for role, opt in self.optimizers.items()}

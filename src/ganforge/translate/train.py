@@ -25,6 +25,8 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from ganforge import distributed as dist
 from ganforge.checkpoint import check_state_fits, module_state
 from ganforge.io import read_metrics
@@ -58,8 +60,10 @@ def data_path(cfg: TranslateConfig) -> Path | None:
 
 def check_state(cfg: TranslateConfig, tensors: dict, meta: dict, where: str) -> None:
     """Each net's checkpoint tensors against the shapes `cfg` builds, on the meta device."""
+    with torch.device("meta"):  # built once, without memory; each net is then checked on its own
+        nets = build_nets(cfg)
     for name in net_names(cfg):
-        check_state_fits(lambda: build_nets(cfg)[name], module_state(tensors, name), f"{where} (its {name})")
+        check_state_fits(lambda: nets[name], module_state(tensors, name), f"{where} (its {name})")
 
 
 # ---- the loop ------------------------------------------------------------------------------------------
