@@ -469,3 +469,37 @@ def test_detect_config_and_run_time_overrides_of_val_and_predict(trained, toy_da
         assert main(["detect", "val", str(trained), bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("ganforge: error: ") and words in err[0], err
+
+
+def test_bf16_autocast_trains_the_same_run_in_bf16_arithmetic(toy_data, tmp_path):
+    # bf16=true runs the forwards (trunk pretraining and detection) under bf16 autocast; the loss,
+    # the optimizer and the weights stay float32. Its weights leave the float32 run's by bf16's
+    # rounding, not by a different training, and a second bf16 run repeats it exactly.
+    extra = ("pretrain_steps=2",)
+    fp32 = _weights(train(_cfg(toy_data, *extra), tmp_path / "fp32", steps=4, quiet=True, log=lambda *a: None))
+    runs = [train(_cfg(toy_data, *extra, "bf16=true"), tmp_path / f"bf16-{i}", steps=4, quiet=True,
+                  log=lambda *a: None) for i in range(2)]
+    bf16, again = (_weights(r) for r in runs)
+    assert all(v.dtype == fp32[k].dtype for k, v in bf16.items())
+    # An Adam step moves a weight by at most about its lr: 2 pretraining steps of 1e-3 and 4 of 3e-4.
+    # Two runs of the same batches can differ by twice that where a tiny gradient flips sign.
+    diff = max(float((bf16[k] - fp32[k]).abs().max()) for k in fp32 if "running" not in k)
+    assert 0 < diff < 2 * (2 * 1e-3 + 4 * 3e-4)
+    assert all(torch.equal(bf16[k], again[k]) for k in bf16)
+    # The first step's loss (the same weights and batch, no pretraining) is the same number in
+    # bf16's arithmetic: the forward alone differs.
+    first = [[r["loss"] for r in read_metrics(train(_cfg(toy_data, "log_every=1", *more), tmp_path / name, steps=1,
+                                                    quiet=True, log=lambda *a: None) / "metrics.jsonl")
+              if r["kind"] == "train"] for name, more in (("fp32-step1", ()), ("bf16-step1", ("bf16=true",)))]
+    assert len(first[0]) == len(first[1]) == 1
+    assert first[1][0] == pytest.approx(first[0][0], rel=0.01) and first[1][0] != first[0][0]
+    assert json.loads((runs[0] / "config.json").read_text())["bf16"] is True
+
+
+def test_configs_saved_before_fused_kernels_keep_the_loop_optimizer():
+    from ganforge.detect.config import DetectConfig
+
+    saved = get_recipe("adam").to_dict()
+    del saved["fused"]
+    assert DetectConfig.from_dict(saved).fused is False  # an old run resumes with its own kernels
+    assert get_recipe("adam").fused is True

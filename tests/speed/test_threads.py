@@ -192,3 +192,27 @@ def test_openmp_threads_sleep_unless_the_user_chose():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_the_runs_own_worker_processes_are_not_a_neighbour():
+    # A DataLoader worker is the run's own work: its CPU time counts as this process's, so the
+    # governor does not give up a core to it (it did: a detector run with one augmentation
+    # worker dropped to one thread). Measured in CPU time, not wall time.
+    import subprocess
+    import sys
+    import time
+
+    from ganforge.speed.cpu import own_cpu_seconds
+
+    start_own, start_self = own_cpu_seconds(), time.process_time()
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                              "while time.process_time() - t < 0.5: pass\nimport sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while own_cpu_seconds() - start_own - (time.process_time() - start_self) < 0.4:  # counted while alive
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        child.communicate(b"")
+    assert own_cpu_seconds() - start_own - (time.process_time() - start_self) >= 0.4  # and after it ended

@@ -33,6 +33,7 @@ from ganforge.detect.model import YoloV1
 from ganforge.errors import ConfigError, DataError
 from ganforge.io import MetricsLog, atomic_write_text, read_metrics
 from ganforge.runs import Progress, SignalFlag, due
+from ganforge.speed import adopt_implementation, autocast
 
 Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
@@ -41,15 +42,18 @@ class Pretraining:
     """The classification stage in progress: `step()` takes one Adam step of trunk + classifier."""
 
     def __init__(self, model: YoloV1, num_classes: int, *, steps: int, lr: float = 1e-3,
-                 channels_last: bool = False, log_every: int = 100, seed: int = 0) -> None:
+                 channels_last: bool = False, log_every: int = 100, seed: int = 0, bf16: bool = False,
+                 fused: bool = False) -> None:
         channels = next(m for m in reversed(model.features) if isinstance(m, nn.Conv2d)).out_channels
         self.model, self.steps, self.log_every, self.channels_last = model, steps, log_every, channels_last
+        self.bf16 = bf16  # bf16 autocast for the trunk's forward (the classifier's loss in float32)
+        self.impl = {"fused": True} if fused else {}  # the optimizer's kernels
         self.device = next(model.parameters()).device
         self.classifier = nn.Linear(channels, num_classes).to(self.device)  # draws from the global generator
         if channels_last:
             model.to(memory_format=torch.channels_last)
         params = list(model.features.parameters()) + list(self.classifier.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.optimizer = torch.optim.Adam(params, lr=lr, **self.impl)
         self.rng = np.random.RandomState(seed)  # the batch stream's generator (checkpointed)
         self.step = 0
         self.correct = self.seen = 0
@@ -65,8 +69,9 @@ class Pretraining:
         images, labels = batches(self.step)
         images, labels = images.to(self.device), labels.to(self.device)
         self.model.train()
-        features = self.model.features(to_input(images, self.channels_last))  # N x C x h x w
-        logits = self.classifier(features.mean((2, 3)))  # N x classes
+        with autocast(self.device, self.bf16):
+            features = self.model.features(to_input(images, self.channels_last))  # N x C x h x w
+        logits = self.classifier(features.float().mean((2, 3)))  # N x classes
         loss = nn.functional.cross_entropy(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -91,6 +96,7 @@ class Pretraining:
         prefix = "pretrain.classifier."
         self.classifier.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         self.optimizer.load_state_dict(unpack_optimizer(tensors, meta["optimizer"], "pretrain.optim"))
+        adopt_implementation(self.optimizer, self.impl)
         kind, keys, pos, has_gauss, cached = meta["rng"]
         self.rng.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         self.step, self.correct, self.seen = int(meta["step"]), int(meta["correct"]), int(meta["seen"])

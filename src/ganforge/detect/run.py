@@ -102,7 +102,9 @@ class StepBatches(torch.utils.data.Dataset):
         for k in range(self.part.start, self.part.stop):  # k: the position in the global batch
             image, target = self.dataset[indices[k]]
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_seed(self.seed, 11, step, k))
+                # The CPU generator alone: torch.manual_seed also queues a CUDA seeding, formatting a
+                # traceback each time (0.5 ms an image, a sixth of the batch's cost). Same draws.
+                torch.default_generator.manual_seed(_seed(self.seed, 11, step, k))
                 items.append(unwrap(*self.transform(*wrap(image, target))))
         images, targets = collate(items)
         grid = encode_targets(targets, (self.input_size, self.input_size), self.grid)
@@ -131,6 +133,8 @@ class DetectRun(RunState):
     def __init__(self, cfg: DetectConfig, run_dir: Path, quiet: bool = False) -> None:
         self.place(cfg, run_dir, quiet)
         cfg = self.cfg
+        if self.device.type == "cpu":
+            sp.keep_freed_memory()  # yolov1-s's fp32 step 201 -> 179 ms on 2 cores (docs/DETECTION.md)
         torch.manual_seed(cfg.seed)
         dist.main_first(self._open_data)
         self.names = list(self.train_set.names)
@@ -145,7 +149,8 @@ class DetectRun(RunState):
         if self.channels_last:
             net.to(memory_format=torch.channels_last)
         self.input_size = net.input_size
-        self.optimizers = {"net": build_optimizer(cfg.optimizer, net.parameters(), cfg.lr, cfg)}
+        self.impl = {"fused": True} if cfg.fused else {}  # the implementation, never the maths
+        self.optimizers = {"net": build_optimizer(cfg.optimizer, net.parameters(), cfg.lr, cfg, **self.impl)}
         self.modules = {"net": net}
         # The training forward goes through DDP (its backward averages the gradients over the ranks);
         # evaluation, drawings and checkpoints use the plain module.
@@ -213,7 +218,8 @@ class DetectRun(RunState):
     def pretraining_options(self) -> dict:
         cfg = self.cfg
         return {"steps": cfg.pretrain_steps, "lr": cfg.pretrain_lr, "channels_last": self.channels_last,
-                "log_every": max(1, min(100, cfg.pretrain_steps)), "seed": cfg.seed}
+                "log_every": max(1, min(100, cfg.pretrain_steps)), "seed": cfg.seed, "bf16": cfg.bf16,
+                "fused": cfg.fused}
 
     def start_pretraining(self) -> None:
         """The stage from its first step (a resumed run has it from its checkpoint)."""
@@ -270,6 +276,7 @@ class DetectRun(RunState):
         return window_tensors, meta
 
     def load_extra(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        sp.adopt_implementation(self.optimizer, self.impl)  # this run's kernels, not the saved run's
         self.scheduler.load_state_dict(meta["scheduler"])
         self.window = Window.restore(tensors, meta.get("window"), self.device)
         self.best_map = meta.get("best_map")

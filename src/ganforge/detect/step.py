@@ -18,6 +18,7 @@ import torch
 from ganforge.detect.boxes import GridTargets
 from ganforge.detect.evaluate import to_input
 from ganforge.detect.loss import yolo_loss
+from ganforge.speed import autocast
 
 Batch = tuple[torch.Tensor, GridTargets]
 
@@ -35,7 +36,9 @@ def train_step(run, batch: Batch) -> tuple[dict[str, torch.Tensor], bool]:
     net.train()
     x, grid = step_inputs(run, batch)
     forward = run.ddp if run.ddp is not None else net
-    parts = yolo_loss(forward(x), grid, net.boxes, rescore=run.cfg.rescore)
+    with autocast(run.device, run.cfg.bf16):  # bf16=true: the convolutions and FCs in bf16
+        out = forward(x)
+    parts = yolo_loss(out.float(), grid, net.boxes, rescore=run.cfg.rescore)  # equation 3 in float32
     optimizer.zero_grad(set_to_none=True)
     # darknet's SGD steps on 1/2 dL/dw (the paper recipe's loss_grad_scale); at 1.0 the graph is
     # equation 3 itself. The logged loss is never scaled.

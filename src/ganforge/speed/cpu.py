@@ -152,7 +152,7 @@ def cpu_ticks(stat_text: str) -> tuple[int, int, int]:
 def others_busy(before: tuple[int, int, int], after: tuple[int, int, int], own_seconds: float,
                 tick_hz: float) -> float:
     """Cores' worth of CPU time other processes used between two /proc/stat readings, given this
-    process's own CPU time (all its threads) over the same interval."""
+    process's own CPU time (all its threads, and its child processes') over the same interval."""
     busy = after[0] - before[0] - own_seconds * tick_hz
     per_cpu = (after[1] - before[1]) / after[2]  # ticks of one CPU's time that passed
     return max(0.0, busy / per_cpu) if per_cpu > 0 else 0.0
@@ -163,9 +163,28 @@ def choose_threads(cores_here: int, busy_elsewhere: float) -> int:
     return max(1, min(cores_here, int(cores_here - busy_elsewhere + (1 - _FREE_ENOUGH))))
 
 
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and of its child processes, live (a DataLoader's workers, read
+    from /proc) and ended: work the run does itself, which must not count as a neighbour's."""
+    ended = os.times()
+    seconds = time.process_time() + ended.children_user + ended.children_system
+    me, tick = str(os.getpid()), float(os.sysconf("SC_CLK_TCK"))
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not readable
+        if len(fields) > 12 and fields[1] == me:  # fields[1]: the parent's pid
+            seconds += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return seconds
+
+
 def _read_proc() -> tuple[str, float]:
     with open("/proc/stat", encoding="ascii") as fh:
-        return fh.read(), time.process_time()
+        return fh.read(), own_cpu_seconds()
 
 
 class ThreadGovernor:
