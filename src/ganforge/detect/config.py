@@ -114,13 +114,14 @@ class DetectConfig(RunConfig):
     # -- execution --
     channels_last: str = option("auto", "NHWC memory format: auto (the model's measured best), on, off",
                                 choices=("auto", "on", "off"), resume=True)
-    fused: bool = option(True, "fused optimizer kernels (Adam, SGD): the same update in one pass over the "
-                         "weights, equal to the loop's within float rounding; yolov1-s's Adam step 54 -> 6 ms "
-                         "on 2 cores. Runs saved before this option resume with false", resume=True)
+    fused: bool = option(True, "fused optimizer kernels (Adam, SGD; foreach for RMSprop): the same update "
+                         "in one pass over the weights, equal to the loop's within float rounding; yolov1-s's "
+                         "Adam step 54 -> 6 ms on 2 cores. Runs saved before this option resume with false",
+                         resume=True)
     bf16: bool = option(False, "bf16 autocast for the training forward passes (the loss, the gradients' "
-                        "accumulation and the optimizer stay float32; evaluation stays float32). About 1.5x "
-                        "the step rate on CPUs with native bf16 (AVX512-BF16, AMX) and on CUDA; slower on "
-                        "CPUs without it (docs/DETECTION.md)", resume=True)
+                        "accumulation and the optimizer stay float32; evaluation stays float32). 1.7x the "
+                        "step rate measured on a CPU with native bf16 (AVX512-BF16); a CPU without it "
+                        "emulates bf16 and gains little or loses (docs/DETECTION.md)", resume=True)
     version: int = option(VERSION, "config format version")
 
     @classmethod

@@ -149,7 +149,8 @@ class DetectRun(RunState):
         if self.channels_last:
             net.to(memory_format=torch.channels_last)
         self.input_size = net.input_size
-        self.impl = {"fused": True} if cfg.fused else {}  # the implementation, never the maths
+        # The optimizer's kernels (never its maths): fused where it has them (Adam, SGD), else foreach.
+        self.impl = sp.optimizer_options(cfg.optimizer, sp.Speed(fused=cfg.fused), self.device)
         self.optimizers = {"net": build_optimizer(cfg.optimizer, net.parameters(), cfg.lr, cfg, **self.impl)}
         self.modules = {"net": net}
         # The training forward goes through DDP (its backward averages the gradients over the ranks);
