@@ -503,3 +503,32 @@ def test_configs_saved_before_fused_kernels_keep_the_loop_optimizer():
     del saved["fused"]
     assert DetectConfig.from_dict(saved).fused is False  # an old run resumes with its own kernels
     assert get_recipe("adam").fused is True
+
+
+def test_a_resume_takes_its_own_optimizer_kernels_not_the_saved_ones(toy_data, tmp_path):
+    # load_state_dict would bring back the saved run's implementation flags; the resumed run uses
+    # the kernels its own config asks for (fused=false at first, fused=true after the resume).
+    run = train(_cfg(toy_data, "fused=false", "max_seconds=0.01"), tmp_path / "run", steps=6, quiet=True,
+                log=lambda *a: None)
+    assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
+
+    def saved_fused() -> list:
+        _, meta = load_checkpoint(list_checkpoints(run / "checkpoints")[-1])
+        found = []
+
+        def walk(node):
+            if isinstance(node, dict):
+                if "fused" in node and "lr" in node:  # a param_group
+                    found.append(node["fused"])
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+        walk(meta)
+        return found
+
+    assert saved_fused() and not any(saved_fused())
+    train(None, run, resume=True, quiet=True, log=lambda *a: None, resume_overrides=["max_seconds=0", "fused=true"])
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert saved_fused() and all(saved_fused())
