@@ -245,6 +245,6 @@ def frames_to_video(frames_dir: str | os.PathLike, out: str | os.PathLike, fps: 
     def images():
         for path in files + [files[-1]] * int(fps):
             with Image.open(path) as img:
-                yield torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1)
+                yield torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
 
     return write_video(images(), out, fps)
