@@ -43,11 +43,11 @@ class Pretraining:
 
     def __init__(self, model: YoloV1, num_classes: int, *, steps: int, lr: float = 1e-3,
                  channels_last: bool = False, log_every: int = 100, seed: int = 0, bf16: bool = False,
-                 fused: bool = False) -> None:
+                 impl: dict | None = None) -> None:
         channels = next(m for m in reversed(model.features) if isinstance(m, nn.Conv2d)).out_channels
         self.model, self.steps, self.log_every, self.channels_last = model, steps, log_every, channels_last
         self.bf16 = bf16  # bf16 autocast for the trunk's forward (the classifier's loss in float32)
-        self.impl = {"fused": True} if fused else {}  # the optimizer's kernels
+        self.impl = dict(impl or {})  # the Adam's kernels (speed.optimizer_options), never its maths
         self.device = next(model.parameters()).device
         self.classifier = nn.Linear(channels, num_classes).to(self.device)  # draws from the global generator
         if channels_last:

@@ -220,7 +220,7 @@ class DetectRun(RunState):
         cfg = self.cfg
         return {"steps": cfg.pretrain_steps, "lr": cfg.pretrain_lr, "channels_last": self.channels_last,
                 "log_every": max(1, min(100, cfg.pretrain_steps)), "seed": cfg.seed, "bf16": cfg.bf16,
-                "fused": cfg.fused}
+                "impl": sp.optimizer_options("adam", sp.Speed(fused=cfg.fused), self.device)}
 
     def start_pretraining(self) -> None:
         """The stage from its first step (a resumed run has it from its checkpoint)."""
