@@ -3,7 +3,8 @@
     nice python bench/latent.py --out bench-runs/latent          # trains, explores, measures
     nice python bench/latent.py --out bench-runs/latent --reuse  # measures runs already trained there
 
-Each run trains its recipe's own budget with one torch thread (`threads=1`), then `ganforge
+Each run trains its recipe's own budget with one torch thread (`threads=1`; `--threads 0` for
+ganforge's default), then `ganforge
 explore` writes its pictures and the latent measurements of `ganforge eval` are taken
 (gan/latent_metrics.py): class fidelity for the conditional runs (goals: >= 97 % on MNIST-family
 digits, >= 85 % on Fashion-MNIST), and for InfoGAN the categorical code's agreement with the
@@ -42,12 +43,12 @@ def suffix(seed: int, tag: str) -> str:
 
 
 def run_one(name: str, out: Path, reuse: bool, n: int, seed: int = 0, overrides: tuple[str, ...] = (),
-            tag: str = "") -> dict:
+            tag: str = "", threads: int = 1) -> dict:
     recipe, data = RUNS[name]
     run_dir = out / (name + suffix(seed, tag))
     summary_path = run_dir / "summary.json"
     if not (reuse and summary_path.is_file() and json.loads(summary_path.read_text()).get("finished")):
-        cfg = apply_overrides(get_recipe(recipe), [f"data={data}", "threads=1", "device=cpu", f"seed={seed}",
+        cfg = apply_overrides(get_recipe(recipe), [f"data={data}", f"threads={threads}", "device=cpu", f"seed={seed}",
                                                    *overrides])
         train(cfg, run_dir, force=True, quiet=True)
     summary = json.loads(summary_path.read_text())
@@ -71,15 +72,20 @@ def main() -> None:
     p.add_argument("--reuse", action="store_true", help="measure finished runs found in --out")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of every run's recipe")
     p.add_argument("--tag", default="", help="suffix of the run folders and of latent.json (for overrides)")
+    p.add_argument("--threads", type=int, default=1, help="the runs' torch threads (0: ganforge's default, "
+                   "one per core, fewer while other work shares the cores)")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.runs:
-        results.append(run_one(name, out, args.reuse, args.n, args.seed, tuple(args.overrides), args.tag))
+        results.append(run_one(name, out, args.reuse, args.n, args.seed, tuple(args.overrides), args.tag,
+                               args.threads))
         print(json.dumps({k: results[-1][k] for k in ("run", "steps", "train_seconds", "summary")}), flush=True)
-    machine = f"{platform.processor() or platform.machine()}, 1 torch thread, torch {torch.__version__}"
+    threads = f"{args.threads} torch thread{'s' * (args.threads > 1)}" if args.threads else "default threads"
+    machine = f"{platform.processor() or platform.machine()}, {threads}, torch {torch.__version__}"
     (out / f"latent{suffix(args.seed, args.tag)}.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
 
 

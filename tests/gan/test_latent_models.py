@@ -13,6 +13,8 @@ from torch import nn
 from ganforge.config import apply_overrides
 from ganforge.errors import ConfigError
 from ganforge.gan.augment import diff_augment, parse_policy
+from ganforge.gan.invariance import ROTATION_DEGREES, invariance_loss, parse_invariance, transform
+from ganforge.gan.latent_metrics import slant, stroke_width
 from ganforge.gan.latents import LatentSpec, apply_generator
 from ganforge.losses import make_loss
 from ganforge.gan.recipes import RECIPES, get_recipe
@@ -166,6 +168,67 @@ def test_terms_follow_the_config():
     names = [t.name for t in Terms.from_config(apply_overrides(base, ["r1_gamma=1", "gp_lambda=10"])).terms]
     assert names == ["r1", "gp"]
     assert Terms.from_config(apply_overrides(base, ["r1_gamma=1"])).grad_real
+
+
+def _u8(x: torch.Tensor) -> torch.Tensor:
+    """G's [-1, 1] images as the uint8 images the measures take."""
+    return ((x.detach() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def _bar(n: int, width: int = 2) -> torch.Tensor:
+    """n 28x28 images of a vertical bar `width` pixels wide: ink 1 on a background of -1."""
+    x = torch.full((n, 1, 28, 28), -1.0)
+    x[:, :, 5:23, 14 - width // 2:14 - width // 2 + width] = 1.0
+    return x
+
+
+def test_invariance_transforms_turn_and_thicken_a_stroke_and_keep_the_background():
+    torch.manual_seed(0)
+    bars = _bar(200)
+    turned = transform(bars, ("rotation",))
+    angles = slant(_u8(turned))  # the measure eval uses: degrees from the vertical
+    assert abs(slant(_u8(bars))).max() < 1e-3
+    assert abs(angles).max() <= ROTATION_DEGREES + 1 and abs(angles).max() > ROTATION_DEGREES / 2
+    assert (angles > 1).any() and (angles < -1).any()
+    corners = turned[:, :, :3, :3]
+    assert torch.equal(corners, torch.full_like(corners, -1.0))  # what comes in from outside is background
+    thick = transform(_bar(200, width=4), ("thickness",))
+    widths, base = stroke_width(_u8(thick)), float(stroke_width(_u8(_bar(1, width=4)))[0])
+    assert widths.max() > base + 1 and widths.min() < base - 1  # thicker and thinner, each drawn per image
+    ink = (thick > 0).flatten(1).sum(1)
+    assert ink.min() > 0  # thinned, never erased
+    x = bars.clone().requires_grad_(True)
+    out = transform(x, parse_invariance("rotation,thickness"))
+    assert out.shape == x.shape and out.min() >= -1 - 1e-5 and out.max() <= 1 + 1e-5
+    out.sum().backward()
+    assert float(x.grad.abs().sum()) > 0
+    with pytest.raises(ConfigError, match="unknown flip; valid: rotation, thickness"):
+        apply_overrides(get_recipe("infogan-mnist"), ["info_invariance=rotation,flip"])
+    with pytest.raises(ConfigError, match="needs a categorical code"):
+        apply_overrides(get_recipe("default"), ["info_invariance=rotation"])
+
+
+def test_invariance_term_reads_half_the_fakes_through_the_transforms():
+    cfg = apply_overrides(get_recipe("infogan-mnist"), ["info_invariance=rotation,thickness"])
+    assert [t.name for t in Terms.from_config(cfg).terms] == ["info", "info_inv"]
+    assert [t.name for t in Terms.from_config(get_recipe("infogan-mnist")).terms] == ["info"]
+    torch.manual_seed(0)
+    G, D = build_models(cfg)
+    Q = build_q(cfg, D)
+    spec = LatentSpec.from_config(cfg)
+    latent = spec.sample(6, torch.Generator().manual_seed(1), "cpu")
+    fake = apply_generator(G, latent)
+    run = SimpleNamespace(D=D, Q=Q, net={"D": D}.__getitem__, augment=(), invariance=("rotation", "thickness"))
+    state = torch.get_rng_state()
+    loss = invariance_loss(run, fake, latent, 10)
+    torch.set_rng_state(state)  # the same transforms, by hand: the first half, read by Q through D's trunk
+    logits = Q(D(transform(fake[:3].detach(), run.invariance), with_features=True)[1])[0]
+    expected = torch.nn.functional.cross_entropy(logits, latent["codes"][:3, :10].argmax(1))
+    assert math.isclose(float(loss.detach()), float(expected.detach()), rel_tol=1e-5)
+    loss.backward()
+    for net in (G, D.trunk, Q):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    assert all(p.grad is None for p in D.head.parameters())
 
 
 def test_spectral_norm_bounds_the_largest_singular_value():

@@ -24,6 +24,7 @@ from ganforge.gan.train import train
 TOY = {
     "cgan-mnist": ["data=digits", "base_filters=4", "batch_size=8"],
     "infogan-mnist": ["data=digits", "batch_size=8"],
+    "infogan-inv": ["data=digits", "batch_size=8", "diffaugment=translation", "info_invariance=rotation,thickness"],
     "cgan-acgan": ["data=digits", "base_filters=4", "batch_size=8", "conditional=acgan", "r1_gamma=1",
                    "gp_lambda=1", "spectral_norm=true", "loss=wgan",
                    "diffaugment=color,translation,cutout"],
@@ -31,7 +32,7 @@ TOY = {
 
 
 def _config(name: str, *extra: str):
-    recipe = "cgan-mnist" if name == "cgan-acgan" else name
+    recipe = {"cgan-acgan": "cgan-mnist", "infogan-inv": "infogan-mnist"}.get(name, name)
     return apply_overrides(get_recipe(recipe), TOY[name] + ["checkpoint_every=1", "log_every=2", "device=cpu",
                                                             *extra])
 
@@ -58,11 +59,13 @@ def test_conditional_and_infogan_runs_resume_exactly(name, tmp_path):
     assert meta_a["step"] == meta_b["step"] == 4 and a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert meta_a["config"]["num_classes"] == 10 or name == "infogan-mnist"
-    if name == "infogan-mnist":
+    assert meta_a["config"]["num_classes"] == 10 or name.startswith("infogan")
+    if name.startswith("infogan"):
         assert "Q" in meta_a["modules"] and "Q" in meta_a["lr"] and "fixed_codes" in a
         rows = [json.loads(r) for r in (full / "metrics.jsonl").read_text().splitlines()]
         assert all(math.isfinite(r["q_info_cat"]) and r["g_info"] > 0 for r in rows if "g_loss" in r)
+        inv = [k in r for r in rows if "g_loss" in r for k in ("g_info_inv", "q_info_inv")]
+        assert inv and all(inv) == (name == "infogan-inv") and any(inv) == all(inv)
     else:
         assert torch.equal(a["fixed_labels"].view(10, 10), torch.arange(10).repeat(10, 1))
 

@@ -17,6 +17,7 @@ from ganforge.errors import ConfigError
 from ganforge.losses import LOSSES
 from ganforge.gan.step import D_UPDATES, LOOPS
 from ganforge.gan.augment import parse_policy
+from ganforge.gan.invariance import parse_invariance
 from ganforge.gan.models import INITS, MODELS, gan_models
 from ganforge.gan.models.conditioning import CONDITIONING
 from ganforge.optim import OPTIMIZERS
@@ -64,6 +65,8 @@ class GANConfig(RunConfig):
     info_continuous: int = option(0, "InfoGAN: continuous codes drawn from U(-1, 1)", ge=0)
     info_lambda: float = option(1.0, "InfoGAN: weight lambda of the mutual-information bound", ge=0)
     info_learned_std: bool = option(False, "InfoGAN: Q learns the continuous codes' std (else fixed at 1)")
+    info_invariance: str = option("", "InfoGAN: Q also reads the categorical code from a copy of half the fakes "
+                                  "through these transforms: rotation,thickness (empty = off; gan/invariance.py)")
     q_lr: float = option(1e-3, "InfoGAN: Q head's learning rate", gt=0, resume=True)
     # -- regularisers (docs/LATENT.md; all off in the seed recipes) --
     spectral_norm: bool = option(False, "spectral normalisation of D's conv and linear weights")
@@ -126,6 +129,8 @@ class GANConfig(RunConfig):
         parse_policy(self.diffaugment)
         if self.info_categorical == 1:
             raise ConfigError("info_categorical=1 is a code with one value: use 0 (none) or 2 or more")
+        if parse_invariance(self.info_invariance) and not self.info_categorical:
+            raise ConfigError("info_invariance needs a categorical code to read: set info_categorical (e.g. 10)")
         try:
             name = self.sample_name.format(step=0, epoch=0, iteration=0)
         except (KeyError, IndexError, ValueError):

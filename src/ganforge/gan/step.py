@@ -27,6 +27,7 @@ from torch import nn
 from ganforge import distributed as dist
 from ganforge.gan.augment import diff_augment
 from ganforge.gan.ema import update_ema
+from ganforge.gan.invariance import invariance_loss
 from ganforge.gan.latents import Latent, apply_generator
 from ganforge.gan.terms import Losses, merge, total
 from ganforge.gan.models.conditioning import info_loss
@@ -220,11 +221,13 @@ def q_update(run, fake: torch.Tensor, latent: Latent) -> tuple[Stats, Flag]:
         with run.amp():
             _, feats = d_outputs(run, fake, latent.get("labels"))
             cat, cont = info_loss(run.Q(feats), latent["codes"], run.latents.categorical)
-            objective = run.cfg.info_lambda * (cat + cont)
+            inv = invariance_loss(run, fake, latent, run.latents.categorical) if run.invariance else None
+            objective = run.cfg.info_lambda * (cat + cont + (0 if inv is None else inv))
         objective.backward()
     dist.average_grads(params)
     ok = run.apply([run.opt_q, run.opt_d], [objective], params)
-    return {"q_info_cat": cat.detach(), "q_info_cont": cont.detach()}, ok
+    return {"q_info_cat": cat.detach(), "q_info_cont": cont.detach(),
+            **({} if inv is None else {"q_info_inv": inv.detach()})}, ok
 
 
 def simultaneous_step(run, idx: torch.Tensor, latent: Latent) -> tuple[Stats, Flag]:

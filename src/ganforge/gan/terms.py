@@ -13,6 +13,8 @@ its own D call through `gan.step.d_logits`.
   fakes (the labels G was given) for D; on fakes for G.
 - InfoGAN (Chen et al. 2016), G's side: lambda * L_I, the negated information bound of the codes
   G was given, read by Q from D's features of G(z, c). Q's own update is step (3) of the step.
+  With `info_invariance`, also Q's reading of the categorical code from a transformed copy of
+  half the fakes (gan/invariance.py), its own D call.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ganforge.gan.invariance import invariance_loss
 from ganforge.gan.latents import Latent
 from ganforge.gan.models.conditioning import info_loss
 
@@ -108,6 +111,18 @@ class InfoG(Term):
         return self.weight * (cat + cont)
 
 
+class InfoInvariance(Term):
+    """InfoGAN with `info_invariance`: Q's reading of the categorical code from a transformed copy
+    of half the fakes (gan/invariance.py), G's side."""
+    name = "info_inv"
+
+    def __init__(self, weight: float, categorical: int) -> None:
+        self.weight, self.categorical = weight, categorical
+
+    def g(self, run, fake, latent: Latent, logits, feats) -> torch.Tensor:
+        return self.weight * invariance_loss(run, fake, latent, self.categorical)
+
+
 class Terms:
     """The terms a run's config turns on, asked together."""
 
@@ -126,6 +141,8 @@ class Terms:
             terms.append(ACGAN(cfg.acgan_weight))
         if cfg.info_categorical or cfg.info_continuous:
             terms.append(InfoG(cfg.info_lambda, cfg.info_categorical))
+        if cfg.info_categorical and cfg.info_invariance:
+            terms.append(InfoInvariance(cfg.info_lambda, cfg.info_categorical))
         return cls(terms)
 
     def d(self, side: str, run, images, labels, logits, feats, pair=None) -> Losses:

@@ -1,0 +1,85 @@
+"""InfoGAN's categorical code, read back through transforms that keep a digit's class.
+
+InfoGAN's information term asks Q to read the categorical value from G(z, c), and nothing in it
+says what the values should mean: two values that draw the same digit upright and slanted, or thin
+and thick, are as readable as two values that draw different digits. On MNIST that is how the
+code misses classes: the values go to styles of 1 or 9 and 4, 7 and 9 share what is left.
+
+`info_invariance=rotation,thickness` adds a second reading of the categorical code. Q must name
+the value of a generated image also from a copy of it that is rotated and thickened or thinned at
+random, so a value that only sets the slant or the stroke width cannot be told from its twin and
+stops paying; what those transforms keep is the class. The continuous codes are still read from
+the image as drawn, so they can carry the slant and the width. This is the transformation-
+consistency idea of Elastic-InfoGAN (Ojha et al. 2019), as a cross-entropy on the transformed copy.
+
+The term reads the first half of the batch (one more pass of D's trunk over half the fakes, in
+G's phase and in Q's), adds lambda * its cross-entropy to both objectives, and is logged as
+`g_info_inv` and `q_info_inv`. Transforms (parameters per image from torch's RNG, which the run
+checkpoints; the background of G's tanh images is -1 and stays -1):
+
+- rotation: an angle from U(-ROTATION_DEGREES, ROTATION_DEGREES) about the centre, bilinear;
+- thickness: s from U(-1, 1): x + s (dilate(x) - x) for s > 0, x + |s| (erode(x) - x) for s < 0,
+  dilation and erosion being a 3x3 max and min.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ganforge.errors import ConfigError
+
+ROTATION_DEGREES = 20.0
+BACKGROUND = -1.0  # the low end of G's tanh output: the background of a generated digit
+
+
+def _rotation(x: torch.Tensor) -> torch.Tensor:
+    b = x.shape[0]
+    angle = (torch.rand(b, device=x.device, dtype=x.dtype) * 2 - 1) * math.radians(ROTATION_DEGREES)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # b x 2 x 3
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # grid_sample fills what comes in from outside with 0: shift so that 0 is the background.
+    return F.grid_sample(x - BACKGROUND, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False) + BACKGROUND
+
+
+def _thickness(x: torch.Tensor) -> torch.Tensor:
+    s = torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) * 2 - 1
+    dilated = F.max_pool2d(x, 3, stride=1, padding=1)
+    eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
+    return torch.where(s > 0, x + s * (dilated - x), x - s * (eroded - x))
+
+
+TRANSFORMS = {"rotation": _rotation, "thickness": _thickness}
+
+
+def parse_invariance(policy: str) -> tuple[str, ...]:
+    """'rotation,thickness' -> the transform names, in the order given; one line if unknown."""
+    names = tuple(p.strip() for p in policy.split(",") if p.strip())
+    bad = [n for n in names if n not in TRANSFORMS]
+    if bad:
+        raise ConfigError(f"bad value info_invariance={policy!r}: unknown {', '.join(bad)}; valid: "
+                          f"{', '.join(TRANSFORMS)} (comma-separated), or empty for none")
+    return names
+
+
+def transform(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
+    """`x` (B x C x H x W, background -1) through the policy's transforms, each drawn per image."""
+    for name in policy:
+        x = TRANSFORMS[name](x)
+    return x
+
+
+def invariance_loss(run, fake: torch.Tensor, latent, categorical: int) -> torch.Tensor:
+    """Q's cross-entropy for the categorical values of the first half of `fake`, read from D's
+    features of a transformed copy (through DiffAugment, as every D call)."""
+    from ganforge.gan.step import d_outputs
+
+    n = (fake.shape[0] + 1) // 2
+    labels = latent.get("labels")
+    _, feats = d_outputs(run, transform(fake[:n], run.invariance), None if labels is None else labels[:n])
+    logits = run.Q(feats)[0]
+    return F.cross_entropy(logits.float(), latent["codes"][:n, :categorical].argmax(1))
