@@ -84,6 +84,10 @@ def test_grids_the_classifier_reads_as_wrong_classes_are_never_found():
     check = verdict["checks"][0]
     assert not verdict["found"] and check["missing"] == [4, 7, 8] and check["twice"] == {"1": [1, 2, 5],
                                                                                         "9": [7, 8]}
+    # a run trained without info_invariance is told to add it; one trained with it, to change the seed
+    assert "info_invariance=rotation,thickness" in latent_verdict({"infogan": {"categorical": bad}}, "")["advice"]
+    assert "info_invariance" not in latent_verdict({"infogan": {"categorical": bad}}, "rotation")["advice"]
+    assert latent_verdict({"infogan": {"categorical": good}}, "")["advice"] is None
 
     # the first continuous code draws a 9 below 0 and a 4 above: it carries the class, not a style
     nine_to_four = RealImages(test, lambda codes: torch.where(codes[:, 10] < 0, 9, 4))
