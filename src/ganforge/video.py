@@ -73,7 +73,7 @@ def _open(source: str):
         if what == "video" and not Path(source).is_file():
             raise DataError(f"--source {display_path(source)} does not exist: give a video file, a folder of frames, "
                             "a camera index or a stream URL")
-        return av.open(source, timeout=10.0) if what == "stream" else av.open(source)
+        return av.open(source, timeout=stream_timeout()) if what == "stream" else av.open(source)
     except av.error.FFmpegError as err:
         raise DataError(f"{display_path(source)} cannot be opened as a video ({err.strerror or err}): give a file "
                         "that FFmpeg reads (MP4, MKV, AVI, ...)") from None
@@ -144,6 +144,22 @@ def frames(source: str | os.PathLike, *, stride: int = 1, max_frames: int | None
                                f"announces (the file is cut short); the {yielded} frames before it were used", index)
     finally:
         container.close()
+
+
+STREAM_TIMEOUT = 10.0  # seconds a live stream may send nothing before it counts as stopped
+
+
+def stream_timeout() -> float:
+    """How long a stalled stream is waited for: $GANFORGE_STREAM_TIMEOUT seconds, else STREAM_TIMEOUT."""
+    value = os.environ.get("GANFORGE_STREAM_TIMEOUT", "").strip()
+    try:
+        seconds = float(value) if value else STREAM_TIMEOUT
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ConfigError(f"GANFORGE_STREAM_TIMEOUT={value!r} is not a positive number of seconds: set it to how "
+                          f"long a stalled stream is waited for, or unset it ({STREAM_TIMEOUT:g} s)")
+    return seconds
 
 
 def _expected_frames(container, stream) -> int | None:
