@@ -57,18 +57,29 @@ def _cutout(x: torch.Tensor, ratio: float = CUTOUT_RATIO) -> torch.Tensor:
 TRANSFORMS = {"color": _color, "translation": _translation, "cutout": _cutout}
 
 
+def parse_names(option: str, policy: str, table: dict) -> tuple[str, ...]:
+    """'a,b' -> the names of `table`'s transforms, in the order given; one line naming `option` if
+    one is unknown."""
+    names = tuple(p.strip() for p in policy.split(",") if p.strip())
+    bad = [n for n in names if n not in table]
+    if bad:
+        raise ConfigError(f"bad value {option}={policy!r}: unknown {', '.join(bad)}; valid: "
+                          f"{', '.join(table)} (comma-separated), or empty for none")
+    return names
+
+
+def apply_names(x: torch.Tensor, names: tuple[str, ...], table: dict) -> torch.Tensor:
+    """`x` through `table`'s transforms `names`, in order; unchanged for none."""
+    for name in names:
+        x = table[name](x)
+    return x
+
+
 def parse_policy(policy: str) -> tuple[str, ...]:
     """'color,translation,cutout' -> the transform names, in the order given; one line if unknown."""
-    names = tuple(p.strip() for p in policy.split(",") if p.strip())
-    bad = [n for n in names if n not in TRANSFORMS]
-    if bad:
-        raise ConfigError(f"bad value diffaugment={policy!r}: unknown {', '.join(bad)}; valid: "
-                          f"{', '.join(TRANSFORMS)} (comma-separated), or empty for none")
-    return names
+    return parse_names("diffaugment", policy, TRANSFORMS)
 
 
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
     """`x` (B x C x H x W) through the policy's transforms; unchanged for an empty policy."""
-    for name in policy:
-        x = TRANSFORMS[name](x)
-    return x
+    return apply_names(x, policy, TRANSFORMS)

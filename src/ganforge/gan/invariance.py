@@ -29,7 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ganforge.errors import ConfigError
+from ganforge.gan.augment import apply_names, parse_names
 
 ROTATION_DEGREES = 20.0
 BACKGROUND = -1.0  # the low end of G's tanh output: the background of a generated digit
@@ -58,19 +58,12 @@ TRANSFORMS = {"rotation": _rotation, "thickness": _thickness}
 
 def parse_invariance(policy: str) -> tuple[str, ...]:
     """'rotation,thickness' -> the transform names, in the order given; one line if unknown."""
-    names = tuple(p.strip() for p in policy.split(",") if p.strip())
-    bad = [n for n in names if n not in TRANSFORMS]
-    if bad:
-        raise ConfigError(f"bad value info_invariance={policy!r}: unknown {', '.join(bad)}; valid: "
-                          f"{', '.join(TRANSFORMS)} (comma-separated), or empty for none")
-    return names
+    return parse_names("info_invariance", policy, TRANSFORMS)
 
 
 def transform(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
     """`x` (B x C x H x W, background -1) through the policy's transforms, each drawn per image."""
-    for name in policy:
-        x = TRANSFORMS[name](x)
-    return x
+    return apply_names(x, policy, TRANSFORMS)
 
 
 def invariance_loss(run, fake: torch.Tensor, latent, categorical: int) -> torch.Tensor:
