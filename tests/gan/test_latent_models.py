@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -13,7 +14,8 @@ from torch import nn
 from ganforge.config import apply_overrides
 from ganforge.errors import ConfigError
 from ganforge.gan.augment import diff_augment, parse_policy
-from ganforge.gan.invariance import ROTATION_DEGREES, invariance_loss, parse_invariance, transform
+from ganforge.gan.invariance import (ROTATION_DEGREES, invariance_loss, parse_axes, parse_invariance, transform,
+                                     transform_each)
 from ganforge.gan.latent_metrics import slant, stroke_width
 from ganforge.gan.latents import LatentSpec, apply_generator
 from ganforge.losses import make_loss
@@ -224,6 +226,62 @@ def test_invariance_term_reads_half_the_fakes_through_the_transforms():
     torch.set_rng_state(state)  # the same transforms, by hand: the first half, read by Q through D's trunk
     logits = Q(D(transform(fake[:3].detach(), run.invariance), with_features=True)[1])[0]
     expected = torch.nn.functional.cross_entropy(logits, latent["codes"][:3, :10].argmax(1))
+    assert math.isclose(float(loss.detach()), float(expected.detach()), rel_tol=1e-5)
+    loss.backward()
+    for net in (G, D.trunk, Q):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    assert all(p.grad is None for p in D.head.parameters())
+
+
+def test_axes_are_checked_against_the_codes_and_the_transforms():
+    assert parse_axes("slant,width", 2, ("rotation", "thickness")) == ("slant", "width")
+    assert parse_axes("width", 2, ("rotation",)) == ("width",) and parse_axes("", 0, ()) == ()
+    base = get_recipe("infogan-mnist")
+    for extra, match in ((["info_invariance=rotation,thickness", "info_axes=slant,stroke"], "unknown stroke"),
+                         (["info_invariance=rotation,thickness", "info_axes=slant,slant"], "named once"),
+                         (["info_invariance=rotation,thickness", "info_axes=slant,width", "info_continuous=1"],
+                          "2 axes for 1 continuous codes"),
+                         (["info_invariance=rotation", "info_axes=slant,width"], "through thickness: add it"),
+                         (["info_axes=slant"], "through thickness: add it to info_invariance")):
+        with pytest.raises(ConfigError, match=match):
+            apply_overrides(base, extra)
+
+
+def test_each_image_goes_through_one_transform_that_keeps_its_axis():
+    torch.manual_seed(0)
+    x = _bar(100, width=4)
+    out = transform_each(x, ("rotation", "thickness"))
+    turned, thick = out[0::2], out[1::2]
+    base = float(stroke_width(_u8(x[:1]))[0])
+    turned_by, widened_by = abs(slant(_u8(turned))), abs(stroke_width(_u8(turned)) - base)
+    thickened_by, slanted_by = abs(stroke_width(_u8(thick)) - base), abs(slant(_u8(thick)))
+    # rotated, with the width kept up to resampling; thickened or thinned, with the slant kept
+    assert np.median(turned_by) > 5 and np.median(widened_by) < 0.5
+    assert np.median(thickened_by) > 1 and slanted_by.max() < 1e-3
+    assert widened_by.max() < np.median(thickened_by)
+
+
+@pytest.mark.parametrize("learned_std", [False, True])
+def test_axes_add_each_codes_reading_from_the_images_that_keep_its_axis(learned_std):
+    cfg = apply_overrides(get_recipe("infogan-mnist"), ["info_invariance=rotation,thickness", "info_axes=slant,width",
+                                                         f"info_learned_std={learned_std}"])
+    torch.manual_seed(0)
+    G, D = build_models(cfg)
+    Q = build_q(cfg, D)
+    latent = LatentSpec.from_config(cfg).sample(8, torch.Generator().manual_seed(1), "cpu")
+    fake = apply_generator(G, latent)
+    run = SimpleNamespace(D=D, Q=Q, net={"D": D}.__getitem__, augment=(), invariance=("rotation", "thickness"),
+                          axes=("slant", "width"))
+    state = torch.get_rng_state()
+    loss = invariance_loss(run, fake, latent, 10)
+    torch.set_rng_state(state)  # by hand: the first half, rotated (0, 2) or thickened (1, 3), read by Q
+    logits, mean, log_std = Q(D(transform_each(fake[:4].detach(), run.invariance), with_features=True)[1])
+    codes = latent["codes"][:4]
+    std = torch.ones(4, 2) if log_std is None else log_std.exp()
+    nll = -torch.distributions.Normal(mean, std).log_prob(codes[:, 10:])
+    # the slant code (10) from the thickened images, the width code (11) from the rotated ones
+    expected = (torch.nn.functional.cross_entropy(logits, codes[:, :10].argmax(1)) + nll[1::2, 0].mean()
+                + nll[0::2, 1].mean())
     assert math.isclose(float(loss.detach()), float(expected.detach()), rel_tol=1e-5)
     loss.backward()
     for net in (G, D.trunk, Q):

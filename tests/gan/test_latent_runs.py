@@ -25,6 +25,8 @@ TOY = {
     "cgan-mnist": ["data=digits", "base_filters=4", "batch_size=8"],
     "infogan-mnist": ["data=digits", "batch_size=8"],
     "infogan-inv": ["data=digits", "batch_size=8", "diffaugment=translation", "info_invariance=rotation,thickness"],
+    "infogan-axes": ["data=digits", "batch_size=8", "info_invariance=rotation,thickness", "info_axes=slant,width",
+                     "info_learned_std=true"],
     "cgan-acgan": ["data=digits", "base_filters=4", "batch_size=8", "conditional=acgan", "r1_gamma=1",
                    "gp_lambda=1", "spectral_norm=true", "loss=wgan",
                    "diffaugment=color,translation,cutout"],
@@ -32,7 +34,7 @@ TOY = {
 
 
 def _config(name: str, *extra: str):
-    recipe = {"cgan-acgan": "cgan-mnist", "infogan-inv": "infogan-mnist"}.get(name, name)
+    recipe = "infogan-mnist" if name.startswith("infogan") else "cgan-mnist"
     return apply_overrides(get_recipe(recipe), TOY[name] + ["checkpoint_every=1", "log_every=2", "device=cpu",
                                                             *extra])
 
@@ -65,7 +67,7 @@ def test_conditional_and_infogan_runs_resume_exactly(name, tmp_path):
         rows = [json.loads(r) for r in (full / "metrics.jsonl").read_text().splitlines()]
         assert all(math.isfinite(r["q_info_cat"]) and r["g_info"] > 0 for r in rows if "g_loss" in r)
         inv = [k in r for r in rows if "g_loss" in r for k in ("g_info_inv", "q_info_inv")]
-        assert inv and all(inv) == (name == "infogan-inv") and any(inv) == all(inv)
+        assert inv and all(inv) == (name in ("infogan-inv", "infogan-axes")) and any(inv) == all(inv)
     else:
         assert torch.equal(a["fixed_labels"].view(10, 10), torch.arange(10).repeat(10, 1))
 

@@ -17,7 +17,7 @@ from ganforge.errors import ConfigError
 from ganforge.losses import LOSSES
 from ganforge.gan.step import D_UPDATES, LOOPS
 from ganforge.gan.augment import parse_policy
-from ganforge.gan.invariance import parse_invariance
+from ganforge.gan.invariance import parse_axes, parse_invariance
 from ganforge.gan.models import INITS, MODELS, gan_models
 from ganforge.gan.models.conditioning import CONDITIONING
 from ganforge.optim import OPTIMIZERS
@@ -67,6 +67,9 @@ class GANConfig(RunConfig):
     info_learned_std: bool = option(False, "InfoGAN: Q learns the continuous codes' std (else fixed at 1)")
     info_invariance: str = option("", "InfoGAN: Q also reads the categorical code from a copy of half the fakes "
                                   "through these transforms: rotation,thickness (empty = off; gan/invariance.py)")
+    info_axes: str = option("", "InfoGAN: the axis each continuous code should carry, in order (slant, width), read "
+                            "back through the info_invariance transform that keeps it (empty = off; "
+                            "gan/invariance.py)")
     q_lr: float = option(1e-3, "InfoGAN: Q head's learning rate", gt=0, resume=True)
     # -- regularisers (docs/LATENT.md; all off in the seed recipes) --
     spectral_norm: bool = option(False, "spectral normalisation of D's conv and linear weights")
@@ -131,6 +134,7 @@ class GANConfig(RunConfig):
             raise ConfigError("info_categorical=1 is a code with one value: use 0 (none) or 2 or more")
         if parse_invariance(self.info_invariance) and not self.info_categorical:
             raise ConfigError("info_invariance needs a categorical code to read: set info_categorical (e.g. 10)")
+        parse_axes(self.info_axes, self.info_continuous, parse_invariance(self.info_invariance))
         try:
             name = self.sample_name.format(step=0, epoch=0, iteration=0)
         except (KeyError, IndexError, ValueError):

@@ -20,6 +20,17 @@ checkpoints; the background of G's tanh images is -1 and stays -1):
 - rotation: an angle from U(-ROTATION_DEGREES, ROTATION_DEGREES) about the centre, bilinear;
 - thickness: s from U(-1, 1): x + s (dilate(x) - x) for s > 0, x + |s| (erode(x) - x) for s < 0,
   dilation and erosion being a 3x3 max and min.
+
+`info_axes=slant,width` also gives the continuous codes a reading through transforms, to pull
+the two apart (without it both often carry some of the slant and some of the width). It names
+the axis each continuous code is meant to carry, in order, and each axis is read back from a copy
+made by the transform that keeps it: the slant code from a thickened or thinned copy, the width
+code from a rotated one. A code that carries the width cannot be read from a copy whose width was
+redrawn, and one that carries the slant cannot be read from a copy turned by up to 20 degrees, so
+each code pays only for its own axis. With axes named, the copy goes through one transform per
+image (image i through the policy's (i mod k)-th), the categorical value is read from all of them
+and each named code from the images whose transform keeps its axis; the Gaussian negative
+log-likelihood is InfoGAN's own, and the same pass of D's trunk serves both readings.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ganforge.errors import ConfigError
 from ganforge.gan.augment import apply_names, parse_names
 
 ROTATION_DEGREES = 20.0
@@ -66,13 +78,57 @@ def transform(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
     return apply_names(x, policy, TRANSFORMS)
 
 
+AXES = {"slant": "thickness", "width": "rotation"}  # an axis, and the transform that keeps it
+
+
+def parse_axes(axes: str, continuous: int, invariance: tuple[str, ...]) -> tuple[str, ...]:
+    """'slant,width' -> the axis of each continuous code, in order; one line if an axis is
+    unknown or named twice, there are more axes than codes, or the transform that keeps an axis
+    is not in `invariance`."""
+    names = parse_names("info_axes", axes, AXES)
+    if not names:
+        return names
+    if len(set(names)) < len(names):
+        raise ConfigError(f"bad value info_axes={axes!r}: each axis may be named once")
+    if len(names) > continuous:
+        raise ConfigError(f"bad value info_axes={axes!r}: {len(names)} axes for {continuous} continuous "
+                          "codes; set info_continuous or name fewer axes")
+    missing = sorted({AXES[a] for a in names} - set(invariance))
+    if missing:
+        raise ConfigError(f"info_axes={axes!r} reads its codes through {', '.join(missing)}: add "
+                          f"{'it' if len(missing) == 1 else 'them'} to info_invariance "
+                          "(e.g. info_invariance=rotation,thickness)")
+    return names
+
+
+def transform_each(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
+    """`x` with image i through the policy's (i mod k)-th transform alone."""
+    k = len(policy)
+    out = torch.empty_like(x)
+    for j, name in enumerate(policy):
+        out[j::k] = TRANSFORMS[name](x[j::k])
+    return out
+
+
 def invariance_loss(run, fake: torch.Tensor, latent, categorical: int) -> torch.Tensor:
     """Q's cross-entropy for the categorical values of the first half of `fake`, read from D's
-    features of a transformed copy (through DiffAugment, as every D call)."""
+    features of a transformed copy (through DiffAugment, as every D call); with `run.axes`, plus
+    each named continuous code's Gaussian negative log-likelihood on the images whose transform
+    keeps its axis."""
+    from ganforge.gan.models.conditioning import gaussian_nll
     from ganforge.gan.step import d_outputs
 
     n = (fake.shape[0] + 1) // 2
     labels = latent.get("labels")
-    _, feats = d_outputs(run, transform(fake[:n], run.invariance), None if labels is None else labels[:n])
-    logits = run.Q(feats)[0]
-    return F.cross_entropy(logits.float(), latent["codes"][:n, :categorical].argmax(1))
+    axes = getattr(run, "axes", ())
+    copy = transform_each(fake[:n], run.invariance) if axes else transform(fake[:n], run.invariance)
+    _, feats = d_outputs(run, copy, None if labels is None else labels[:n])
+    logits, mean, log_std = run.Q(feats)
+    codes = latent["codes"][:n]
+    loss = F.cross_entropy(logits.float(), codes[:, :categorical].argmax(1))
+    k = len(run.invariance)
+    for j, axis in enumerate(axes):
+        rows = slice(run.invariance.index(AXES[axis]), None, k)
+        std = None if log_std is None else log_std[rows, j]
+        loss = loss + gaussian_nll(codes[rows, categorical + j], mean[rows, j], std).mean()
+    return loss

@@ -25,7 +25,7 @@ from ganforge.data.stream import StreamBatches, default_workers
 from ganforge.errors import ConfigError
 from ganforge.gan.config import GANConfig
 from ganforge.gan.augment import parse_policy
-from ganforge.gan.invariance import parse_invariance
+from ganforge.gan.invariance import parse_axes, parse_invariance
 from ganforge.gan.ema import make_ema
 from ganforge.gan.labels import batch_size, batch_with_labels, resolve_classes, split_batch
 from ganforge.gan.latents import Latent, LatentSpec, apply_generator
@@ -114,6 +114,7 @@ class GANRun(RunState):
         self.terms = Terms.from_config(cfg)  # R1, WGAN-GP, AC-GAN, InfoGAN: shares of the objectives
         self.augment = parse_policy(cfg.diffaugment)
         self.invariance = parse_invariance(cfg.info_invariance)  # InfoGAN: gan/invariance.py
+        self.axes = parse_axes(cfg.info_axes, cfg.info_continuous, self.invariance)
 
         # Latents for training come from their own generator so that data order, dropout and noise
         # are each reproducible and restorable.

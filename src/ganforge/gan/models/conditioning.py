@@ -16,6 +16,8 @@ An unconditional model gets none of this, so its weights and checkpoints are unc
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -130,8 +132,11 @@ def info_loss(q: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], codes: 
     cat = F.cross_entropy(logits.float(), codes[:, :categorical].argmax(1)) if categorical else zero
     if mean.shape[1] == 0:
         return cat, zero
-    target = codes[:, categorical:].float()
+    return cat, gaussian_nll(codes[:, categorical:], mean, log_std).sum(1).mean()
+
+
+def gaussian_nll(target: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor | None) -> torch.Tensor:
+    """Elementwise -log N(target; mean, std): std = exp(log_std), or 1 when `log_std` is None."""
+    target = target.float()
     log_std = log_std.float() if log_std is not None else torch.zeros_like(target)
-    nll = 0.5 * ((target - mean.float()) * torch.exp(-log_std)) ** 2 + log_std + 0.5 * torch.log(
-        torch.tensor(2 * torch.pi, device=codes.device))
-    return cat, nll.sum(1).mean()
+    return 0.5 * ((target - mean.float()) * torch.exp(-log_std)) ** 2 + log_std + 0.5 * math.log(2 * math.pi)
