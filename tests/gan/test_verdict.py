@@ -84,9 +84,12 @@ def test_grids_the_classifier_reads_as_wrong_classes_are_never_found():
     check = verdict["checks"][0]
     assert not verdict["found"] and check["missing"] == [4, 7, 8] and check["twice"] == {"1": [1, 2, 5],
                                                                                         "9": [7, 8]}
-    # a run trained without info_invariance is told to add it; one trained with it, to change the seed
-    assert "info_invariance=rotation,thickness" in latent_verdict({"infogan": {"categorical": bad}}, "")["advice"]
-    assert "info_invariance" not in latent_verdict({"infogan": {"categorical": bad}}, "rotation")["advice"]
+    # a run trained without the README's options is told them; one trained with them, to change the seed
+    for invariance, axes in (("", ""), ("rotation,thickness", ""), (None, None)):
+        advice = latent_verdict({"infogan": {"categorical": bad}}, invariance, axes)["advice"]
+        assert "info_invariance=rotation,thickness info_axes=slant,width" in advice
+    advice = latent_verdict({"infogan": {"categorical": bad}}, "rotation,thickness", "slant,width")["advice"]
+    assert "info_axes" not in advice and "another --seed" in advice
     assert latent_verdict({"infogan": {"categorical": good}}, "")["advice"] is None
 
     # the first continuous code draws a 9 below 0 and a 4 above: it carries the class, not a style

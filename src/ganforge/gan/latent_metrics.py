@@ -190,7 +190,7 @@ def latent_measurements(generator, cfg, *, n: int, seed: int, device="cpu", quie
         out["infogan"] = info
     from ganforge.gan.verdict import latent_verdict
 
-    out["verdict"] = latent_verdict(out, getattr(cfg, "info_invariance", None))
+    out["verdict"] = latent_verdict(out, getattr(cfg, "info_invariance", None), getattr(cfg, "info_axes", None))
     return out
 
 
