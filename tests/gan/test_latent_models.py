@@ -220,7 +220,8 @@ def test_invariance_term_reads_half_the_fakes_through_the_transforms():
     spec = LatentSpec.from_config(cfg)
     latent = spec.sample(6, torch.Generator().manual_seed(1), "cpu")
     fake = apply_generator(G, latent)
-    run = SimpleNamespace(D=D, Q=Q, net={"D": D}.__getitem__, augment=(), invariance=("rotation", "thickness"))
+    run = SimpleNamespace(D=D, Q=Q, net={"D": D}.__getitem__, augment=(), invariance=("rotation", "thickness"),
+                          axes=())
     state = torch.get_rng_state()
     loss = invariance_loss(run, fake, latent, 10)
     torch.set_rng_state(state)  # the same transforms, by hand: the first half, read by Q through D's trunk

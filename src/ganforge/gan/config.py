@@ -132,9 +132,10 @@ class GANConfig(RunConfig):
         parse_policy(self.diffaugment)
         if self.info_categorical == 1:
             raise ConfigError("info_categorical=1 is a code with one value: use 0 (none) or 2 or more")
-        if parse_invariance(self.info_invariance) and not self.info_categorical:
+        invariance = parse_invariance(self.info_invariance)
+        if invariance and not self.info_categorical:
             raise ConfigError("info_invariance needs a categorical code to read: set info_categorical (e.g. 10)")
-        parse_axes(self.info_axes, self.info_continuous, parse_invariance(self.info_invariance))
+        parse_axes(self.info_axes, self.info_continuous, invariance)
         try:
             name = self.sample_name.format(step=0, epoch=0, iteration=0)
         except (KeyError, IndexError, ValueError):

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from ganforge.errors import ConfigError
 from ganforge.gan.augment import apply_names, parse_names
+from ganforge.gan.models.conditioning import gaussian_nll
 
 ROTATION_DEGREES = 20.0
 BACKGROUND = -1.0  # the low end of G's tanh output: the background of a generated digit
@@ -115,19 +116,17 @@ def invariance_loss(run, fake: torch.Tensor, latent, categorical: int) -> torch.
     features of a transformed copy (through DiffAugment, as every D call); with `run.axes`, plus
     each named continuous code's Gaussian negative log-likelihood on the images whose transform
     keeps its axis."""
-    from ganforge.gan.models.conditioning import gaussian_nll
     from ganforge.gan.step import d_outputs
 
     n = (fake.shape[0] + 1) // 2
     labels = latent.get("labels")
-    axes = getattr(run, "axes", ())
-    copy = transform_each(fake[:n], run.invariance) if axes else transform(fake[:n], run.invariance)
+    copy = transform_each(fake[:n], run.invariance) if run.axes else transform(fake[:n], run.invariance)
     _, feats = d_outputs(run, copy, None if labels is None else labels[:n])
     logits, mean, log_std = run.Q(feats)
     codes = latent["codes"][:n]
     loss = F.cross_entropy(logits.float(), codes[:, :categorical].argmax(1))
     k = len(run.invariance)
-    for j, axis in enumerate(axes):
+    for j, axis in enumerate(run.axes):
         rows = slice(run.invariance.index(AXES[axis]), None, k)
         std = None if log_std is None else log_std[rows, j]
         loss = loss + gaussian_nll(codes[rows, categorical + j], mean[rows, j], std).mean()

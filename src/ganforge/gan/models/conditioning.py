@@ -137,6 +137,8 @@ def info_loss(q: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], codes: 
 
 def gaussian_nll(target: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor | None) -> torch.Tensor:
     """Elementwise -log N(target; mean, std): std = exp(log_std), or 1 when `log_std` is None."""
-    target = target.float()
-    log_std = log_std.float() if log_std is not None else torch.zeros_like(target)
-    return 0.5 * ((target - mean.float()) * torch.exp(-log_std)) ** 2 + log_std + 0.5 * math.log(2 * math.pi)
+    error = target.float() - mean.float()
+    if log_std is None:
+        return 0.5 * error ** 2 + 0.5 * math.log(2 * math.pi)
+    log_std = log_std.float()
+    return 0.5 * (error * torch.exp(-log_std)) ** 2 + log_std + 0.5 * math.log(2 * math.pi)
