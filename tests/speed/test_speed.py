@@ -79,9 +79,9 @@ def test_speed_presets_and_switches():
     assert accel.resolve_speed("auto", cuda) == fast_cuda
     # On the CPU fast keeps only what measured faster there (docs/BENCHMARKS.md), per model.
     assert accel.resolve_speed("auto", cpu, "default") == accel.resolve_speed("fast", cpu, "default")
-    assert accel.resolve_speed("fast", cpu, "default").name == "fused+channels_last+fast_dropout"
-    assert accel.resolve_speed("fast", cpu, "tf-dcgan").name == "fused+fast_dropout"
-    assert not fast_cuda.fast_dropout
+    assert accel.resolve_speed("fast", cpu, "default").name == "fused+channels_last+fast_dropout+dft_conv"
+    assert accel.resolve_speed("fast", cpu, "tf-dcgan").name == "fused+fast_dropout+dft_conv"
+    assert not fast_cuda.fast_dropout and not fast_cuda.dft_conv
     assert accel.resolve_speed("fast+channels_last", cpu, "tf-dcgan").channels_last
     assert accel.resolve_speed("fast", cuda, "tf-dcgan").channels_last
     assert accel.resolve_speed("fast+no_compile+no_bf16", cuda).name == (
@@ -94,7 +94,10 @@ def test_speed_presets_and_switches():
 
 def test_summary_names_only_features_that_act(tmp_path):
     assert _run("default", "auto+autotune", tmp_path).speed == "fused+channels_last"  # no dropout, no CUDA
-    assert _run("tf-dcgan-mnist", "auto", tmp_path).speed == "fused+fast_dropout"
+    tf = _run("tf-dcgan-mnist", "auto", tmp_path)
+    assert tf.speed == "fused+fast_dropout"  # dft_conv counts once a layer has taken it
+    _steps(tf, 1)
+    assert tf.speed == "fused+fast_dropout+dft_conv"  # G's 256->128 5x5 at 7x7
 
 
 def test_optimizer_implementation_follows_the_features():

@@ -91,6 +91,7 @@ class GANRun(RunState):
         D.to(self.device)
         sp.channels_last(G, D, enabled=self.features.channels_last, device=self.device)
         sp.fast_dropout(G, D, enabled=self.features.fast_dropout)
+        sp.dft_conv(G, D, enabled=self.features.dft_conv)
         self.impl = {"G": sp.optimizer_options(cfg.g_optimizer, self.features, self.device),
                      "D": sp.optimizer_options(cfg.d_optimizer, self.features, self.device)}
         self.optimizers = {"G": build_optimizer(cfg.g_optimizer, G.parameters(), cfg.g_lr, cfg, **self.impl["G"]),
@@ -196,11 +197,13 @@ class GANRun(RunState):
     @property
     def speed(self) -> str:
         """The speed features in effect: a compile or capture that fell back drops out, and so does
-        a feature with nothing to act on (autotune off CUDA, fast_dropout in a model without dropout)."""
+        a feature with nothing to act on (autotune off CUDA, fast_dropout in a model without dropout,
+        dft_conv where no layer's shape made it pay)."""
         off = {"compile": self.compiled.failed, "cudagraphs": self.graphed.failed,
                "autotune": self.device.type != "cuda",
                "fast_dropout": not any(isinstance(m, nn.Dropout) for net in (self.G, self.D)
-                                       for m in net.modules())}
+                                       for m in net.modules()),
+               "dft_conv": not sp.dft_used(self.G, self.D)}
         return "+".join(f for f in self.features.name.split("+") if not off.get(f)) or "eager"
 
     def buffered(self) -> list[nn.Module]:
