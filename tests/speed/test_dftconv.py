@@ -85,7 +85,7 @@ def test_the_path_is_taken_only_where_it_pays():
     assert not pays(plan(7, 7, 5, 5, 2, 2, True), 4, 4)
 
 
-def test_other_inputs_run_pytorchs_convolution():
+def test_other_inputs_run_pytorchs_convolution(monkeypatch):
     torch.manual_seed(0)
     layer = nn.Conv2d(256, 128, 5, 1, 2)
     accel.dft_conv(layer, enabled=True)
@@ -98,6 +98,10 @@ def test_other_inputs_run_pytorchs_convolution():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         layer(x.float())
     assert not layer.dft_used  # autocast picks its own precision
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.compiler, "is_compiling", lambda: True)
+        layer(x.float())
+    assert not layer.dft_used  # a compiled step keeps PyTorch's convolution
     layer(x.float())
     assert layer.dft_used
 

@@ -12,8 +12,9 @@ tutorial's 256->128 5x5 transposed convolution at 7x7 this does 121 products per
 instead of the direct 1,225, and measured 2.5x faster forward and backward on the CPU
 (docs/BENCHMARKS.md). The result is the same convolution, rounded differently (relative error
 about 1e-6 in fp32), and autograd differentiates the three products, so the gradients are exact
-too. A layer uses it only where the count of multiplications says it pays (`pays`), in fp32 and
-outside autocast; everywhere else the module runs PyTorch's own convolution.
+too. A layer uses it only where the count of multiplications says it pays (`pays`), in fp32,
+outside autocast and outside torch.compile; everywhere else the module runs PyTorch's own
+convolution.
 """
 
 from __future__ import annotations
@@ -227,8 +228,8 @@ class _DFTMixin:
 
     def _dft(self, x: torch.Tensor) -> torch.Tensor | None:
         if (x.ndim != 4 or x.dtype != torch.float32 or self.weight.dtype != torch.float32
-                or torch.is_autocast_enabled(x.device.type)):
-            return None
+                or torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling()):
+            return None  # a compiled step keeps PyTorch's convolution: the compiler picks its own kernels
         transposed = isinstance(self, nn.ConvTranspose2d)
         kh, kw = self.kernel_size
         p = plan(x.shape[2], x.shape[3], kh, kw, self.padding[0], self.padding[1], transposed)
