@@ -80,9 +80,10 @@ def test_speed_presets_and_switches():
     # On the CPU fast keeps only what measured faster there (docs/BENCHMARKS.md), per model.
     assert accel.resolve_speed("auto", cpu, "default") == accel.resolve_speed("fast", cpu, "default")
     assert accel.resolve_speed("fast", cpu, "default").name == "fused+channels_last+fast_dropout+dft_conv"
-    assert accel.resolve_speed("fast", cpu, "tf-dcgan").name == "fused+fast_dropout+dft_conv"
+    assert accel.resolve_speed("fast", cpu, "tf-dcgan").name == "fused+channels_last+fast_dropout+dft_conv"
+    assert accel.resolve_speed("fast", cpu, "cifar-dcgan").name == "fused+fast_dropout+dft_conv"
     assert not fast_cuda.fast_dropout and not fast_cuda.dft_conv
-    assert accel.resolve_speed("fast+channels_last", cpu, "tf-dcgan").channels_last
+    assert accel.resolve_speed("fast+channels_last", cpu, "cifar-dcgan").channels_last
     assert accel.resolve_speed("fast", cuda, "tf-dcgan").channels_last
     assert accel.resolve_speed("fast+no_compile+no_bf16", cuda).name == (
         "fused+channels_last+autotune+async_guard+cudagraphs")
@@ -95,9 +96,9 @@ def test_speed_presets_and_switches():
 def test_summary_names_only_features_that_act(tmp_path):
     assert _run("default", "auto+autotune", tmp_path).speed == "fused+channels_last"  # no dropout, no CUDA
     tf = _run("tf-dcgan-mnist", "auto", tmp_path)
-    assert tf.speed == "fused+fast_dropout"  # dft_conv counts once a layer has taken it
+    assert tf.speed == "fused+channels_last+fast_dropout"  # dft_conv counts once a layer has taken it
     _steps(tf, 1)
-    assert tf.speed == "fused+fast_dropout+dft_conv"  # G's 256->128 5x5 at 7x7
+    assert tf.speed == "fused+channels_last+fast_dropout+dft_conv"  # G's 256->128 5x5 at 7x7
 
 
 def test_optimizer_implementation_follows_the_features():
@@ -153,10 +154,12 @@ def test_fast_dropout_keeps_dropout_semantics():
     assert not model.state_dict().keys() - {"0.weight", "0.bias"}
 
 
-@pytest.mark.parametrize("name", ["tf-dcgan-mnist", "default", "seed000-dcgan-cifar100"])
-def test_cpu_channels_last_layout_gives_the_same_numbers(name, tmp_path):
+@pytest.mark.parametrize("name,dft", [("tf-dcgan-mnist", False), ("tf-dcgan-mnist", True), ("default", False),
+                                      ("seed000-dcgan-cifar100", False)])
+def test_cpu_channels_last_layout_gives_the_same_numbers(name, dft, tmp_path):
     """Per-layer NHWC on the CPU: stride-1 transposed convs stay NCHW, every boundary converts the
-    activation and its gradient; forward and gradients equal the NCHW model's (fp32 rounding)."""
+    activation and its gradient; forward and gradients equal the NCHW model's (fp32 rounding).
+    With dft_conv the DFT layer writes its output in NHWC for the layers after it."""
     from ganforge.gan.models import build_models
 
     cfg = _cfg(name, "eager")
@@ -164,6 +167,7 @@ def test_cpu_channels_last_layout_gives_the_same_numbers(name, tmp_path):
     G, D = build_models(cfg)
     torch.manual_seed(0)
     G2, D2 = build_models(cfg)
+    accel.dft_conv(G2, D2, enabled=dft)
     accel.channels_last(G2, D2, enabled=True, device=torch.device("cpu"))
     for module in G2.modules():
         if isinstance(module, torch.nn.ConvTranspose2d):
@@ -177,6 +181,11 @@ def test_cpu_channels_last_layout_gives_the_same_numbers(name, tmp_path):
     torch.testing.assert_close(D2(G2(z)), D(G(z)), rtol=1e-4, atol=1e-5)
     for (k, p), p2 in zip(G.named_parameters(), G2.parameters()):
         torch.testing.assert_close(p2.grad, p.grad, rtol=1e-3, atol=1e-5, msg=k)
+    assert accel.dft_used(G2) == dft
+    if dft:  # the DFT layer hands NHWC on
+        layer = next(m for m in G2.modules() if isinstance(m, accel.dftconv.DFTConvTranspose2d))
+        y = layer(torch.randn(2, 256, 7, 7))
+        assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
 
 
 def test_cpu_keeps_freed_memory_on_glibc():

@@ -89,9 +89,9 @@ class GANRun(RunState):
             Q = Q if Q is None else dist.convert_sync_batchnorm(Q, self.device)
         G.to(self.device)
         D.to(self.device)
+        sp.dft_conv(G, D, enabled=self.features.dft_conv)  # before channels_last, which sets its output layout
         sp.channels_last(G, D, enabled=self.features.channels_last, device=self.device)
         sp.fast_dropout(G, D, enabled=self.features.fast_dropout)
-        sp.dft_conv(G, D, enabled=self.features.dft_conv)
         self.impl = {"G": sp.optimizer_options(cfg.g_optimizer, self.features, self.device),
                      "D": sp.optimizer_options(cfg.d_optimizer, self.features, self.device)}
         self.optimizers = {"G": build_optimizer(cfg.g_optimizer, G.parameters(), cfg.g_lr, cfg, **self.impl["G"]),

@@ -89,12 +89,16 @@ def channels_last(*modules: nn.Module, enabled: bool, device: torch.device | Non
         for module in modules:
             module.to(memory_format=torch.channels_last)
         return
+    from ganforge.speed.dftconv import DFTMixin
+
     for model in modules:
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 nhwc = not (isinstance(module, nn.ConvTranspose2d) and module.stride == (1, 1))
                 module.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
                 module.register_forward_pre_hook(_relayout_input(nhwc))
+                if isinstance(module, DFTMixin):  # the DFT path writes either layout at the same cost
+                    module.nhwc_out = True
             elif isinstance(module, nn.Flatten):
                 module.register_forward_pre_hook(_relayout_input(False))
 

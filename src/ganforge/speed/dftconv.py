@@ -158,7 +158,7 @@ class _DFTConv(torch.autograd.Function):
     gradient penalties) goes through `_reference` instead."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, p: Plan, transposed: bool):
+    def forward(ctx, x, weight, bias, p: Plan, transposed: bool, nhwc: bool):
         t_in, t_w, t_out = _cast(p, x.dtype, x.device)
         n, c_in = x.shape[:2]
         c_out = weight.shape[1] if transposed else weight.shape[0]
@@ -167,7 +167,11 @@ class _DFTConv(torch.autograd.Function):
         ws = _at_bt(t_w, weight.reshape(weight.shape[0] * weight.shape[1], -1))
         ws = ws.view(bins, c_in, c_out) if transposed else ws.view(bins, c_out, c_in).transpose(1, 2)
         ys = torch.bmm(xs, ws).view(bins, n * c_out)
-        y = _at_bt(t_out, ys.T).T.reshape(n, c_out, *p.out_size)  # (HWo, N*C_out), laid out as NCHW
+        y = _at_bt(t_out, ys.T)  # (HWo, N*C_out): one copy lays it out as NCHW or NHWC
+        if nhwc:
+            y = y.view(*p.out_size, n, c_out).permute(2, 0, 1, 3).contiguous().permute(0, 3, 1, 2)
+        else:
+            y = y.T.reshape(n, c_out, *p.out_size)
         if bias is not None:
             y += bias.view(1, -1, 1, 1)
         ctx.save_for_backward(x, weight, bias, xs, ws)
@@ -185,7 +189,7 @@ class _DFTConv(torch.autograd.Function):
             grads = [None, None, None]
             for i, g in zip(wanted, got):
                 grads[i] = g
-            return grads[0], grads[1], grads[2], None, None
+            return grads[0], grads[1], grads[2], None, None, None
         t_in, t_w, t_out = _cast(p, gy.dtype, gy.device)
         n, c_in = x.shape[:2]
         c_out = gy.shape[1]
@@ -201,13 +205,14 @@ class _DFTConv(torch.autograd.Function):
             gw = (gws.reshape(bins, -1).T @ t_w).view(weight.shape)
         if bias is not None and ctx.needs_input_grad[2]:
             gb = gy.sum((0, 2, 3))
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None, None, None
 
 
 def dft_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: Plan,
-               transposed: bool) -> torch.Tensor:
-    """The layer's output for a batch x (N, C_in, H, W), through the plan's three products."""
-    return _DFTConv.apply(x, weight, bias, p, transposed)
+               transposed: bool, nhwc: bool = False) -> torch.Tensor:
+    """The layer's output for a batch x (N, C_in, H, W), through the plan's three products, laid out
+    as NCHW or (`nhwc`) channels_last."""
+    return _DFTConv.apply(x, weight, bias, p, transposed, nhwc)
 
 
 def _eligible(module: nn.Module) -> bool:
@@ -221,10 +226,11 @@ def _eligible(module: nn.Module) -> bool:
     return not isinstance(module, nn.ConvTranspose2d) or module.output_padding == (0, 0)
 
 
-class _DFTMixin:
+class DFTMixin:
     """Runs the DFT path for fp32 inputs whose shape pays, PyTorch's convolution otherwise."""
 
     dft_used = False
+    nhwc_out = False  # set by speed.channels_last: the DFT path's output goes on in NHWC
 
     def _dft(self, x: torch.Tensor) -> torch.Tensor | None:
         if (x.ndim != 4 or x.dtype != torch.float32 or self.weight.dtype != torch.float32
@@ -236,16 +242,16 @@ class _DFTMixin:
         if not pays(p, self.in_channels, self.out_channels):
             return None
         self.dft_used = True
-        return dft_conv2d(x, self.weight, self.bias, p, transposed)
+        return dft_conv2d(x, self.weight, self.bias, p, transposed, self.nhwc_out)
 
 
-class DFTConv2d(_DFTMixin, nn.Conv2d):
+class DFTConv2d(DFTMixin, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._dft(x)
         return super().forward(x) if y is None else y
 
 
-class DFTConvTranspose2d(_DFTMixin, nn.ConvTranspose2d):
+class DFTConvTranspose2d(DFTMixin, nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         y = None if output_size is not None else self._dft(x)
         return super().forward(x, output_size) if y is None else y

@@ -119,7 +119,8 @@ def build_upconv(c) -> tuple[nn.Module, nn.Module]:
             UpConvDiscriminator(c.channels, c.bn_momentum, c.bn_eps))
 
 
-@register("tf-dcgan", "TensorFlow DCGAN tutorial: Dense + 3 ConvT G; 2 strided-conv D", sizes=(28,))
+@register("tf-dcgan", "TensorFlow DCGAN tutorial: Dense + 3 ConvT G; 2 strided-conv D", sizes=(28,),
+          cpu_channels_last=True)
 def build_tf_dcgan(c) -> tuple[nn.Module, nn.Module]:
     return TFGenerator(c.latent_dim, c.channels, c.bn_momentum, c.bn_eps), TFDiscriminator(c.channels)
 

@@ -23,7 +23,8 @@ class ModelInfo:
     kind: str = "gan"  # the task: "gan" or "detector"
     sizes: tuple[int, ...] | None = None  # image sizes it can make (None: any)
     # On 2 CPU cores (oneDNN), per-layer NHWC paid for the 3x3/4x4 conv nets and was neutral or
-    # slower for nets built around 5x5 transposed convs and dense<->conv reshapes (docs/BENCHMARKS.md).
+    # slower for nets built around 5x5 transposed convs and dense<->conv reshapes; with dft_conv
+    # writing its output in NHWC, it paid for the TF tutorial's nets too (docs/BENCHMARKS.md).
     cpu_channels_last: bool = False
 
 
