@@ -57,7 +57,7 @@ def test_config_choices_come_from_the_registries():
 
 def test_model_properties_live_with_the_model():
     assert MODELS.get("tf-dcgan").sizes == (28,) and MODELS.get("mlp").sizes is None
-    assert {m for m in gan_models() if MODELS.get(m).cpu_channels_last} == {"upconv", "default", "dcgan"}
+    assert {m for m in gan_models() if MODELS.get(m).cpu_channels_last} == {"upconv", "default", "dcgan", "tf-dcgan"}
     with pytest.raises(ConfigError, match="valid sizes are 32, 64"):
         apply_overrides(get_recipe("dcgan"), ["image_size=28"])
 
