@@ -28,34 +28,34 @@ from torch.nn import functional as F
 from ganforge.speed.dftconv import dft_conv2d, pays, plan
 
 
-def strided_conv(conv: nn.Conv2d):
+def strided_conv(conv: nn.Conv2d, shape: tuple[int, ...]):
     """A 5x5 stride-2 'same' conv on an even map as one stride-1 DFT layer over 4 input phases."""
     c_out, c_in = conv.weight.shape[:2]
+    n, _, h, w = shape
+    p = plan(h // 2, w // 2, 3, 3, 1, 1, False)
 
     def run(x):
-        n, _, h, w = x.shape
         xp = x.view(n, c_in, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(n, c_in * 4, h // 2, w // 2)
         wp = F.pad(conv.weight, (0, 1, 0, 1)).view(c_out, c_in, 3, 2, 3, 2).permute(0, 1, 3, 5, 2, 4)
-        return dft_conv2d(xp, wp.reshape(c_out, c_in * 4, 3, 3), conv.bias, plan(h // 2, w // 2, 3, 3, 1, 1, False),
-                          False)
-    return run, plan(7, 7, 3, 3, 1, 1, False), (c_in * 4, c_out)
+        return dft_conv2d(xp, wp.reshape(c_out, c_in * 4, 3, 3), conv.bias, p, False)
+    return run, p, (c_in * 4, c_out)
 
 
-def strided_convt(convt: nn.ConvTranspose2d):
+def strided_convt(convt: nn.ConvTranspose2d, shape: tuple[int, ...]):
     """A 5x5 stride-2 'same' transposed conv as one stride-1 DFT layer with 4 output phases each."""
     c_in, c_out = convt.weight.shape[:2]
+    p = plan(shape[2], shape[3], 3, 3, 1, 1, True)
 
     def run(x):
         wp = F.pad(convt.weight, (0, 1, 0, 1)).view(c_in, c_out, 3, 2, 3, 2).permute(0, 1, 3, 5, 2, 4)
-        y = dft_conv2d(x, wp.reshape(c_in, c_out * 4, 3, 3), None, plan(x.shape[2], x.shape[3], 3, 3, 1, 1, True), True)
-        return F.pixel_shuffle(y, 2)
-    return run, plan(7, 7, 3, 3, 1, 1, True), (c_in, c_out * 4)
+        return F.pixel_shuffle(dft_conv2d(x, wp.reshape(c_in, c_out * 4, 3, 3), None, p, True), 2)
+    return run, p, (c_in, c_out * 4)
 
 
-def stride1(layer: nn.Module, size: int):
+def stride1(layer: nn.Module, shape: tuple[int, ...]):
     transposed = isinstance(layer, nn.ConvTranspose2d)
     kh, kw = layer.kernel_size
-    p = plan(size, size, kh, kw, layer.padding[0], layer.padding[1], transposed)
+    p = plan(shape[2], shape[3], kh, kw, layer.padding[0], layer.padding[1], transposed)
     return (lambda x: dft_conv2d(x, layer.weight, layer.bias, p, transposed)), p, (layer.in_channels, layer.out_channels)
 
 
@@ -63,30 +63,26 @@ def layers(batch: int):
     """(name, layer, input shape, DFT version builder)."""
     return [
         ("tf-dcgan G ConvT 256->128 5x5 s1, 7x7", nn.ConvTranspose2d(256, 128, 5, 1, 2, bias=False),
-         (batch, 256, 7, 7), lambda m: stride1(m, 7)),
+         (batch, 256, 7, 7), stride1),
         ("tf-dcgan D Conv 64->128 5x5 s2, 14x14 (polyphase)", nn.Conv2d(64, 128, 5, 2, 2),
          (batch, 64, 14, 14), strided_conv),
         ("tf-dcgan G ConvT 128->64 5x5 s2, 7x7 (polyphase)",
          nn.ConvTranspose2d(128, 64, 5, 2, 2, output_padding=1, bias=False), (batch, 128, 7, 7), strided_convt),
         ("seed001 G Conv 128->128 3x3 s1, 14x14", nn.Conv2d(128, 128, 3, 1, 1),
-         (batch // 8, 128, 14, 14), lambda m: stride1(m, 14)),
+         (batch // 8, 128, 14, 14), stride1),
     ]
 
 
-def timed(fn, repeat: int) -> list[float]:
+def timed(fn) -> float:
+    start = time.perf_counter()
     fn()
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - start) * 1e3)
-    return out
+    return (time.perf_counter() - start) * 1e3
 
 
 def measure(name, layer, shape, build, threads: int, repeat: int) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    dft, p, channels = build(layer)
+    dft, p, channels = build(layer, shape)
     x = torch.randn(*shape, requires_grad=True)
     with torch.no_grad():
         ref = layer(x)
@@ -107,11 +103,13 @@ def measure(name, layer, shape, build, threads: int, repeat: int) -> dict:
         return run
 
     times: dict[str, list[float]] = {k: [] for k in ("fwd_direct", "fwd_dft", "both_direct", "both_dft")}
+    for side, f in (("direct", layer), ("dft", dft)):  # warm-up: oneDNN primitives, allocations
+        fwd(f)(), both(f)()
     for r in range(repeat):  # alternate, order swapped every round
         order = [("direct", layer), ("dft", dft)] if r % 2 == 0 else [("dft", dft), ("direct", layer)]
         for side, f in order:
-            times[f"fwd_{side}"] += timed(fwd(f), 1)
-            times[f"both_{side}"] += timed(both(f), 1)
+            times[f"fwd_{side}"].append(timed(fwd(f)))
+            times[f"both_{side}"].append(timed(both(f)))
     med = {k: round(statistics.median(v), 2) for k, v in times.items()}
     row = {"layer": name, "threads": threads, "input": list(shape), "bins": p.bins,
            "pays": pays(p, *channels), "max_rel_error": float(f"{err:.2e}"), **med,

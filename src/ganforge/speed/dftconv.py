@@ -9,8 +9,8 @@ frequencies is one complex product, done as three real ones (Gauss's trick): the
 
 three real matrix products whose small matrices (`Plan`) depend only on the shapes. For the TF
 tutorial's 256->128 5x5 transposed convolution at 7x7 this does 121 products per channel pair
-instead of the direct kernel's 841, and measured 2.6-2.9x faster forward and backward on two
-CPU cores (docs/BENCHMARKS.md). The result is the same convolution, rounded differently (relative error
+instead of the direct kernel's 841, and measured 2.3-3.0x faster forward and backward on one
+and two CPU cores (docs/BENCHMARKS.md). The result is the same convolution, rounded differently (relative error
 about 1e-6 in fp32), and autograd differentiates the three products, so the gradients are exact
 too. A layer uses it only where the count of multiplications says it pays (`pays`), in fp32,
 outside autocast and outside torch.compile; everywhere else the module runs PyTorch's own
@@ -104,7 +104,9 @@ def plan(h: int, w: int, kh: int, kw: int, ph: int, pw: int, transposed: bool) -
 
 @functools.lru_cache(maxsize=64)
 def _cast(p: Plan, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    return tuple(m.to(device=device, dtype=dtype) for m in (p.t_in, p.t_w, p.t_out))
+    """t_in, t_w, t_out in `dtype` on `device`, and t_in.T, t_out.T laid out for the backward."""
+    t_in, t_w, t_out = (m.to(device=device, dtype=dtype) for m in (p.t_in, p.t_w, p.t_out))
+    return t_in, t_w, t_out, t_in.T.contiguous(), t_out.T.contiguous()
 
 
 def pays(p: Plan, c_in: int, c_out: int) -> bool:
@@ -136,20 +138,32 @@ def _at_bt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b.T
 
 
-def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: Plan,
-               transposed: bool) -> torch.Tensor:
-    """The three products with PyTorch's own matmuls, which autograd differentiates any number of
-    times (used for double backward, and in float64 by the tests)."""
-    t_in, t_w, t_out = _cast(p, x.dtype, x.device)
+def _products(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: Plan, transposed: bool,
+              nhwc: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, the input's spectrum, the kernel's spectrum): the three products. Inside `_DFTConv`'s
+    forward (no autograd) the transforms run through oneDNN; with autograd on, every product is
+    PyTorch's own, which autograd differentiates any number of times."""
+    t_in, t_w, t_out = _cast(p, x.dtype, x.device)[:3]
     n, c_in = x.shape[:2]
     c_out = weight.shape[1] if transposed else weight.shape[0]
     bins = p.bins
-    xs = (t_in @ x.reshape(n * c_in, -1).T).view(bins, n, c_in)
-    ws = t_w @ weight.reshape(weight.shape[0] * weight.shape[1], -1).T
+    xs = _at_bt(t_in, x.reshape(n * c_in, -1)).view(bins, n, c_in)
+    ws = _at_bt(t_w, weight.reshape(weight.shape[0] * weight.shape[1], -1))
     ws = ws.view(bins, c_in, c_out) if transposed else ws.view(bins, c_out, c_in).transpose(1, 2)
-    ys = torch.bmm(xs, ws)  # (bins, N, C_out)
-    y = (ys.view(bins, n * c_out).T @ t_out.T).view(n, c_out, *p.out_size)
-    return y if bias is None else y + bias.view(1, -1, 1, 1)
+    ys = torch.bmm(xs, ws).view(bins, n * c_out)
+    y = _at_bt(t_out, ys.T)  # (HWo, N*C_out): one copy lays it out as NCHW or NHWC
+    if nhwc:
+        y = y.view(*p.out_size, n, c_out).permute(2, 0, 1, 3).contiguous().permute(0, 3, 1, 2)
+    else:
+        y = y.T.reshape(n, c_out, *p.out_size)
+    return (y if bias is None else y + bias.view(1, -1, 1, 1)), xs, ws
+
+
+def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: Plan,
+               transposed: bool) -> torch.Tensor:
+    """The layer through PyTorch's own products (double backward, and float64 in the tests)."""
+    with torch.enable_grad():
+        return _products(x, weight, bias, p, transposed)[0]
 
 
 class _DFTConv(torch.autograd.Function):
@@ -159,21 +173,7 @@ class _DFTConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, p: Plan, transposed: bool, nhwc: bool):
-        t_in, t_w, t_out = _cast(p, x.dtype, x.device)
-        n, c_in = x.shape[:2]
-        c_out = weight.shape[1] if transposed else weight.shape[0]
-        bins = p.bins
-        xs = _at_bt(t_in, x.reshape(n * c_in, -1)).view(bins, n, c_in)
-        ws = _at_bt(t_w, weight.reshape(weight.shape[0] * weight.shape[1], -1))
-        ws = ws.view(bins, c_in, c_out) if transposed else ws.view(bins, c_out, c_in).transpose(1, 2)
-        ys = torch.bmm(xs, ws).view(bins, n * c_out)
-        y = _at_bt(t_out, ys.T)  # (HWo, N*C_out): one copy lays it out as NCHW or NHWC
-        if nhwc:
-            y = y.view(*p.out_size, n, c_out).permute(2, 0, 1, 3).contiguous().permute(0, 3, 1, 2)
-        else:
-            y = y.T.reshape(n, c_out, *p.out_size)
-        if bias is not None:
-            y += bias.view(1, -1, 1, 1)
+        y, xs, ws = _products(x, weight, bias, p, transposed, nhwc)
         ctx.save_for_backward(x, weight, bias, xs, ws)
         ctx.p, ctx.transposed = p, transposed
         return y
@@ -190,15 +190,15 @@ class _DFTConv(torch.autograd.Function):
             for i, g in zip(wanted, got):
                 grads[i] = g
             return grads[0], grads[1], grads[2], None, None, None
-        t_in, t_w, t_out = _cast(p, gy.dtype, gy.device)
+        _, t_w, _, t_in_t, t_out_t = _cast(p, gy.dtype, gy.device)
         n, c_in = x.shape[:2]
         c_out = gy.shape[1]
         bins = p.bins
-        gys = _at_bt(t_out.T.contiguous(), gy.reshape(n * c_out, -1)).view(bins, n, c_out)
+        gys = _at_bt(t_out_t, gy.reshape(n * c_out, -1)).view(bins, n, c_out)
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
             gxs = torch.bmm(gys, ws.transpose(1, 2)).view(bins, n * c_in)
-            gx = _at_bt(t_in.T.contiguous(), gxs.T).T.reshape(x.shape)
+            gx = _at_bt(t_in_t, gxs.T).T.reshape(x.shape)
         if ctx.needs_input_grad[1]:
             gws = torch.bmm(xs.transpose(1, 2), gys)  # (bins, C_in, C_out)
             gws = gws if transposed else gws.transpose(1, 2)
