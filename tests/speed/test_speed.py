@@ -79,10 +79,11 @@ def test_speed_presets_and_switches():
     assert accel.resolve_speed("auto", cuda) == fast_cuda
     # On the CPU fast keeps only what measured faster there (docs/BENCHMARKS.md), per model.
     assert accel.resolve_speed("auto", cpu, "default") == accel.resolve_speed("fast", cpu, "default")
-    assert accel.resolve_speed("fast", cpu, "default").name == "fused+channels_last+fast_dropout+dft_conv"
-    assert accel.resolve_speed("fast", cpu, "tf-dcgan").name == "fused+channels_last+fast_dropout+dft_conv"
-    assert accel.resolve_speed("fast", cpu, "cifar-dcgan").name == "fused+fast_dropout+dft_conv"
-    assert not fast_cuda.fast_dropout and not fast_cuda.dft_conv
+    cpu_fast = "fast_dropout+dft_conv+upsample_conv"
+    assert accel.resolve_speed("fast", cpu, "default").name == "fused+channels_last+" + cpu_fast
+    assert accel.resolve_speed("fast", cpu, "tf-dcgan").name == "fused+channels_last+" + cpu_fast
+    assert accel.resolve_speed("fast", cpu, "cifar-dcgan").name == "fused+" + cpu_fast
+    assert not fast_cuda.fast_dropout and not fast_cuda.dft_conv and not fast_cuda.upsample_conv
     assert accel.resolve_speed("fast+channels_last", cpu, "cifar-dcgan").channels_last
     assert accel.resolve_speed("fast", cuda, "tf-dcgan").channels_last
     assert accel.resolve_speed("fast+no_compile+no_bf16", cuda).name == (
