@@ -79,11 +79,11 @@ def test_speed_presets_and_switches():
     assert accel.resolve_speed("auto", cuda) == fast_cuda
     # On the CPU fast keeps only what measured faster there (docs/BENCHMARKS.md), per model.
     assert accel.resolve_speed("auto", cpu, "default") == accel.resolve_speed("fast", cpu, "default")
-    cpu_fast = "fast_dropout+dft_conv+upsample_conv"
+    cpu_fast = "fast_dropout+dft_conv+upsample_conv+thin_conv"
     assert accel.resolve_speed("fast", cpu, "default").name == "fused+channels_last+" + cpu_fast
     assert accel.resolve_speed("fast", cpu, "tf-dcgan").name == "fused+channels_last+" + cpu_fast
     assert accel.resolve_speed("fast", cpu, "cifar-dcgan").name == "fused+" + cpu_fast
-    assert not fast_cuda.fast_dropout and not fast_cuda.dft_conv and not fast_cuda.upsample_conv
+    assert not (fast_cuda.fast_dropout or fast_cuda.dft_conv or fast_cuda.upsample_conv or fast_cuda.thin_conv)
     assert accel.resolve_speed("fast+channels_last", cpu, "cifar-dcgan").channels_last
     assert accel.resolve_speed("fast", cuda, "tf-dcgan").channels_last
     assert accel.resolve_speed("fast+no_compile+no_bf16", cuda).name == (
@@ -95,11 +95,13 @@ def test_speed_presets_and_switches():
 
 
 def test_summary_names_only_features_that_act(tmp_path):
-    assert _run("default", "auto+autotune", tmp_path).speed == "fused+channels_last"  # no dropout, no CUDA
+    # No dropout and no CUDA; D's first convolution reads the one grey channel.
+    assert _run("default", "auto+autotune", tmp_path).speed == "fused+channels_last+thin_conv"
+    assert _run("seed000-dcgan-cifar100", "auto", tmp_path).speed == "fused+fast_dropout"  # 3 colour channels
     tf = _run("tf-dcgan-mnist", "auto", tmp_path)
-    assert tf.speed == "fused+channels_last+fast_dropout"  # dft_conv counts once a layer has taken it
+    assert tf.speed == "fused+channels_last+fast_dropout+thin_conv"  # dft_conv counts once a layer has taken it
     _steps(tf, 1)
-    assert tf.speed == "fused+channels_last+fast_dropout+dft_conv"  # G's 256->128 5x5 at 7x7
+    assert tf.speed == "fused+channels_last+fast_dropout+dft_conv+thin_conv"  # G's 256->128 5x5 at 7x7
 
 
 def test_optimizer_implementation_follows_the_features():

@@ -91,6 +91,7 @@ class GANRun(RunState):
         D.to(self.device)
         sp.upsample_conv(G, D, enabled=self.features.upsample_conv)  # first: a folded conv is no DFT candidate
         sp.dft_conv(G, D, enabled=self.features.dft_conv)  # before channels_last, which sets its output layout
+        sp.thin_conv(G, D, enabled=self.features.thin_conv)
         sp.channels_last(G, D, enabled=self.features.channels_last, device=self.device)
         sp.fast_dropout(G, D, enabled=self.features.fast_dropout)
         self.impl = {"G": sp.optimizer_options(cfg.g_optimizer, self.features, self.device),
@@ -199,13 +200,15 @@ class GANRun(RunState):
     def speed(self) -> str:
         """The speed features in effect: a compile or capture that fell back drops out, and so does
         a feature with nothing to act on (autotune off CUDA, fast_dropout in a model without dropout,
-        dft_conv where no layer's shape made it pay, upsample_conv where no upsampling was folded)."""
+        dft_conv where no layer's shape made it pay, upsample_conv where no upsampling was folded,
+        thin_conv where no layer has a single channel on the image side)."""
         off = {"compile": self.compiled.failed, "cudagraphs": self.graphed.failed,
                "autotune": self.device.type != "cuda",
                "fast_dropout": not any(isinstance(m, nn.Dropout) for net in (self.G, self.D)
                                        for m in net.modules()),
                "dft_conv": not sp.dft_used(self.G, self.D),
-               "upsample_conv": not sp.upsample_folded(self.G, self.D)}
+               "upsample_conv": not sp.upsample_folded(self.G, self.D),
+               "thin_conv": not sp.thin_used(self.G, self.D)}
         return "+".join(f for f in self.features.name.split("+") if not off.get(f)) or "eager"
 
     def buffered(self) -> list[nn.Module]:

@@ -18,16 +18,16 @@ from ganforge.errors import ConfigError
 SPEEDS = ("auto", "eager", "fast")
 # Switches `speed` can add (`+feature`) or remove (`+no_feature`) after a preset.
 SPEED_FEATURES = ("fused", "channels_last", "bf16", "autotune", "async_guard", "compile", "cudagraphs",
-                  "fast_dropout", "dft_conv", "upsample_conv")
+                  "fast_dropout", "dft_conv", "upsample_conv", "thin_conv")
 
 # What `fast` turns on, per device type. On the CPU only what measurably helped on 2 cores stays
 # (docs/BENCHMARKS.md): convolutions dominate there, compile cost a minute and halved the step
 # rate, and a host sync costs nothing, so the device-side guard would only add work.
 FAST = {
     # CUDA's own dropout kernel is fused, and cuDNN's autotuning picks among FFT convolutions itself.
-    # The upsampling fold has been measured on the CPU only: on CUDA it is a `+upsample_conv` away.
-    "cuda": frozenset(SPEED_FEATURES) - {"fast_dropout", "dft_conv", "upsample_conv"},
-    "cpu": frozenset({"fused", "channels_last", "fast_dropout", "dft_conv", "upsample_conv"}),
+    # upsample_conv and thin_conv have been measured on the CPU only: on CUDA each is a `+feature` away.
+    "cuda": frozenset(SPEED_FEATURES) - {"fast_dropout", "dft_conv", "upsample_conv", "thin_conv"},
+    "cpu": frozenset({"fused", "channels_last", "fast_dropout", "dft_conv", "upsample_conv", "thin_conv"}),
 }
 # The models for which NHWC measured faster on the CPU (filled by register_cpu_channels_last).
 _CPU_NHWC: set[str] = set()
@@ -62,6 +62,7 @@ class Speed:
     fast_dropout: bool = False  # dropout masks from rand < 1-p instead of bernoulli_ (CPU)
     dft_conv: bool = False  # small stride-1 convolutions through the DFT where it pays (CPU)
     upsample_conv: bool = False  # nearest upsampling + conv run as one transposed conv (CPU)
+    thin_conv: bool = False  # 1-channel convs' input gradient, 1-channel transposed convs' forward as a product (CPU)
 
     @property
     def name(self) -> str:
