@@ -132,3 +132,31 @@ def test_other_dtypes_autocast_and_explicit_output_size_keep_pytorchs_convolutio
     assert calls == []
     conv(torch.randn(1, 1, 5, 5)), convt(torch.randn(1, 2, 3, 3))
     assert calls == ["conv", "convt"]
+
+
+@pytest.mark.parametrize("wants", ["input", "weight", "bias", "all"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_each_gradient_alone_through_the_modules(wants, bias):
+    """What the steps ask for: the generator's step wants only the input's gradient of D's first
+    layer (its weights frozen), D's step on real images only the weights'. In float64 the module
+    runs PyTorch's path, so these call the functions the fp32 modules call, with the same masks."""
+    torch.manual_seed(0)
+    for transposed in (False, True):
+        c_in, c_out = (3, 1) if transposed else (1, 3)
+        x = torch.randn(2, c_in, 6, 5, dtype=torch.float64, requires_grad=wants in ("input", "all"))
+        w = torch.randn(*((c_in, c_out) if transposed else (c_out, c_in)), 3, 4, dtype=torch.float64,
+                        requires_grad=wants in ("weight", "all"))
+        b = torch.randn(c_out, dtype=torch.float64, requires_grad=wants in ("bias", "all")) if bias else None
+        if not any(t is not None and t.requires_grad for t in (x, w, b)):
+            continue
+        if transposed:
+            out = _ThinConvTranspose.apply(x, w, b, (2, 1), (1, 3), (1, 0))  # oblong stride, padding up to k-1
+            ref = F.conv_transpose2d(x, w, b, (2, 1), (1, 3), (1, 0))
+        else:
+            out = _ThinConv.apply(x, w, b, (2, 1), (1, 3))
+            ref = F.conv2d(x, w, b, (2, 1), (1, 3))
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+        wrt = [t for t in (x, w, b) if t is not None and t.requires_grad]
+        gy = torch.randn_like(ref)
+        for a, e in zip(torch.autograd.grad(out, wrt, gy), torch.autograd.grad(ref, wrt, gy)):
+            torch.testing.assert_close(a, e, rtol=0, atol=1e-11)

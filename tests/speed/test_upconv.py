@@ -96,6 +96,34 @@ def test_other_pairs_are_left_alone(build):
     assert not accel.upsample_folded(model)
 
 
+def test_reused_modules_are_never_folded():
+    """A module object used in two places would change in both: such pairs stay as they are."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 4, 4)
+    up, conv, act = nn.Upsample(scale_factor=2), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU()
+    cases = [nn.Sequential(act, up, act, conv),  # children() would list act once and pair up with conv
+             nn.ModuleList([nn.Sequential(up, conv), nn.Sequential(up, nn.Conv2d(3, 3, 1))]),
+             nn.ModuleList([nn.Sequential(up, conv), nn.Sequential(conv)])]
+    for model in cases:
+        ref = copy.deepcopy(model)
+        assert accel.upsample_conv(model, enabled=True) == 0
+        runs = [model] if isinstance(model, nn.Sequential) else list(model)
+        for a, b in zip(runs, [ref] if isinstance(ref, nn.Sequential) else list(ref)):
+            torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+    # The same pair in two separate models is still folded in each.
+    assert accel.upsample_conv(_pair(2, 3, 1), _pair(2, 3, 1), enabled=True) == 2
+
+
+def test_unbatched_input_goes_the_pairs_own_way():
+    torch.manual_seed(0)
+    ref = _pair(2, 3, 1, dtype=torch.float32)
+    fast = copy.deepcopy(ref)
+    accel.upsample_conv(fast, enabled=True)
+    x = torch.randn(3, 5, 6)  # nn.Upsample reads (C, H, W) as a 1-D batch: it widens W only
+    torch.testing.assert_close(fast(x), ref(x), rtol=0, atol=0)
+    torch.testing.assert_close(fast(x[None]), ref(x[None]), rtol=1e-5, atol=1e-5)
+
+
 def test_seed001_generator_folds_both_upsamplings_and_keeps_its_checkpoint():
     cfg = apply_overrides(get_recipe("seed001-dcgan-mnist"), ["device=cpu"])
     torch.manual_seed(0)

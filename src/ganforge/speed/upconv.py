@@ -69,10 +69,11 @@ def _eligible(conv: nn.Module, scale: tuple[int, int]) -> bool:
 
 
 class FoldedUpsample(nn.Upsample):
-    """The upsampling the next layer (an UpsampledConv2d) does itself: a pass-through."""
+    """The upsampling the next layer (an UpsampledConv2d) does itself: a pass-through for a batch.
+    An unbatched input goes both layers' own way."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+        return x if x.ndim == 4 else super().forward(x)
 
 
 class UpsampledConv2d(nn.Conv2d):
@@ -81,6 +82,8 @@ class UpsampledConv2d(nn.Conv2d):
     upsample_scale: tuple[int, int] = (1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:  # unbatched: FoldedUpsample has upsampled it as nn.Upsample does
+            return super().forward(x)
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         kernel = upsampled_kernel(self.weight, self.upsample_scale)
         return F.conv_transpose2d(x, kernel, self.bias, stride=self.upsample_scale,
@@ -92,11 +95,19 @@ def upsample_conv(*modules: nn.Module, enabled: bool) -> int:
     in an nn.Sequential into that convolution. Returns how many pairs were folded."""
     if not enabled:
         return 0
+    # The swap changes the module objects, so each must be used in exactly one place: an Upsample or
+    # a convolution that also sits elsewhere (a reused instance) keeps its own behaviour.
+    uses: dict[int, int] = {}
+    for model in modules:
+        for _, m in model.named_modules(remove_duplicate=False):
+            uses[id(m)] = uses.get(id(m), 0) + 1
     count = 0
     for model in modules:
         for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-            children = list(seq.children())
+            children = list(seq._modules.values())  # in order, repeats included (children() drops them)
             for up, conv in zip(children, children[1:]):
+                if up is None or conv is None or uses[id(up)] != 1 or uses[id(conv)] != 1:
+                    continue
                 scale = _scale(up)
                 if scale is None or not _eligible(conv, scale):
                     continue
