@@ -19,9 +19,7 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import ganforge  # noqa: F401  (before torch, as the CLI: its OpenMP setting)
@@ -29,6 +27,7 @@ import torch
 from torch import nn
 
 from ganforge import speed as accel
+from record import time_sides
 
 SWAPS = {"upsample_conv": accel.upsample_conv, "thin_conv": accel.thin_conv}
 
@@ -49,12 +48,6 @@ def layers(feature: str):
     ]
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
-
-
 def measure(feature: str, name: str, layer: nn.Module, shape, threads: int, layout: str, repeat: int) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(threads)
@@ -68,29 +61,7 @@ def measure(feature: str, name: str, layer: nn.Module, shape, threads: int, layo
         ref = layer(x)
         err = ((swapped(x) - ref).abs().max() / ref.abs().max()).item()
     gy = torch.randn_like(ref)
-
-    def fwd(f):
-        def run():
-            with torch.no_grad():
-                f(x)
-        return run
-
-    def both(f):
-        def run():
-            x.grad = None
-            f.zero_grad(set_to_none=True)
-            f(x).backward(gy)
-        return run
-
-    times: dict[str, list[float]] = {k: [] for k in ("fwd_torch", "fwd_swapped", "both_torch", "both_swapped")}
-    for f in (layer, swapped):  # warm-up: oneDNN primitives, allocations
-        fwd(f)(), both(f)()
-    for r in range(repeat):
-        order = [("torch", layer), ("swapped", swapped)] if r % 2 == 0 else [("swapped", swapped), ("torch", layer)]
-        for side, f in order:
-            times[f"fwd_{side}"].append(timed(fwd(f)))
-            times[f"both_{side}"].append(timed(both(f)))
-    med = {k: round(statistics.median(v), 2) for k, v in times.items()}
+    med = time_sides({"torch": layer, "swapped": swapped}, x, gy, (layer, swapped), repeat)
     row = {"feature": feature, "layer": name, "threads": threads, "layout": layout, "input": list(shape),
            "max_rel_error": float(f"{err:.2e}"), **med,
            "fwd_ratio": round(med["fwd_torch"] / med["fwd_swapped"], 2),

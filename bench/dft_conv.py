@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import ganforge  # noqa: F401  (before torch, as the CLI: its OpenMP setting)
@@ -26,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ganforge.speed.dftconv import dft_conv2d, pays, plan
+from record import time_sides
 
 
 def strided_conv(conv: nn.Conv2d, shape: tuple[int, ...]):
@@ -73,12 +72,6 @@ def layers(batch: int):
     ]
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
-
-
 def measure(name, layer, shape, build, threads: int, repeat: int) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(threads)
@@ -88,29 +81,7 @@ def measure(name, layer, shape, build, threads: int, repeat: int) -> dict:
         ref = layer(x)
         err = ((dft(x) - ref).abs().max() / ref.abs().max()).item()
     gy = torch.randn_like(ref)
-
-    def fwd(f):
-        def run():
-            with torch.no_grad():
-                f(x)
-        return run
-
-    def both(f):
-        def run():
-            x.grad = None
-            layer.zero_grad(set_to_none=True)
-            f(x).backward(gy)
-        return run
-
-    times: dict[str, list[float]] = {k: [] for k in ("fwd_direct", "fwd_dft", "both_direct", "both_dft")}
-    for side, f in (("direct", layer), ("dft", dft)):  # warm-up: oneDNN primitives, allocations
-        fwd(f)(), both(f)()
-    for r in range(repeat):  # alternate, order swapped every round
-        order = [("direct", layer), ("dft", dft)] if r % 2 == 0 else [("dft", dft), ("direct", layer)]
-        for side, f in order:
-            times[f"fwd_{side}"].append(timed(fwd(f)))
-            times[f"both_{side}"].append(timed(both(f)))
-    med = {k: round(statistics.median(v), 2) for k, v in times.items()}
+    med = time_sides({"direct": layer, "dft": dft}, x, gy, (layer,), repeat)
     row = {"layer": name, "threads": threads, "input": list(shape), "bins": p.bins,
            "pays": pays(p, *channels), "max_rel_error": float(f"{err:.2e}"), **med,
            "fwd_ratio": round(med["fwd_direct"] / med["fwd_dft"], 2),

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ganforge.speed.swap import graph_grads, swap_classes, torch_path
+
 # Use the DFT only where the direct multiplications outnumber its own by this factor: its matrix
 # products run at about half the speed of oneDNN's direct convolution kernels on the CPUs
 # measured, and its transforms are memory-bound.
@@ -183,13 +185,8 @@ class _DFTConv(torch.autograd.Function):
         x, weight, bias, xs, ws = ctx.saved_tensors
         p, transposed = ctx.p, ctx.transposed
         if torch.is_grad_enabled():  # create_graph: differentiate the differentiable version
-            wanted = [i for i, t in enumerate((x, weight, bias)) if ctx.needs_input_grad[i]]
-            y = _reference(x, weight, bias, p, transposed)  # from the saved inputs: the graph goes on
-            got = torch.autograd.grad(y, [(x, weight, bias)[i] for i in wanted], gy, create_graph=True)
-            grads = [None, None, None]
-            for i, g in zip(wanted, got):
-                grads[i] = g
-            return grads[0], grads[1], grads[2], None, None, None
+            return graph_grads(ctx, gy, lambda x, w, b: _reference(x, w, b, p, transposed),
+                               (x, weight, bias)) + (None, None, None)
         _, t_w, _, t_in_t, t_out_t = _cast(p, gy.dtype, gy.device)
         n, c_in = x.shape[:2]
         c_out = gy.shape[1]
@@ -233,9 +230,8 @@ class DFTMixin:
     nhwc_out = False  # set by speed.channels_last: the DFT path's output goes on in NHWC
 
     def _dft(self, x: torch.Tensor) -> torch.Tensor | None:
-        if (x.ndim != 4 or x.dtype != torch.float32 or self.weight.dtype != torch.float32
-                or torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling()):
-            return None  # a compiled step keeps PyTorch's convolution: the compiler picks its own kernels
+        if torch_path(self, x):
+            return None
         transposed = isinstance(self, nn.ConvTranspose2d)
         kh, kw = self.kernel_size
         p = plan(x.shape[2], x.shape[3], kh, kw, self.padding[0], self.padding[1], transposed)
@@ -262,13 +258,8 @@ def dft_conv(*modules: nn.Module, enabled: bool) -> int:
     parameters, buffers and hooks (checkpoints are unchanged). Returns how many may."""
     if not enabled:
         return 0
-    count = 0
-    for model in modules:
-        for module in model.modules():
-            if _eligible(module):
-                module.__class__ = DFTConv2d if type(module) is nn.Conv2d else DFTConvTranspose2d
-                count += 1
-    return count
+    return swap_classes(modules, lambda m: None if not _eligible(m) else
+                        DFTConv2d if type(m) is nn.Conv2d else DFTConvTranspose2d)
 
 
 def dft_used(*modules: nn.Module) -> bool:

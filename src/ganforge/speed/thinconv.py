@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganforge.speed.swap import graph_grads, swap_classes, torch_path
+
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N*H*W, C): free for an NHWC tensor, one copy otherwise."""
@@ -42,12 +44,13 @@ class _ThinConv(torch.autograd.Function):
         x, weight, bias = ctx.saved_tensors
         stride, padding = ctx.stride, ctx.padding
         if torch.is_grad_enabled():  # create_graph: differentiate PyTorch's own convolution
-            return _graph_grads(ctx, gy, lambda x, w, b: F.conv2d(x, w, b, stride, padding), (x, weight, bias)) + (None, None)
+            return graph_grads(ctx, gy, lambda x, w, b: F.conv2d(x, w, b, stride, padding), (x, weight, bias)) + (None, None)
         gx = gw = gb = None
-        if ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2]):  # oneDNN is quick here
+        want_gb = bias is not None and ctx.needs_input_grad[2]
+        if ctx.needs_input_grad[1] or want_gb:  # oneDNN is quick here
             _, gw, gb = torch.ops.aten.convolution_backward(
                 gy, x, weight, None if bias is None else [bias.shape[0]], list(stride), list(padding), [1, 1],
-                False, [0, 0], 1, [False, ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]])
+                False, [0, 0], 1, [False, ctx.needs_input_grad[1], want_gb])
         if ctx.needs_input_grad[0]:
             n, _, h_out, w_out = gy.shape
             cols = (_rows(gy) @ weight.reshape(weight.shape[0], -1)).view(n, h_out * w_out, -1).transpose(1, 2)
@@ -75,25 +78,13 @@ class _ThinConvTranspose(torch.autograd.Function):
         x, weight, bias = ctx.saved_tensors
         stride, padding, output_padding = ctx.geometry
         if torch.is_grad_enabled():
-            return _graph_grads(ctx, gy, lambda x, w, b: F.conv_transpose2d(x, w, b, stride, padding, output_padding),
+            return graph_grads(ctx, gy, lambda x, w, b: F.conv_transpose2d(x, w, b, stride, padding, output_padding),
                                 (x, weight, bias)) + (None, None, None)
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
         gx, gw, gb = torch.ops.aten.convolution_backward(
             gy, x, weight, None if bias is None else [bias.shape[0]], list(stride), list(padding), [1, 1], True,
             list(output_padding), 1, mask)
         return gx, gw, gb, None, None, None
-
-
-def _graph_grads(ctx, gy, fn, inputs):
-    """The gradients the backward needs, through PyTorch's own (differentiable) convolution."""
-    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i]]
-    with torch.enable_grad():
-        y = fn(*inputs)
-        got = torch.autograd.grad(y, [inputs[i] for i in wanted], gy, create_graph=True)
-    grads = [None, None, None]
-    for i, g in zip(wanted, got):
-        grads[i] = g
-    return tuple(grads)
 
 
 def _eligible(module: nn.Module) -> bool:
@@ -109,22 +100,19 @@ def _eligible(module: nn.Module) -> bool:
 
 
 class _ThinMixin:
-    def _plain(self, x: torch.Tensor) -> bool:
-        """PyTorch's own path: other dtypes, autocast, compile (the compiler picks its kernels)."""
-        return (x.ndim != 4 or x.dtype != torch.float32 or self.weight.dtype != torch.float32
-                or torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling())
+    """Marks a layer that takes the product path (for fp32 batches; PyTorch's own otherwise)."""
 
 
 class ThinConv2d(_ThinMixin, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._plain(x):
+        if torch_path(self, x):
             return super().forward(x)
         return _ThinConv.apply(x, self.weight, self.bias, self.stride, self.padding)
 
 
 class ThinConvTranspose2d(_ThinMixin, nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is not None or self._plain(x):
+        if output_size is not None or torch_path(self, x):
             return super().forward(x, output_size)
         return _ThinConvTranspose.apply(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
 
@@ -133,13 +121,8 @@ def thin_conv(*modules: nn.Module, enabled: bool) -> int:
     """Let every eligible single-channel convolution take the product path. Returns how many."""
     if not enabled:
         return 0
-    count = 0
-    for model in modules:
-        for module in model.modules():
-            if _eligible(module):
-                module.__class__ = ThinConv2d if type(module) is nn.Conv2d else ThinConvTranspose2d
-                count += 1
-    return count
+    return swap_classes(modules, lambda m: None if not _eligible(m) else
+                        ThinConv2d if type(m) is nn.Conv2d else ThinConvTranspose2d)
 
 
 def thin_used(*modules: nn.Module) -> bool:
